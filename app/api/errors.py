@@ -1,0 +1,128 @@
+"""Every error the API answers, in the contract's shape `{"error": {"code", "message", "field"}}`.
+
+The handlers installed by `install_error_handlers` translate everything in one place: our
+`ApiError`s, FastAPI's request validation (400, never a bare 422), Starlette's HTTP errors (404, 405,
+413), and anything unexpected (500: logged with the request id, no stack trace in the body).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.responses import Json
+
+log = logging.getLogger("smsgw.api")
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, field: str | None = None, *, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code:
+            self.code = code
+        self.headers = headers
+
+
+class BadRequest(ApiError):
+    status_code = 400
+    code = "invalid_field"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> Json:
+    return Json(error_body(code, message, field), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+    429: "rate_limited", 503: "unavailable",
+}
+
+
+def _field_of(loc: tuple[Any, ...]) -> str | None:
+    """The request field an error is about: `To`, not `body.To.list[str].3`."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return parts[0] if parts else None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Json:
+        return error_response(exc.status_code, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Json:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = tuple(first.get("loc", ()))
+        field = _field_of(loc)
+        kind = str(first.get("type", ""))
+        if kind == "missing":
+            return error_response(400, "missing_field", f"{field or 'a field'} is required", field)
+        if kind in ("json_invalid", "model_attributes_type") or (kind == "dict_type" and field is None):
+            return error_response(400, "invalid_body", "the body must be a JSON object", field)
+        msg = str(first.get("msg", "invalid value"))
+        return error_response(400, "invalid_field", f"{field}: {msg}" if field else msg, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Json:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Json:
+        request_id = getattr(request.state, "request_id", "-")
+        log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+        return error_response(500, "internal_error", f"internal error (request id {request_id})")

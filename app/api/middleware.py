@@ -1,0 +1,81 @@
+"""Pure ASGI middleware: request ids, the body size limit (413), and request timing."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app.api.errors import error_body
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (`X-Request-ID`, echoed back), refuses bodies over `max_body` bytes
+    with 413 before reading them whole, and reports the latency to `observe(method, route, status, s)`."""
+
+    def __init__(self, app: Any, max_body: int, observe: Callable[[str, str, int, float], None]) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_holder = [500]
+        started_response = [False]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started_response[0] = True
+                status_holder[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def reject_413() -> None:
+            body = orjson.dumps(error_body("payload_too_large", f"body larger than {self.max_body} bytes"))
+            await send_wrapper({"type": "http.response.start", "status": 413, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send_wrapper({"type": "http.response.body", "body": body})
+
+        declared = headers.get("content-length")
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                await reject_413()
+                return
+            received = 0
+
+            async def receive_wrapper() -> Any:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise _TooLarge
+                return message
+
+            try:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except _TooLarge:
+                if not started_response[0]:
+                    await reject_413()
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.observe(scope.get("method", ""), path, status_holder[0], time.perf_counter() - started)

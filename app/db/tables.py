@@ -1,0 +1,240 @@
+"""Tables. Singular snake_case names, timestamps end in `_at` and are stored as UTC.
+
+The same schema runs on PostgreSQL (production, tests) and SQLite (`make run`, smoke tests).
+Indexes follow the lookups the workers make: the dispatcher's "due" scan, receipt matching by
+(provider, upstream id), the outbox publisher's "unpublished, oldest first" scan.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Autoincrementing 64-bit keys that SQLite also understands (it only auto-increments INTEGER).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite too (which stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the key
+    prefix: Mapped[str] = mapped_column(String(12))  # first characters, to recognise a key in lists
+    rate_limit_per_second: Mapped[float | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Message(Base):
+    __tablename__ = "message"
+
+    sid: Mapped[str] = mapped_column(String(34), primary_key=True)
+    api_key_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    batch_sid: Mapped[str | None] = mapped_column(String(34), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    to_number: Mapped[str] = mapped_column(String(20))
+    from_addr: Mapped[str | None] = mapped_column(String(20), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(String(8))
+    segments: Mapped[int] = mapped_column(Integer)
+    long_message_mode: Mapped[str] = mapped_column(String(12), default="split")
+    flash: Mapped[bool] = mapped_column(Boolean, default=False)
+    validity_period: Mapped[int | None] = mapped_column(Integer, default=None)
+    channel: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str | None] = mapped_column(String(60), default=None)
+    status_callback: Mapped[str | None] = mapped_column(Text, default=None)
+    provider_status_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    send_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the dispatcher may take it next (SendAt, retry backoff); NULL once it is no longer due.
+    due_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # The dispatcher's scan: only rows still waiting for it carry a due_at.
+        Index("ix_message_due", "due_at", postgresql_where=text("due_at IS NOT NULL"),
+              sqlite_where=text("due_at IS NOT NULL")),
+        Index("ix_message_lease", "lease_expires_at", postgresql_where=text("status = 'sending'"),
+              sqlite_where=text("status = 'sending'")),
+        Index("ix_message_created", "created_at", "sid"),
+        Index("ix_message_to_created", "to_number", "created_at"),
+        Index("ix_message_status_created", "status", "created_at"),
+    )
+
+
+class MessagePart(Base):
+    """One row per part sent upstream, holding the id the upstream gave it (for receipts)."""
+
+    __tablename__ = "message_part"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_sid: Mapped[str] = mapped_column(ForeignKey("message.sid", ondelete="CASCADE"))
+    part_no: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(60))
+    upstream_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    provider_status_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    tlvs: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_poll_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("message_sid", "part_no"),
+        Index("ix_message_part_upstream", "provider", "upstream_id"),
+        Index("ix_message_part_poll", "next_poll_at", postgresql_where=text("next_poll_at IS NOT NULL"),
+              sqlite_where=text("next_poll_at IS NOT NULL")),
+    )
+
+
+class StatusEvent(Base):
+    """Every status change and every report we heard, applied or not (the message's history)."""
+
+    __tablename__ = "status_event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_sid: Mapped[str] = mapped_column(ForeignKey("message.sid", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(60))
+    applied: Mapped[bool] = mapped_column(Boolean, default=True)
+    provider_status_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_status_event_message", "message_sid", "id"),)
+
+
+class PendingReceipt(Base):
+    """A status report for an upstream id we do not know (yet): kept until that id appears."""
+
+    __tablename__ = "pending_receipt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str | None] = mapped_column(String(60), default=None)
+    upstream_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))
+    provider_status_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    source: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_pending_receipt_upstream", "upstream_id"),)
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_message"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)  # ours
+    source: Mapped[str] = mapped_column(String(60))  # "webhook" or the SMPP provider's name
+    upstream_sid: Mapped[str] = mapped_column(String(100))  # SmsSid, or the SMPP message id
+    from_number: Mapped[str] = mapped_column(String(40))
+    to_number: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("source", "upstream_sid"),)
+
+
+class OutboxEvent(Base):
+    """Something to publish after the transaction that caused it commits.
+
+    `kind`: `report` (ActiveMQ delivery-report), `inbound` (ActiveMQ inbound-sms),
+    `callback` (HTTP POST to a StatusCallback URL), `forward` (inbound to the forward URL).
+    """
+
+    __tablename__ = "outbox_event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    destination: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    message_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_outbox_event_pending", "available_at", "id",
+              postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL")),
+    )
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_record"
+
+    api_key_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,398 @@
+"""The dispatcher: claims due messages, sends them through their route's providers, records outcomes.
+
+Claim: one UPDATE … WHERE sid IN (SELECT … WHERE due_at <= now … FOR UPDATE SKIP LOCKED) RETURNING,
+so several replicas on one PostgreSQL database never take the same message. A claim sets the
+status `sending` and a lease. Outcomes are written in batches by one writer (one transaction for
+many messages), never inside the transaction that claimed them: no upstream call happens with a
+transaction open.
+
+Where a resubmit can happen (at-least-once towards the upstream):
+- the process dies after a submit was accepted upstream but before the writer committed the
+  outcome: the lease expires (`dispatch_lease_seconds`) and another dispatcher sends it again;
+- SMPP only: a submit_sm written but never answered (timeout, connection lost) is retried, because
+  SMPP has no way to ask "did you get it?" without the id. Counted in `smsgw_resubmits_total`.
+HTTP providers never resubmit an unanswered request: the message fails with `UNKNOWN_OUTCOME` and
+the history says why (their ids come only in the answer, so no status query can resolve it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import HttpProviderConfig, Settings
+from app.db.tables import Message, MessagePart, StatusEvent, utcnow
+from app.domain.encoding import Encoding, LongMessageMode
+from app.domain.ids import MessageSid, normalise_upstream_id
+from app.domain.routing import Route, backoff_seconds, providers_for
+from app.domain.status import Status
+from app.events import outbox
+from app.metrics import Metrics
+from app.providers.base import (
+    OutboundMessage,
+    PermanentError,
+    Provider,
+    ProviderError,
+    RetryableError,
+    RouteError,
+    SubmitResult,
+    UnknownOutcomeError,
+)
+from app.services.receipts import apply_pending, outbox_insert
+
+log = logging.getLogger("smsgw.dispatch")
+
+POLLED_DIALECTS = frozenset({"commpeak", "websmpp"})
+
+
+@dataclass(slots=True)
+class Claimed:
+    sid: str
+    to: str
+    sender: str | None
+    body: str
+    encoding: str
+    mode: str
+    flash: bool
+    validity: int | None
+    channel: str
+    attempts: int
+    callback: str | None
+    was_scheduled: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    msg: Claimed
+    kind: str  # sent | retry | failed
+    provider: str | None
+    result: SubmitResult | None = None
+    code: str | None = None
+    detail: str | None = None
+    retry_after: float | None = None
+
+
+class Dispatcher:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                 providers: dict[str, Provider], metrics: Metrics, owner: str,
+                 on_outbox: Any = None) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._providers = providers
+        self._metrics = metrics
+        self._owner = owner
+        self._on_outbox = on_outbox or (lambda: None)
+        self._routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
+        self._sems = {n: asyncio.Semaphore(max(1, p.max_in_flight)) for n, p in providers.items()}
+        self._capacity = max(1, sum(p.max_in_flight for p in providers.values()))
+        self._polled = {p.name for p in settings.providers
+                        if isinstance(p, HttpProviderConfig) and p.dialect in POLLED_DIALECTS}
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._in_flight = 0
+        self._outcomes: list[Outcome] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runners: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._runners = [asyncio.create_task(self._claim_loop(), name="dispatch-claim"),
+                         asyncio.create_task(self._write_loop(), name="dispatch-write"),
+                         asyncio.create_task(self._housekeeping_loop(), name="dispatch-housekeeping")]
+
+    async def stop(self) -> None:
+        """Stop claiming, let submits in flight finish (up to 10 s), record their outcomes."""
+        self._stopping = True
+        self._wake.set()
+        self._room.set()
+        claim, write, _housekeeping = self._runners
+        await asyncio.wait([claim], timeout=15)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        self._flush.set()
+        await asyncio.wait([write], timeout=30)
+        for t in self._runners:
+            if not t.done():
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # -- claiming ---------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        idle = 0.05
+        while not self._stopping:
+            limit = min(self._settings.dispatch_batch, 2 * self._capacity - self._in_flight)
+            if limit < max(1, min(self._settings.dispatch_batch, self._capacity) // 4):
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                claimed = await self.claim(limit)
+            except Exception:  # database down: keep trying, slowly
+                log.exception("claim failed")
+                await asyncio.sleep(1.0)
+                continue
+            for msg in claimed:
+                self._in_flight += 1
+                task = asyncio.create_task(self._send(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if claimed:
+                idle = 0.05
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle)
+            idle = min(idle * 2, 1.0)
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        now = utcnow()
+        due = (select(Message.sid)
+               .where(Message.due_at.is_not(None), Message.due_at <= now)
+               .order_by(Message.due_at).limit(limit)
+               .with_for_update(skip_locked=True))  # ignored by SQLite, which has one writer anyway
+        stmt = (update(Message).where(Message.sid.in_(due.scalar_subquery()))
+                .values(status=Status.SENDING.value, lease_owner=self._owner,
+                        lease_expires_at=now + timedelta(seconds=self._settings.dispatch_lease_seconds),
+                        due_at=None, attempts=Message.attempts + 1, updated_at=now)
+                .returning(Message.sid, Message.to_number, Message.from_addr, Message.body, Message.encoding,
+                           Message.long_message_mode, Message.flash, Message.validity_period, Message.channel,
+                           Message.attempts, Message.status_callback, Message.send_at))
+        async with self._sessions() as s:
+            rows = (await s.execute(stmt, execution_options={"synchronize_session": False})).all()
+            claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],
+                               r[11] is not None and int(r[9]) == 1) for r in rows]
+            scheduled = [c for c in claimed if c.was_scheduled]
+            if scheduled:
+                await s.execute(insert(StatusEvent), [
+                    {"message_sid": c.sid, "status": Status.QUEUED.value, "source": "scheduler", "applied": True,
+                     "created_at": now} for c in scheduled])
+            await s.commit()
+        return claimed
+
+    # -- sending ----------------------------------------------------------------------------
+    async def _send(self, msg: Claimed) -> None:
+        try:
+            outcome = await self._try_route(msg)
+        except Exception as exc:  # a bug in a provider must not lose the message
+            log.exception("submit crashed", extra={"message_sid": msg.sid})
+            outcome = Outcome(msg, "retry", None, code="INTERNAL", detail=type(exc).__name__)
+        finally:
+            self._in_flight -= 1
+            self._room.set()
+        self._outcomes.append(outcome)
+        if len(self._outcomes) >= 200:
+            self._flush.set()
+
+    async def _try_route(self, msg: Claimed) -> Outcome:
+        names = providers_for(self._routes, msg.channel, msg.to)
+        if not names:
+            return Outcome(msg, "failed", None, code="NO_ROUTE", detail=f"no route for channel {msg.channel!r}")
+        out = OutboundMessage(
+            sid=MessageSid(msg.sid), to=msg.to, sender=msg.sender, body=msg.body, encoding=Encoding(msg.encoding),
+            long_message_mode=LongMessageMode(msg.mode), flash=msg.flash, validity_period=msg.validity,
+            attempt=msg.attempts,
+        )
+        unavailable: list[str] = []
+        last: ProviderError | None = None
+        for name in names:
+            provider = self._providers.get(name)
+            if provider is None or not provider.is_available():
+                unavailable.append(name)
+                continue
+            loop = asyncio.get_running_loop()
+            async with self._sems[name]:
+                started = loop.time()
+                try:
+                    result = await provider.submit(out)
+                except RouteError as exc:
+                    self._metrics.submit_errors.labels(name, "route").inc()
+                    last = exc
+                    continue
+                except RetryableError as exc:
+                    self._metrics.submit_errors.labels(name, "retry").inc()
+                    return Outcome(msg, "retry", name, code=exc.code, detail=exc.message, retry_after=exc.retry_after)
+                except PermanentError as exc:
+                    self._metrics.submit_errors.labels(name, "permanent").inc()
+                    return Outcome(msg, "failed", name, code=exc.code, detail=exc.message)
+                except UnknownOutcomeError as exc:
+                    self._metrics.submit_errors.labels(name, "unknown").inc()
+                    if provider.type == "smpp":
+                        self._metrics.resubmits.labels(name).inc()
+                        return Outcome(msg, "retry", name, code=exc.code,
+                                       detail=f"no answer to submit_sm, resubmitting: {exc.message}")
+                    return Outcome(msg, "failed", name, code="UNKNOWN_OUTCOME",
+                                   detail=f"request sent but no answer ({exc.code}); not resubmitted to avoid "
+                                          f"a duplicate")
+                self._metrics.submit_latency.labels(name).observe(loop.time() - started)
+                return Outcome(msg, "sent", name, result=result)
+        if unavailable:
+            return Outcome(msg, "retry", unavailable[0], code="PROVIDER_UNAVAILABLE",
+                           detail="no provider of the route is connected: " + ", ".join(unavailable))
+        assert last is not None
+        return Outcome(msg, "failed", names[-1], code=last.code, detail=f"every provider refused: {last.message}")
+
+    # -- recording --------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        # Ends by itself once stopping and drained (not by cancel: Python 3.11's wait_for can swallow one).
+        while not (self._stopping and not self._outcomes and not self._tasks):
+            self._flush.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush.wait(), 0.02)
+            if self._outcomes:
+                await self._write_outcomes()
+
+    async def _write_outcomes(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        for attempt in range(1, 1000):
+            try:
+                await self._record(batch)
+                break
+            except Exception:
+                # The database is away: hold the outcomes (the leases keep the messages ours for a while).
+                log.exception("recording %d outcomes failed (try %d)", len(batch), attempt)
+                if self._stopping and attempt >= 3:
+                    return
+                await asyncio.sleep(min(5.0, 0.2 * attempt))
+        self._on_outbox()
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        now = utcnow()
+        settings = self._settings
+        events: list[dict[str, Any]] = []
+        out_rows: list[dict[str, Any]] = []
+        async with self._sessions() as s:
+            sent_by_provider: dict[str, list[Outcome]] = defaultdict(list)
+            for o in batch:
+                if o.kind == "sent":
+                    sent_by_provider[o.provider or ""].append(o)
+            for provider, group in sent_by_provider.items():
+                owned = set((await s.scalars(
+                    update(Message)
+                    .where(Message.sid.in_([o.msg.sid for o in group]), Message.lease_owner == self._owner,
+                           Message.status == Status.SENDING.value)
+                    .values(status=Status.SENT.value, provider=provider, lease_owner=None, lease_expires_at=None,
+                            updated_at=now)
+                    .returning(Message.sid)
+                )).all())
+                group = [o for o in group if o.msg.sid in owned]
+                if not group:
+                    continue
+                await s.execute(delete(MessagePart).where(MessagePart.message_sid.in_([o.msg.sid for o in group])))
+                poll_at = now + timedelta(seconds=self._poll_interval(provider)) if provider in self._polled else None
+                parts = [
+                    {"message_sid": o.msg.sid, "part_no": i + 1, "provider": provider,
+                     "upstream_id": normalise_upstream_id(uid), "status": Status.SENT.value, "submitted_at": now,
+                     "provider_status_code": o.result.provider_status_code if o.result else None,
+                     "next_poll_at": poll_at}
+                    for o in group for i, uid in enumerate(o.result.upstream_ids if o.result else ())
+                ]
+                if parts:
+                    await s.execute(insert(MessagePart), parts)
+                for o in group:
+                    events.append(_event(o.msg.sid, Status.SENT, f"provider:{provider}", now))
+                    if o.msg.callback:
+                        out_rows.append(outbox.callback_event(url=o.msg.callback, message_sid=o.msg.sid,
+                                                              status=Status.SENT, to=o.msg.to, sender=o.msg.sender,
+                                                              error_code=None, at=now))
+                self._metrics.status.labels(Status.SENT.value, provider).inc(len(group))
+                # Receipts that overtook their submit response: apply them now that the parts exist.
+                uids = [str(u) for o in group for u in (o.result.upstream_ids if o.result else ())]
+                if events:
+                    await s.execute(insert(StatusEvent), events)
+                    events = []
+                await s.flush()
+                await apply_pending(s, provider, uids, settings)
+
+            for o in batch:
+                if o.kind == "retry" and o.msg.attempts >= settings.retry_max_attempts:
+                    o.kind, o.detail = "failed", f"gave up after {o.msg.attempts} attempts: {o.detail}"
+                if o.kind == "retry":
+                    delay = o.retry_after or backoff_seconds(o.msg.attempts, settings.retry_base_seconds,
+                                                             settings.retry_max_seconds, random.random())
+                    res = await s.execute(
+                        update(Message)
+                        .where(Message.sid == o.msg.sid, Message.lease_owner == self._owner)
+                        .values(status=Status.QUEUED.value, due_at=now + timedelta(seconds=delay), lease_owner=None,
+                                lease_expires_at=None, provider_status_code=o.code, updated_at=now))
+                    if getattr(res, "rowcount", 1):
+                        events.append(_event(o.msg.sid, Status.QUEUED, f"provider:{o.provider or '-'}", now,
+                                              code=o.code, detail=f"retry in {delay:.1f}s: {o.detail}", applied=True))
+                elif o.kind == "failed":
+                    res = await s.execute(
+                        update(Message)
+                        .where(Message.sid == o.msg.sid, Message.lease_owner == self._owner)
+                        .values(status=Status.FAILED.value, due_at=None, lease_owner=None, lease_expires_at=None,
+                                provider=o.provider, provider_status_code=o.code, error_code=o.code, updated_at=now))
+                    if getattr(res, "rowcount", 1):
+                        events.append(_event(o.msg.sid, Status.FAILED, f"provider:{o.provider or '-'}", now,
+                                              code=o.code, detail=o.detail))
+                        out_rows.append(outbox.report_event(
+                            queue=settings.delivery_report_queue, message_sid=o.msg.sid, status=Status.FAILED,
+                            provider_status_code=o.code, channel=o.msg.channel, to=o.msg.to, provider=o.provider,
+                            error_code=o.code, at=now))
+                        if o.msg.callback:
+                            out_rows.append(outbox.callback_event(
+                                url=o.msg.callback, message_sid=o.msg.sid, status=Status.FAILED, to=o.msg.to,
+                                sender=o.msg.sender, error_code=o.code, at=now))
+                        self._metrics.status.labels(Status.FAILED.value, o.provider or "-").inc()
+            if events:
+                await s.execute(insert(StatusEvent), events)
+            if out_rows:
+                await outbox_insert(s, out_rows)
+            await s.commit()
+
+    def _poll_interval(self, provider: str) -> float:
+        cfg = self._settings.provider(provider)
+        return cfg.poll_interval if isinstance(cfg, HttpProviderConfig) else 30.0
+
+    # -- housekeeping -----------------------------------------------------------------------
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await self.release_expired_leases()
+            except Exception:
+                log.exception("lease housekeeping failed")
+
+    async def release_expired_leases(self) -> int:
+        """Messages whose claimer died: due again now (this is the resubmit window)."""
+        now = utcnow()
+        async with self._sessions() as s:
+            res = await s.execute(
+                update(Message)
+                .where(Message.status == Status.SENDING.value, Message.lease_expires_at < now)
+                .values(due_at=now, lease_owner=None, lease_expires_at=None, updated_at=now))
+            await s.commit()
+        n = int(getattr(res, "rowcount", 0) or 0)
+        if n:
+            log.warning("%d messages had an expired lease and are due again", n)
+            self._wake.set()
+        return n
+
+
+def _event(sid: str, status: Status, source: str, at: datetime, *, code: str | None = None,
+           detail: str | None = None, applied: bool = True) -> dict[str, Any]:
+    return {"message_sid": sid, "status": status.value, "source": source, "applied": applied,
+            "provider_status_code": code, "detail": detail, "created_at": at}
+

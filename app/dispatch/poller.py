@@ -1,0 +1,95 @@
+"""Status polling for HTTP providers with a query API (commpeak, websmpp).
+
+A part sent through such a provider gets `next_poll_at`; this loop asks the provider for the
+status of due parts, applies final answers like receipts, and backs off between questions (the
+interval grows with the part's age). Past `poll_max_age` (48 h, the limit of seed 000) the part is
+given up as UNKNOWN, which the contract maps to `undelivered`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import HttpProviderConfig, Settings
+from app.db.tables import MessagePart, utcnow
+from app.domain.ids import UpstreamId
+from app.domain.status import Status
+from app.providers.base import Provider, Receipt
+from app.services.receipts import apply_receipts
+
+log = logging.getLogger("smsgw.poller")
+
+BATCH = 100
+CONCURRENCY = 20
+
+
+class StatusPoller:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                 providers: dict[str, Provider], on_commit: object = None) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._providers = providers
+        self._on_commit = on_commit
+        self._configs = {p.name: p for p in settings.providers if isinstance(p, HttpProviderConfig)}
+        self._sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                n = await self.poll_once()
+            except Exception:
+                log.exception("status polling failed")
+                n = 0
+            await asyncio.sleep(0.2 if n >= BATCH else 1.0)
+
+    async def poll_once(self) -> int:
+        now = utcnow()
+        async with self._sessions() as s:
+            parts = (await s.scalars(
+                select(MessagePart).where(MessagePart.next_poll_at.is_not(None), MessagePart.next_poll_at <= now)
+                .order_by(MessagePart.next_poll_at).limit(BATCH))).all()
+            pending = [(p.id, p.provider, p.upstream_id, p.submitted_at) for p in parts]
+        if not pending:
+            return 0
+
+        async def ask(provider: str, upstream_id: str) -> Receipt | None:
+            async with self._sem:
+                try:
+                    return await self._providers[provider].query_status(UpstreamId(upstream_id))
+                except Exception as exc:
+                    log.warning("status query to %s failed: %s", provider, type(exc).__name__)
+                    return None
+
+        answers = await asyncio.gather(*(ask(p, u or "") for _, p, u, _ in pending))
+        receipts: list[Receipt] = []
+        reschedule: list[tuple[int, object]] = []
+        for (pid, provider, upstream_id, submitted), answer in zip(pending, answers, strict=True):
+            cfg = self._configs.get(provider)
+            age = (now - submitted).total_seconds() if submitted else 0.0
+            if answer is not None:
+                receipts.append(answer)
+            elif cfg is None or age >= cfg.poll_max_age:
+                receipts.append(Receipt(provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
+                                        provider_status_code="UNKNOWN", source=f"poll:{provider}",
+                                        error_code="no final status within the provider's query window"))
+            else:
+                delay = max(cfg.poll_interval, min(age / 4, 3600.0))
+                reschedule.append((pid, now + timedelta(seconds=delay)))
+        async with self._sessions() as s:
+            for pid, when in reschedule:
+                await s.execute(update(MessagePart).where(MessagePart.id == pid).values(next_poll_at=when))
+            await apply_receipts(s, receipts, self._settings)
+            # Polled parts that reached a final status stop being polled (apply_receipts clears it);
+            # make sure even a non-advancing answer does not poll forever.
+            done = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]
+            if done:
+                await s.execute(update(MessagePart).where(MessagePart.id.in_(done)).values(next_poll_at=None))
+            await s.commit()
+        if receipts and callable(self._on_commit):
+            self._on_commit()
+        return len(pending)

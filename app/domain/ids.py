@@ -1,0 +1,51 @@
+"""Identifiers: our message ids (Twilio-style `SM…`) and upstream ids with their normalisation.
+
+Upstreams disagree on how they write the same id: an SMSC may answer submit_sm with a hex id and
+carry the decimal form in the receipt (or the other way round), pad with zeros, or change case.
+Receipt matching therefore compares normalised ids and, failing an exact match, the other base.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import NewType
+
+MessageSid = NewType("MessageSid", str)
+UpstreamId = NewType("UpstreamId", str)
+
+_HEX = frozenset("0123456789abcdef")
+_DEC = frozenset("0123456789")
+
+
+def new_message_sid() -> MessageSid:
+    """34 characters like Twilio's: `SM` + 32 hex digits."""
+    return MessageSid("SM" + secrets.token_hex(16))
+
+
+def new_inbound_sid() -> str:
+    return "MM" + secrets.token_hex(16)
+
+
+def normalise_upstream_id(raw: str) -> UpstreamId:
+    """Lower-case, trimmed, without leading zeros (but `0` stays `0`)."""
+    value = raw.strip().lower()
+    if value and (set(value) <= _HEX):
+        value = value.lstrip("0") or "0"
+    return UpstreamId(value)
+
+
+def alternate_upstream_ids(raw: str) -> list[UpstreamId]:
+    """The same id read in the other base: decimal digits as hex and hex digits as decimal.
+
+    Only used when the exact (normalised) id has no match, so a provider that writes decimal
+    everywhere never has its ids confused with another message's hex twin.
+    """
+    value = normalise_upstream_id(raw)
+    out: list[UpstreamId] = []
+    if value and set(value) <= _DEC and len(value) <= 30:
+        out.append(UpstreamId(format(int(value), "x")))
+    if value and set(value) <= _HEX and len(value) <= 24:
+        dec = str(int(value, 16))
+        if dec != value:
+            out.append(UpstreamId(dec))
+    return [v for v in out if v != value]

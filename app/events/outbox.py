@@ -1,0 +1,145 @@
+"""The outbox writer: rows to publish, added in the same transaction as the change that causes them.
+
+Row shapes are the contract between the services (writers) and the publishers (readers):
+- `report`:   destination `/queue/<delivery_report_queue>`, STOMP headers, JSON body (contract §4)
+- `inbound`:  destination `/queue/<inbound_queue>`, JSON body
+- `callback`: destination = the StatusCallback URL, body = form-encoded Twilio-style fields
+- `forward`:  destination = the inbound forward URL, JSON body
+
+`dedupe_key` is unique: writing the same event twice (a retried transaction, a duplicate receipt)
+inserts nothing the second time. For reports it is also sent as the `smsgw-report-id` header so a
+consumer can drop the duplicate a crash between SEND and marking can cause.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from app.db.tables import OutboxEvent, utcnow
+from app.domain.status import Status, report_delivery_status
+
+
+def _json(data: dict[str, Any]) -> str:
+    return orjson.dumps(data).decode()
+
+
+def _queue(name: str) -> str:
+    return name if name.startswith("/") else f"/queue/{name}"
+
+
+def report_event(
+    *,
+    queue: str,
+    message_sid: str,
+    status: Status,
+    provider_status_code: str | None,
+    channel: str,
+    to: str,
+    provider: str | None,
+    error_code: str | None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The delivery report row for a message that reached a final status (values for an INSERT)."""
+    at = at or utcnow()
+    dedupe = f"report:{message_sid}"
+    body = {
+        "MessageSID": message_sid,
+        "DeliveryStatus": report_delivery_status(status),
+        "ProviderStatusCode": provider_status_code or "",
+        "Status": status.value,
+        "To": to,
+        "Channel": channel,
+        "Provider": provider,
+        "ErrorCode": error_code,
+        "Timestamp": at.isoformat(),
+    }
+    return {
+        "kind": "report",
+        "destination": _queue(queue),
+        "headers": {
+            "type": channel,
+            "persistent": "true",
+            "content-type": "application/json",
+            "smsgw-report-id": dedupe,
+        },
+        "body": _json(body),
+        "dedupe_key": dedupe,
+        "message_sid": message_sid,
+        "available_at": at,
+        "created_at": at,
+    }
+
+
+def inbound_event(*, queue: str, inbound: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    at = at or utcnow()
+    dedupe = f"inbound:{inbound['Sid']}"
+    return {
+        "kind": "inbound",
+        "destination": _queue(queue),
+        "headers": {
+            "type": "inbound",
+            "persistent": "true",
+            "content-type": "application/json",
+            "smsgw-inbound-id": inbound["Sid"],
+        },
+        "body": _json(inbound),
+        "dedupe_key": dedupe,
+        "message_sid": inbound["Sid"],
+        "available_at": at,
+        "created_at": at,
+    }
+
+
+def forward_event(*, url: str, inbound: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    at = at or utcnow()
+    return {
+        "kind": "forward",
+        "destination": url,
+        "headers": {"content-type": "application/json"},
+        "body": _json(inbound),
+        "dedupe_key": f"forward:{inbound['Sid']}",
+        "message_sid": inbound["Sid"],
+        "available_at": at,
+        "created_at": at,
+    }
+
+
+def callback_event(
+    *,
+    url: str,
+    message_sid: str,
+    status: Status,
+    to: str,
+    sender: str | None,
+    error_code: str | None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """A Twilio-style status callback (form POST) for one status the message reached."""
+    at = at or utcnow()
+    fields = {
+        "MessageSid": message_sid,
+        "SmsSid": message_sid,
+        "MessageStatus": status.value,
+        "SmsStatus": status.value,
+        "To": to,
+        "From": sender or "",
+    }
+    if error_code:
+        fields["ErrorCode"] = error_code
+    return {
+        "kind": "callback",
+        "destination": url,
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+        "body": urlencode(fields),
+        "dedupe_key": f"callback:{message_sid}:{status.value}",
+        "message_sid": message_sid,
+        "available_at": at,
+        "created_at": at,
+    }
+
+
+__all__ = ["OutboxEvent", "callback_event", "forward_event", "inbound_event", "report_event"]

@@ -1,0 +1,142 @@
+"""A loopback fake of the seed-001 bulk HTTP API (`GET /bulksms/bulksms?...`), answering as the seed says.
+
+Replies are plain text sent as a PHP server sends it (`text/html; charset=UTF-8`): one
+`<code>|<destination>|<message id>` item per destination, comma-separated (or newline-separated,
+`separator`), `1701` for accepted; errors carry an empty message id. Request-level errors (bad
+credentials, invalid type, ...) answer every destination with that code, or the bare code alone
+when `bare_errors` is set (as some servers of this API do).
+
+Checks, in order: a parameter missing or blank → 1702; credentials → 1703; type (0, 1, 2, 5, 6, 7)
+→ 1704; dlr (0, 1) → 1708; source (numeric up to 18 digits, alphanumeric up to 11) → 1707; the text
+must fit the type's character set (GSM 03.38 for 0/1, ISO-8859-1 for 5/7) → 1705; then per
+destination: a number of 7 to 15 digits (optional `+`) → 1706, or the code scripted in `forced`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.domain.encoding import Encoding, encode
+
+CONTENT_TYPE = "text/html; charset=UTF-8"
+REQUIRED = ("username", "password", "type", "dlr", "destination", "source", "message")
+_TYPE_CHARSET: dict[str, Encoding | None] = {
+    "0": Encoding.GSM7, "1": Encoding.GSM7, "2": None, "5": Encoding.LATIN1, "6": None, "7": Encoding.LATIN1,
+}
+
+
+@dataclass
+class BulksmsFakeState:
+    username: str = "user"
+    password: str = "secret"
+    forced: dict[str, str] = field(default_factory=dict)  # destination digits → reply code
+    request_error: str | None = None  # one code for the whole request (1703, 1709, 1725, 16, ...)
+    bare_errors: bool = False  # request-level errors as the bare code
+    separator: str = ","
+    delay: float = 0.0  # seconds before answering
+    down: bool = False  # the web server in front answers 503
+    status_override: int | None = None  # answer this HTTP status (with an HTML body) instead
+    requests: list[dict[str, str]] = field(default_factory=list)  # every request's parameters
+    raw_queries: list[bytes] = field(default_factory=list)
+    accepted: dict[str, dict[str, str]] = field(default_factory=dict)  # message id → what was sent
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+
+def _html(status: int, text: str) -> Response:
+    body = f"<html><head><title>{status} {text}</title></head><body><h1>{text}</h1></body></html>"
+    return Response(body, status_code=status, headers={"content-type": CONTENT_TYPE})
+
+
+def _plain(body: str) -> Response:
+    return Response(body, status_code=200, headers={"content-type": CONTENT_TYPE})
+
+
+def _digits(number: str) -> str:
+    return number[1:] if number.startswith("+") else number
+
+
+def _valid_source(source: str) -> bool:
+    numeric = _digits(source)
+    if numeric.isdigit():
+        return len(numeric) <= 18
+    return len(source) <= 11 and all(ch.isascii() and (ch.isalnum() or ch in " .-_&") for ch in source)
+
+
+def _fits(text: str, charset: Encoding | None) -> bool:
+    if charset is None:
+        return True
+    try:
+        encode(text, charset)
+    except (ValueError, UnicodeError):
+        return False
+    return True
+
+
+def _request_error(state: BulksmsFakeState, p: dict[str, str]) -> str | None:
+    if any(not p.get(name, "").strip() for name in REQUIRED):
+        return "1702"
+    if p["username"] != state.username or p["password"] != state.password:
+        return "1703"
+    if p["type"] not in _TYPE_CHARSET:
+        return "1704"
+    if p["dlr"] not in ("0", "1"):
+        return "1708"
+    if not _valid_source(p["source"]):
+        return "1707"
+    if not _fits(p["message"], _TYPE_CHARSET[p["type"]]):
+        return "1705"
+    return state.request_error
+
+
+def _answer(state: BulksmsFakeState, p: dict[str, str]) -> str:
+    destinations = [d.strip() for d in p.get("destination", "").split(",") if d.strip()] or [""]
+    error = _request_error(state, p)
+    if error is not None and state.bare_errors:
+        return error
+    items: list[str] = []
+    for dest in destinations:
+        code = error or state.forced.get(_digits(dest))
+        if code is None and not (_digits(dest).isdigit() and 7 <= len(_digits(dest)) <= 15):
+            code = "1706"
+        if code is None:
+            mid = state.new_id()
+            state.accepted[mid] = {
+                "destination": dest, "message": p["message"], "type": p["type"], "source": p["source"],
+                "dlr": p["dlr"],
+            }
+            items.append(f"1701|{dest}|{mid}")
+        else:
+            items.append(f"{code}|{dest}|")
+    return state.separator.join(items)
+
+
+def create_app(state: BulksmsFakeState) -> Starlette:
+    async def submit(request: Request) -> Response:
+        state.raw_queries.append(request.scope.get("query_string", b""))
+        params = dict(request.query_params)
+        state.requests.append(params)
+        if state.delay:
+            await asyncio.sleep(state.delay)
+        if state.down:
+            return _html(503, "Service Unavailable")
+        if state.status_override is not None:
+            return _html(state.status_override, "Error")
+        return _plain(_answer(state, params))
+
+    async def not_found(request: Request, exc: Any) -> Response:
+        return _html(404, "Not Found")
+
+    return Starlette(
+        routes=[Route("/bulksms/bulksms", submit, methods=["GET"]), Route("/bulksms", submit, methods=["GET"])],
+        exception_handlers={404: not_found},
+    )

@@ -1,0 +1,84 @@
+"""The FastAPI application: `create_app()` and the lifespan that owns every long-lived resource
+(engine, key store, providers and their binds, dispatcher, outbox publishers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import health, messages, send, webhooks
+from app.api.deps import AppContext
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestContextMiddleware
+from app.api.ratelimit import RateLimiter
+from app.api.webhook_auth import WebhookAuth
+from app.config import Settings
+from app.db.engine import create_engine, session_factory
+from app.metrics import Metrics
+from app.services.api_keys import KeyStore
+
+log = logging.getLogger("smsgw")
+
+DESCRIPTION = """
+smsgw queues SMS from contact-centre applications, sends them upstream over SMPP 3.4 or a provider's
+HTTP API, takes delivery receipts and inbound SMS back, and publishes one JSON delivery report per
+message to the ActiveMQ queue `delivery-report` over STOMP.
+
+Errors are always `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, start_workers: bool | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    run_workers = settings.workers_enabled if start_workers is None else start_workers
+    webhook_auth = WebhookAuth.from_settings(settings)  # fails fast on a bad SMSGW_WEBHOOK_AUTH
+    if webhook_auth.allow_any:
+        log.warning("webhook authentication is OFF (SMSGW_WEBHOOK_AUTH=none): development only")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, settings.database_pool_size)
+        sessions = session_factory(engine)
+        keys = KeyStore(sessions)
+        await keys.bootstrap(settings.api_key_list())
+        ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys,
+                         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+                         webhook_auth=webhook_auth, extras={"metrics": metrics})
+        app.state.ctx = ctx
+        workers: Any = None
+        if run_workers:
+            from app.workers import Workers
+
+            workers = Workers(ctx, metrics)
+            await workers.start()
+            ctx.workers = workers
+            ctx.wake_dispatcher = workers.wake_dispatcher
+        try:
+            yield
+        finally:
+            if workers is not None:
+                await workers.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="smsgw", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+        openapi_tags=[
+            {"name": "send", "description": "Queue SMS"},
+            {"name": "messages", "description": "Look up, list and cancel messages"},
+            {"name": "webhooks", "description": "Called by upstream gateways"},
+            {"name": "operations", "description": "Health and metrics"},
+        ],
+    )
+    install_error_handlers(app)
+    app.include_router(send.router)
+    app.include_router(webhooks.router)
+    app.include_router(messages.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes,
+                       observe=metrics.observe_http)
+    return app

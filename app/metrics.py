@@ -1,0 +1,36 @@
+"""Prometheus metrics, one registry per app instance (so tests can build several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_latency = Histogram(
+            "smsgw_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.accepted = Counter("smsgw_messages_accepted_total", "messages accepted by /send", ["channel"],
+                                registry=r)
+        self.status = Counter("smsgw_message_status_total", "status changes applied", ["status", "provider"],
+                              registry=r)
+        self.submit_latency = Histogram(
+            "smsgw_submit_duration_seconds", "time for an upstream to accept a message", ["provider"],
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.submit_errors = Counter("smsgw_submit_errors_total", "submit errors", ["provider", "kind"], registry=r)
+        self.resubmits = Counter("smsgw_resubmits_total",
+                                 "messages sent again after an unanswered submit (possible duplicates)",
+                                 ["provider"], registry=r)
+        self.receipts = Counter("smsgw_receipts_total", "receipts received", ["result"], registry=r)
+        self.in_flight = Gauge("smsgw_provider_in_flight", "submits awaiting an answer", ["provider"], registry=r)
+        self.provider_up = Gauge("smsgw_provider_up", "binds/connections up", ["provider"], registry=r)
+        self.outbox_lag = Gauge("smsgw_outbox_lag_seconds", "age of the oldest unpublished outbox row",
+                                registry=r)
+        self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_latency.labels(method, route, str(status)).observe(seconds)

@@ -1,0 +1,381 @@
+"""The bulk HTTP API of seed 001: `GET …/bulksms?username&password&type&dlr&destination&source&message`.
+
+`config.url` is the full endpoint (the seed's path is `/bulksms/bulksms`). One request may carry many
+destinations, comma-separated; the reply is one `<code>|<destination>|<message id>` item per
+destination (`1701` = accepted), items separated by commas or line breaks. Some servers answer a
+request-level error with the bare code; it then applies to every destination of the request.
+
+The seed's `schedulemsg` endpoint is never used: the gateway holds scheduled messages itself until
+they are due, so they stay cancelable and failover-able, and the upstream never sees them early.
+
+Reply codes (the seed: only 1709 may be retried, 1715 must never be resubmitted):
+
+    1701                   accepted                 SubmitResult(message id)
+    1709                   user validation failed   RetryableError
+    1715                   response timeout         UnknownOutcomeError (never resubmitted)
+    1703, 1725, 16, 18     bad credentials, no      RouteError: this account cannot send at all,
+                           credit, IP blacklisted/  the message itself is fine, so the route fails
+                           not whitelisted          over to its next provider (failed if none)
+    anything else          1702 1704-1708 1710 1732 PermanentError with the code as
+                           1028 1041 1042 1033 69 8 ProviderStatusCode
+                           and SMPP error codes
+
+HTTP level: connection refused/connect timeout → Retryable; 429, 500, 502, 503 → Retryable;
+504 and a read timeout or broken connection after the request left → UnknownOutcome; other
+statuses (401, 403, 404, …) → RouteError (the endpoint or account is misconfigured).
+
+The seed has no status query API (`query_status` returns None); with `dlr=1` delivery reports are
+pushed by the vendor to a URL set up with them out of band, in a format the seed does not give.
+
+Flash and encoding select `type`; the upstream concatenates long texts itself, so every
+LongMessageMode but `cut` sends the whole text (`cut` truncates it to one segment first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from app.config import HttpProviderConfig
+from app.domain.encoding import Encoding, EncodingError, LongMessageMode, cut_text
+from app.domain.ids import UpstreamId
+from app.providers.base import (
+    OutboundMessage,
+    PermanentError,
+    ProviderError,
+    ProviderState,
+    Receipt,
+    ReportSink,
+    RetryableError,
+    RouteError,
+    SubmitResult,
+    UnknownOutcomeError,
+)
+from app.providers.http.common import TokenBucket, make_client, redact
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "1701"
+RETRYABLE_CODES = frozenset({"1709"})
+UNKNOWN_OUTCOME_CODES = frozenset({"1715"})
+ROUTE_CODES = frozenset({"1703", "1725", "16", "18"})
+CODE_TEXT: dict[str, str] = {
+    "1701": "submitted", "1702": "invalid URL (a parameter missing or blank)",
+    "1703": "invalid username or password", "1704": "invalid type", "1705": "invalid message",
+    "1706": "invalid destination", "1707": "invalid source", "1708": "invalid dlr",
+    "1709": "user validation failed", "1710": "internal error", "1725": "insufficient credit",
+    "1715": "response timeout", "1732": "DND reject", "1028": "spam message", "1041": "duplicate message",
+    "1042": "explicit DND destination", "1033": "message template mismatch", "69": "internal error",
+    "8": "internal error", "16": "IP blacklisted", "18": "non-whitelisted user IP",
+}
+
+MAX_DESTINATIONS = 100  # per request: keeps the URL well under common 8 KiB limits
+MAX_DESTINATION_CHARS = 2000
+
+# type = _TYPE[(encoding, flash)]; 3 (reserved) and 4 (WAP push) are never sent.
+_TYPE: dict[tuple[Encoding, bool], int] = {
+    (Encoding.GSM7, False): 0, (Encoding.GSM7, True): 1, (Encoding.UCS2, False): 2,
+    (Encoding.LATIN1, False): 5, (Encoding.UCS2, True): 6, (Encoding.LATIN1, True): 7,
+}
+_CODE_RE = re.compile(r"(?:\d+|0[xX][0-9A-Fa-f]+)")
+_ITEM_SEP = re.compile(r"[,\r\n]+")
+
+
+def message_type(encoding: Encoding, flash: bool) -> int:
+    return _TYPE[(encoding, flash)]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyItem:
+    code: str
+    destination: str | None
+    message_id: str | None
+
+
+class BadReply(ValueError):
+    pass
+
+
+def parse_reply(text: str) -> list[ReplyItem]:
+    """`1701|9613…|id` items separated by commas or newlines; a bare `<code>` is allowed."""
+    items: list[ReplyItem] = []
+    for raw in _ITEM_SEP.split(text.lstrip("\ufeff").strip()):
+        fields = [f.strip() for f in raw.strip().split("|")]
+        if not fields[0]:
+            continue
+        if not _CODE_RE.fullmatch(fields[0]) or len(fields) > 3:
+            raise BadReply(raw[:80])
+        dest = fields[1] if len(fields) > 1 and fields[1] else None
+        mid = fields[2] if len(fields) > 2 and fields[2] else None
+        items.append(ReplyItem(fields[0], dest, mid))
+    if not items:
+        raise BadReply("empty reply")
+    return items
+
+
+def error_for(code: str) -> ProviderError:
+    """The ProviderError a non-1701 reply code stands for (see the module table)."""
+    text = CODE_TEXT.get(code, "upstream error")
+    if code in RETRYABLE_CODES:
+        return RetryableError(code, text)
+    if code in UNKNOWN_OUTCOME_CODES:
+        return UnknownOutcomeError(code, text)
+    if code in ROUTE_CODES:
+        return RouteError(code, text)
+    return PermanentError(code, text)
+
+
+def _digits(number: str) -> str:
+    d = "".join(ch for ch in number if ch.isdigit())
+    return d[2:] if d.startswith("00") else d
+
+
+def assign_reply(
+    items: Sequence[ReplyItem], destinations: Sequence[str]
+) -> list[SubmitResult | ProviderError]:
+    """One result per destination (distinct within a request) from the reply items."""
+    if len(items) == 1 and items[0].destination is None:
+        return [_result(items[0]) for _ in destinations]
+    wanted = [_digits(d) for d in destinations]
+    results: list[SubmitResult | ProviderError | None] = [None] * len(destinations)
+    leftovers: list[ReplyItem] = []
+    for item in items:
+        idx = _find(_digits(item.destination or ""), wanted, results)
+        if idx is None:
+            leftovers.append(item)
+        else:
+            results[idx] = _result(item)
+    empty = [i for i, r in enumerate(results) if r is None]
+    if leftovers and len(leftovers) == len(empty):
+        # The server rewrote the numbers beyond recognition; it answers in request order.
+        for i, item in zip(empty, leftovers, strict=True):
+            results[i] = _result(item)
+    return [
+        r if r is not None else UnknownOutcomeError("NO_REPLY", "no reply item for this destination")
+        for r in results
+    ]
+
+
+def _find(got: str, wanted: list[str], taken: list[SubmitResult | ProviderError | None]) -> int | None:
+    if not got:
+        return None
+    for i, w in enumerate(wanted):
+        if taken[i] is None and w == got:
+            return i
+    for i, w in enumerate(wanted):  # national vs international form of the same number
+        if taken[i] is None and min(len(w), len(got)) >= 7 and (w.endswith(got) or got.endswith(w)):
+            return i
+    return None
+
+
+def _result(item: ReplyItem) -> SubmitResult | ProviderError:
+    if item.code != SUCCESS:
+        return error_for(item.code)
+    ids = (UpstreamId(item.message_id),) if item.message_id else ()
+    return SubmitResult(upstream_ids=ids, provider_status_code=SUCCESS)
+
+
+class _RedactingFilter(logging.Filter):
+    """Strips passwords from httpx's own log lines, which print the full request URL."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        clean = redact(text, *self.secrets)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+_FILTERED_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
+
+
+def protect_logs(secret: str | None) -> None:
+    """Install the redacting filter on httpx's loggers (once) and teach it `secret`."""
+    if secret:
+        _LOG_FILTER.secrets.add(secret)
+    for name in _FILTERED_LOGGERS:
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One request's worth of messages: distinct destinations (replies map back by destination)."""
+
+    indices: list[int]
+    destinations: set[str]
+    chars: int
+
+
+def _place(batches: list[_Batch], index: int, destination: str) -> None:
+    for b in batches:
+        if (len(b.indices) < MAX_DESTINATIONS and b.chars + len(destination) < MAX_DESTINATION_CHARS
+                and destination not in b.destinations):
+            b.indices.append(index)
+            b.destinations.add(destination)
+            b.chars += len(destination) + 1
+            return
+    batches.append(_Batch([index], {destination}, len(destination) + 1))
+
+
+class BulksmsProvider:
+    """A BatchProvider for the seed-001 API (see the module docstring for the error table)."""
+
+    type = "http"
+
+    def __init__(self, config: HttpProviderConfig) -> None:
+        if config.username is None or config.password is None:
+            raise ValueError(f"provider {config.name}: bulksms needs username and password")
+        self.name = config.name
+        self.max_in_flight = config.concurrency
+        self._config = config
+        self._username = config.username
+        self._password = config.password.get_secret_value()
+        self._bucket = TokenBucket(config.throughput)
+        self._client: httpx.AsyncClient | None = None
+        self._in_flight = 0
+        self._submitted = 0
+        self._errors = 0
+        self._last_error: str | None = None
+
+    async def start(self, sink: ReportSink) -> None:
+        # No receipts come back through this API (see the module docstring): the sink is unused.
+        protect_logs(self._password)
+        if self._client is None:
+            self._client = make_client(self._config.timeout, self._config.concurrency)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def is_available(self) -> bool:
+        return self._client is not None
+
+    async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
+        return None  # the seed has no status query
+
+    def state(self) -> ProviderState:
+        return ProviderState(
+            name=self.name, type=self.type, connected=self._client is not None, in_flight=self._in_flight,
+            submitted=self._submitted, errors=self._errors, last_error=self._last_error,
+            detail={"dialect": "bulksms", "url": redact(self._config.url, self._password)},
+        )
+
+    async def submit(self, message: OutboundMessage) -> SubmitResult:
+        result = (await self.submit_many([message]))[0]
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def submit_many(self, messages: Sequence[OutboundMessage]) -> list[SubmitResult | ProviderError]:
+        """Messages with the same text, sender and type share requests (comma-separated destinations)."""
+        results: list[SubmitResult | ProviderError | None] = [None] * len(messages)
+        batches: dict[tuple[str, str, int], list[_Batch]] = {}
+        for i, msg in enumerate(messages):
+            source = msg.sender or self._config.default_from
+            if not source:
+                results[i] = RouteError("NO_SOURCE", "no sender and no default_from for this provider")
+                continue
+            try:
+                text = cut_text(msg.body, msg.encoding) if msg.long_message_mode is LongMessageMode.CUT else msg.body
+            except EncodingError as exc:
+                results[i] = PermanentError("ENCODING", str(exc))
+                continue
+            key = (text, source, message_type(msg.encoding, msg.flash))
+            _place(batches.setdefault(key, []), i, _digits(msg.to))
+        sem = asyncio.Semaphore(self.max_in_flight)
+
+        async def send(key: tuple[str, str, int], batch: _Batch) -> None:
+            async with sem:
+                outcome = await self._send(key, [messages[i] for i in batch.indices])
+            for i, r in zip(batch.indices, outcome, strict=True):
+                results[i] = r
+
+        await asyncio.gather(*(send(key, b) for key, group in batches.items() for b in group))
+        done = [r for r in results if r is not None]
+        assert len(done) == len(messages)
+        return done
+
+    async def _send(
+        self, key: tuple[str, str, int], chunk: list[OutboundMessage]
+    ) -> list[SubmitResult | ProviderError]:
+        text, source, mtype = key
+        destinations = [m.to.lstrip("+") for m in chunk]
+        self._in_flight += len(chunk)
+        try:
+            body = await self._get(text, source, mtype, destinations)
+            try:
+                outcome = assign_reply(parse_reply(body), destinations)
+            except BadReply as exc:
+                outcome = [UnknownOutcomeError("BAD_REPLY", f"unreadable reply: {redact(str(exc))}")] * len(chunk)
+        except ProviderError as exc:
+            outcome = [exc] * len(chunk)
+        finally:
+            self._in_flight -= len(chunk)
+        for r in outcome:
+            if isinstance(r, ProviderError):
+                self._errors += 1
+                self._last_error = f"{r.code}: {r.message}"
+            else:
+                self._submitted += 1
+        log.debug("bulksms %s: %d destination(s), type %d", self.name, len(chunk), mtype)
+        return outcome
+
+    async def _get(self, text: str, source: str, mtype: int, destinations: list[str]) -> str:
+        if self._client is None:
+            raise RetryableError("NOT_STARTED", f"provider {self.name} is not started")
+        query = urlencode(
+            [
+                ("username", self._username),
+                ("password", self._password),
+                ("type", str(mtype)),
+                ("dlr", "1"),
+                ("destination", ",".join(destinations)),
+                ("source", source),
+                ("message", text),
+            ],
+            quote_via=quote,
+            safe="",
+        )
+        url = self._config.url + ("&" if "?" in self._config.url else "?") + query
+        await self._bucket.acquire()
+        try:
+            response = await self._client.get(url)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise RetryableError("CONNECT", f"cannot reach {self.name}: {type(exc).__name__}") from None
+        except httpx.TimeoutException as exc:
+            raise UnknownOutcomeError("TIMEOUT", f"no answer from {self.name}: {type(exc).__name__}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise RouteError("BAD_URL", f"provider {self.name}: bad url ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise UnknownOutcomeError("TRANSPORT", f"{self.name}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 200:
+            return response.text
+        code = f"HTTP{status}"
+        if status in (429, 500, 502, 503):
+            raise RetryableError(code, f"{self.name} answered {status}", _retry_after(response))
+        if status == 504:
+            raise UnknownOutcomeError(code, f"{self.name}: gateway timeout")
+        raise RouteError(code, f"{self.name} answered {status}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None

@@ -1,0 +1,111 @@
+"""The providers' ReportSink on the database, with group commit.
+
+Many receipts arriving at once (an SMSC answers thousands per second) would cost one transaction
+each if applied one by one. Callers instead queue their receipts and wait; one flusher applies
+everything queued so far in one transaction and wakes them all when it has committed. A caller
+returns only after its receipts are committed, so an SMPP provider may then acknowledge deliver_sm.
+If a batch fails, each caller's receipts are retried alone, so one bad report cannot hold up others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.metrics import Metrics
+from app.providers.base import InboundSms, Receipt
+from app.services.inbound import store_inbound
+from app.services.receipts import apply_receipts
+
+log = logging.getLogger("smsgw.receipts")
+
+MAX_GROUP = 2000
+
+
+class DbReportSink:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, metrics: Metrics,
+                 on_commit: Callable[[], None] = lambda: None) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._metrics = metrics
+        self._on_commit = on_commit
+        self._queue: deque[tuple[Sequence[Receipt], asyncio.Future[None]]] = deque()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flusher(), name="receipt-flusher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, fut in self._queue:
+            if not fut.done():
+                fut.set_exception(RuntimeError("shutting down"))
+        self._queue.clear()
+
+    async def receipts(self, receipts: Sequence[Receipt]) -> None:
+        if not receipts:
+            return
+        if self._task is None:  # not started (tests, CLI): apply directly
+            await self._apply(list(receipts))
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((receipts, fut))
+        self._kick.set()
+        await fut
+
+    async def inbound(self, message: InboundSms) -> None:
+        async with self._sessions() as s:
+            await store_inbound(s, message, self._settings)
+            await s.commit()
+        self._on_commit()
+
+    async def _apply(self, receipts: list[Receipt]) -> None:
+        async with self._sessions() as s:
+            finals = await apply_receipts(s, receipts, self._settings)
+            await s.commit()
+        self._metrics.receipts.labels("applied").inc(len(receipts))
+        if finals:
+            self._on_commit()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while self._queue:
+                group: list[tuple[Sequence[Receipt], asyncio.Future[None]]] = []
+                size = 0
+                while self._queue and size < MAX_GROUP:
+                    item = self._queue.popleft()
+                    group.append(item)
+                    size += len(item[0])
+                try:
+                    await self._apply([r for rs, _ in group for r in rs])
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_result(None)
+                except Exception as exc:
+                    if len(group) == 1:
+                        log.exception("applying receipts failed")
+                        self._metrics.receipts.labels("error").inc(size)
+                        if not group[0][1].done():
+                            group[0][1].set_exception(exc)
+                        continue
+                    for rs, fut in group:  # one at a time, to isolate the bad one
+                        try:
+                            await self._apply(list(rs))
+                            if not fut.done():
+                                fut.set_result(None)
+                        except Exception as one:
+                            log.exception("applying receipts failed")
+                            if not fut.done():
+                                fut.set_exception(one)

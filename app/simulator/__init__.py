@@ -1,0 +1,6 @@
+"""Bundled SMPP 3.4 SMSC simulator (pure asyncio) and a reusable minimal PDU codec (`app.simulator.pdu`)."""
+
+from app.simulator.models import SimulatorConfig, SimulatorStats, SubmitRecord
+from app.simulator.server import SmscSimulator
+
+__all__ = ["SimulatorConfig", "SimulatorStats", "SmscSimulator", "SubmitRecord"]

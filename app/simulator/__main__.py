@@ -1,0 +1,5 @@
+import sys
+
+from app.simulator.cli import main
+
+sys.exit(main())

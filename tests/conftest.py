@@ -1,0 +1,150 @@
+"""Shared fixtures.
+
+Integration tests run on a real PostgreSQL: `make test` starts a throwaway cluster on loopback and
+exports SMSGW_TEST_PG_URL. Each test session creates its own fresh database, migrates it to head with
+Alembic once, and drops it at the end. `db_url` is that database; `sqlite_url` a fresh SQLite file
+for the smoke subset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.db.engine import create_engine, session_factory
+from app.db.migrate import upgrade_to_head
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.config import Settings
+
+PG_ADMIN_URL = os.environ.get("SMSGW_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres")
+STOMP_URL = os.environ.get("SMSGW_TEST_STOMP_URL", "stomp://127.0.0.1:61613")
+
+
+async def _admin(sql: str) -> None:
+    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def create_database() -> str:
+    """A new empty PostgreSQL database migrated to head; returns its URL."""
+    name = "smsgw_test_" + secrets.token_hex(4)
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    await asyncio.to_thread(upgrade_to_head, url)
+    return url
+
+
+async def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def db_url() -> AsyncIterator[str]:
+    url = await create_database()
+    yield url
+    await drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def module_db_url() -> AsyncIterator[str]:
+    """A database of the test module's own, for tests whose workers claim every due message."""
+    url = await create_database()
+    yield url
+    await drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def module_sessions(module_db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    eng = create_engine(module_db_url, pool_size=5)
+    yield session_factory(eng)
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'smsgw.db'}"
+    upgrade_to_head(url)
+    yield url
+
+
+API_KEY = "test-key-0123456789"
+WEBHOOK_TOKEN = "hook-secret-token"
+TWILIO_TOKEN = "twilio-auth-token-xyz"
+
+
+def api_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for API tests: two channels, a Twilio provider (for signatures), every webhook mode."""
+    from app.config import Settings
+
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "api_keys": API_KEY,
+        "webhook_auth": f"twilio-signature,token:{WEBHOOK_TOKEN},basic:hook:hook-pass",
+        "public_url": "http://testserver",
+        "providers": [
+            {"name": "smsc-main", "type": "smpp", "system_id": "smppclient1", "password": "password"},
+            {"name": "twilio", "type": "http", "dialect": "twilio", "url": "http://127.0.0.1:9",
+             "account_sid": "AC" + "0" * 32, "auth_token": TWILIO_TOKEN},
+        ],
+        "routes": [{"channel": "smpp", "providers": ["smsc-main"]},
+                   {"channel": "http", "providers": ["twilio"]}],
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, start_workers: bool = False) -> AsyncIterator[httpx.AsyncClient]:
+    """The ASGI app with its lifespan entered, and an httpx client bound to it."""
+    import httpx
+
+    from app.main import create_app
+
+    app = create_app(settings, start_workers=start_workers)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     headers={"X-API-Key": API_KEY}) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(api_settings(db_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(api_settings(sqlite_url)) as client:
+        yield client

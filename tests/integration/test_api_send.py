@@ -1,0 +1,201 @@
+"""POST /msg-client/send, GET/DELETE /msg-client/messages on real PostgreSQL (workers off)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from conftest import API_KEY
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.tables import Message, StatusEvent
+
+
+async def count_messages(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as s:
+        return int(await s.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+async def test_send_single_is_queued_and_stored(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "96170123456", "Body": "hello", "From": "Acme"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["Status"] == "queued"
+    assert body["To"] == "+96170123456"
+    assert body["Segments"] == 1 and body["Encoding"] == "GSM7"
+    assert body["MessageSid"].startswith("SM") and len(body["MessageSid"]) == 34
+
+    got = await api.get(f"/msg-client/messages/{body['MessageSid']}")
+    assert got.status_code == 200
+    m = got.json()
+    assert m["Status"] == "queued" and m["From"] == "Acme" and m["Body"] == "hello"
+    assert m["Channel"] == "smpp" and m["UpstreamIds"] == []
+    assert [h["Status"] for h in m["History"]] == ["queued"]
+
+
+async def test_bearer_auth_is_accepted(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "+14155550100", "Body": "x"},
+                       headers={"X-API-Key": "", "Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200, r.text
+
+
+async def test_missing_and_unknown_keys_are_401(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "+14155550100", "Body": "x"}, headers={"X-API-Key": ""})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    r = await api.post("/msg-client/send", json={"To": "+14155550100", "Body": "x"}, headers={"X-API-Key": "nope"})
+    assert r.status_code == 401
+
+
+async def test_unicode_and_long_bodies_report_segments(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "مرحبا بك"})
+    assert r.json()["Encoding"] == "UCS2" and r.json()["Segments"] == 1
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "a" * 161})
+    assert r.json()["Encoding"] == "GSM7" and r.json()["Segments"] == 2
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "😀" * 36})
+    assert r.json()["Encoding"] == "UCS2" and r.json()["Segments"] == 2
+
+
+async def test_bulk_list_and_comma_string(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": ["+14155550101", "+14155550102"], "Body": "bulk"})
+    assert r.status_code == 200
+    msgs = r.json()["Messages"]
+    assert [m["To"] for m in msgs] == ["+14155550101", "+14155550102"]
+    r = await api.post("/msg-client/send", json={"To": "+14155550103, +14155550104", "Body": "bulk"})
+    assert len(r.json()["Messages"]) == 2
+
+
+async def test_bulk_ten_thousand_in_one_request(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    before = await count_messages(sessions)
+    to = [f"+1415{5000000 + i:07d}" for i in range(10_000)]
+    r = await api.post("/msg-client/send", json={"To": to, "Body": "ten thousand"})
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["Messages"]) == 10_000
+    assert await count_messages(sessions) == before + 10_000
+
+
+async def test_ten_thousand_and_one_recipients_is_400_and_writes_nothing(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    before = await count_messages(sessions)
+    to = [f"+1415{6000000 + i:07d}" for i in range(10_001)]
+    r = await api.post("/msg-client/send", json={"To": to, "Body": "too many"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "To"
+    assert await count_messages(sessions) == before
+
+
+async def test_one_bad_number_in_a_bulk_rejects_all(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    before = await count_messages(sessions)
+    r = await api.post("/msg-client/send", json={"To": ["+14155550105", "+1415abc0106"], "Body": "x"})
+    assert r.status_code == 400
+    assert r.json()["error"]["field"] == "To[1]"
+    assert await count_messages(sessions) == before
+
+
+async def test_invalid_inputs_answer_400_in_contract_shape(api: httpx.AsyncClient) -> None:
+    cases: list[tuple[object, str]] = [
+        ({"Body": "no to"}, "To"),
+        ({"To": "+14155550100"}, "Body"),
+        ({"To": "+14155550100", "Body": ""}, "Body"),
+        ({"To": "12", "Body": "x"}, "To"),
+        ({"To": "+1415555010O", "Body": "x"}, "To"),
+        ({"To": "+14155550100", "Body": "x", "From": "ThisIsTooLongAName"}, "From"),
+        ({"To": "+14155550100", "Body": "x", "From": "1234567890123456"}, "From"),
+        ({"To": "+14155550100", "Body": "x", "channel": "pigeon"}, "channel"),
+        ({"To": "+14155550100", "Body": "x", "SendAt": "tomorrow"}, "SendAt"),
+        ({"To": "+14155550100", "Body": "x", "SendAt": "2030-01-01T10:00:00"}, "SendAt"),
+        ({"To": "+14155550100", "Body": "x", "Encoding": "ebcdic"}, "Encoding"),
+        ({"To": "+14155550100", "Body": "Привет", "Encoding": "gsm7"}, "Body"),
+        ({"To": "+14155550100", "Body": "x", "LongMessageMode": "fold"}, "LongMessageMode"),
+        ({"To": "+14155550100", "Body": "x", "ValidityPeriod": 0}, "ValidityPeriod"),
+        ({"To": "+14155550100", "Body": "x", "ValidityPeriod": "soon"}, "ValidityPeriod"),
+        ({"To": "+14155550100", "Body": "x", "StatusCallback": "ftp://x"}, "StatusCallback"),
+        ({"To": "+14155550100", "Body": 5}, "Body"),
+        ({"To": "+14155550100", "Body": "x", "Flash": "maybe"}, "Flash"),
+    ]
+    for payload, field in cases:
+        r = await api.post("/msg-client/send", json=payload)
+        assert r.status_code == 400, (payload, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["field"] == field, (payload, err)
+        assert err["code"] and err["message"]
+
+
+async def test_malformed_json_and_wrong_shapes_are_400(api: httpx.AsyncClient) -> None:
+    for content in (b"{not json", b"[1,2]", b"\xff\xfe", b""):
+        r = await api.post("/msg-client/send", content=content, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (content, r.text)
+        assert "error" in r.json()
+
+
+async def test_unknown_url_is_404_json(api: httpx.AsyncClient) -> None:
+    r = await api.get("/msg-client/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_oversized_body_is_413(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", content=b"x" * (3 * 1024 * 1024),
+                       headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_idempotency_key_replays_first_answer(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    payload = {"To": "+14155550110", "Body": "once"}
+    headers = {"Idempotency-Key": "order-42-" + datetime.now(UTC).isoformat()}
+    first = await api.post("/msg-client/send", json=payload, headers=headers)
+    before = await count_messages(sessions)
+    second = await api.post("/msg-client/send", json=payload, headers=headers)
+    assert second.status_code == 200 and second.json() == first.json()
+    assert await count_messages(sessions) == before
+    other = await api.post("/msg-client/send", json={**payload, "Body": "different"}, headers=headers)
+    assert other.status_code == 400 and other.json()["error"]["field"] == "Idempotency-Key"
+
+
+async def test_scheduled_message_and_cancel(api: httpx.AsyncClient) -> None:
+    when = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    r = await api.post("/msg-client/send", json={"To": "+14155550111", "Body": "later", "SendAt": when})
+    assert r.json()["Status"] == "scheduled"
+    sid = r.json()["MessageSid"]
+    m = (await api.get(f"/msg-client/messages/{sid}")).json()
+    assert m["SendAt"] is not None
+    c = await api.delete(f"/msg-client/messages/{sid}")
+    assert c.status_code == 200 and c.json()["Status"] == "canceled"
+    assert [h["Status"] for h in c.json()["History"]] == ["scheduled", "canceled"]
+    again = await api.delete(f"/msg-client/messages/{sid}")
+    assert again.status_code == 409
+    assert (await api.delete("/msg-client/messages/SMnope")).status_code == 404
+
+
+async def test_get_unknown_message_is_404(api: httpx.AsyncClient) -> None:
+    r = await api.get("/msg-client/messages/SM" + "0" * 32)
+    assert r.status_code == 404
+
+
+async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
+    to = "+14155550777"
+    sids = [(await api.post("/msg-client/send", json={"To": to, "Body": f"n{i}"})).json()["MessageSid"]
+            for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"to": to, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.get("/msg-client/messages", params=params)).json()
+        seen += [m["MessageSid"] for m in page["Messages"]]
+        cursor = page["NextCursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(sids) and len(seen) == 5
+    r = await api.get("/msg-client/messages", params={"status": "bogus"})
+    assert r.status_code == 400
+    r = await api.get("/msg-client/messages", params={"status": "queued", "to": to})
+    assert len(r.json()["Messages"]) == 5
+
+
+async def test_injection_strings_are_stored_verbatim(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    text = "'; DROP TABLE message; -- <script>alert(1)</script> %s {0}"
+    r = await api.post("/msg-client/send", json={"To": "+14155550112", "Body": text})
+    sid = r.json()["MessageSid"]
+    assert (await api.get(f"/msg-client/messages/{sid}")).json()["Body"] == text
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(StatusEvent)) is not None
