@@ -1,0 +1,342 @@
+"""Publishing the outbox: delivery reports and inbound SMS to the broker over STOMP, status callbacks
+and forwards over HTTP.
+
+Both publishers claim rows the way the dispatcher claims messages (`FOR UPDATE SKIP LOCKED` plus a
+lease), so several replicas never send one row twice in normal operation. A row is marked published
+only after the broker's RECEIPT for it (STOMP) or a 2xx answer (HTTP). Where a duplicate can still
+happen: the process dies after the broker confirmed a SEND but before the row was marked; the lease
+expires and the row is sent again, with the same `smsgw-report-id` header so a consumer can drop it.
+
+SEND frames carry no `content-length` header, so ActiveMQ hands JMS consumers a TextMessage
+(JSON bodies never contain the NUL byte that would otherwise end the frame early).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.tables import OutboxEvent, utcnow
+from app.domain.twilio_signature import compute_signature
+
+log = logging.getLogger("smsgw.outbox")
+
+LEASE_SECONDS = 30.0
+BROKER_KINDS = ("report", "inbound")
+HTTP_KINDS = ("callback", "forward")
+
+
+class StompError(Exception):
+    pass
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
+
+
+def _frame(command: str, headers: dict[str, str], body: bytes = b"", escape: bool = True) -> bytes:
+    lines = [command] + [f"{_escape(k) if escape else k}:{_escape(v) if escape else v}" for k, v in headers.items()]
+    return ("\n".join(lines) + "\n\n").encode() + body + b"\x00"
+
+
+class StompConnection:
+    """A minimal asyncio STOMP 1.2 client for publishing: CONNECT, pipelined SENDs with receipts."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str, login: str | None, passcode: str | None, timeout: float = 5.0) -> StompConnection:
+        parts = urlsplit(url if "://" in url else f"stomp://{url}")
+        host, port = parts.hostname or "127.0.0.1", parts.port or 61613
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        conn = cls(reader, writer)
+        headers = {"accept-version": "1.2", "host": host, "heart-beat": "0,0"}
+        if login:
+            headers["login"] = login
+        if passcode:
+            headers["passcode"] = passcode
+        writer.write(_frame("CONNECT", headers, escape=False))
+        await writer.drain()
+        command, hdrs, _ = await asyncio.wait_for(conn._read_frame(), timeout)
+        if command != "CONNECTED":
+            writer.close()
+            raise StompError(f"broker refused the connection: {hdrs.get('message', command)}")
+        conn._task = asyncio.create_task(conn._read_loop())
+        return conn
+
+    async def _read_frame(self) -> tuple[str, dict[str, str], bytes]:
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                raise ConnectionError("broker closed the connection")
+            if line.strip(b"\r\n"):
+                break
+        command = line.decode().strip()
+        headers: dict[str, str] = {}
+        while True:
+            raw = (await self._reader.readline()).decode().rstrip("\r\n")
+            if raw == "":
+                break
+            k, _, v = raw.partition(":")
+            headers.setdefault(k, v)
+        if "content-length" in headers:
+            body = await self._reader.readexactly(int(headers["content-length"]))
+            await self._reader.readexactly(1)
+        else:
+            body = (await self._reader.readuntil(b"\x00"))[:-1]
+        return command, headers, body
+
+    async def _read_loop(self) -> None:
+        error: Exception = ConnectionError("broker connection lost")
+        try:
+            while True:
+                command, headers, body = await self._read_frame()
+                if command == "RECEIPT":
+                    fut = self._waiting.pop(headers.get("receipt-id", ""), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+                elif command == "ERROR":
+                    error = StompError(headers.get("message", "") or body.decode(errors="replace")[:200])
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, ValueError) as exc:
+            error = ConnectionError(str(exc) or "broker connection lost")
+        finally:
+            self.closed = True
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self._waiting.clear()
+
+    async def send_batch(self, frames: Sequence[tuple[str, dict[str, str], str]], timeout: float = 30.0) -> None:
+        """SEND every (destination, headers, body) in one write; returns when the broker confirmed all."""
+        if self.closed:
+            raise ConnectionError("broker connection is closed")
+        futures: list[asyncio.Future[None]] = []
+        chunks: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        for destination, headers, body in frames:
+            rid = str(next(self._ids))
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiting[rid] = fut
+            futures.append(fut)
+            chunks.append(_frame("SEND", {"destination": destination, **headers, "receipt": rid}, body.encode()))
+        self._writer.write(b"".join(chunks))
+        await self._writer.drain()
+        await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            self._writer.write(_frame("DISCONNECT", {}))
+            self._writer.close()
+        self.closed = True
+
+
+class _Claimer:
+    """Claims unpublished outbox rows of some kinds, leases them, marks them published."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
+                 kinds: Sequence[str]) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.owner = owner
+        self.kinds = tuple(kinds)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def claim(self, limit: int) -> list[OutboxEvent]:
+        now = utcnow()
+        async with self.sessions() as s:
+            rows = list((await s.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds),
+                       OutboxEvent.available_at <= now)
+                .where((OutboxEvent.lease_expires_at.is_(None)) | (OutboxEvent.lease_expires_at < now))
+                .order_by(OutboxEvent.id).limit(limit)
+                .with_for_update(skip_locked=True)
+            )).all())
+            if rows:
+                await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_([r.id for r in rows])).values(
+                    lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS)))
+            await s.commit()
+        return rows
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        async with self.sessions() as s:
+            await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.lease_owner == self.owner)
+                            .values(published_at=utcnow(), lease_owner=None, lease_expires_at=None))
+            await s.commit()
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Give rows back at once (the send failed): another try need not wait for the lease."""
+        if not ids:
+            return
+        async with self.sessions() as s:
+            await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.lease_owner == self.owner)
+                            .values(lease_owner=None, lease_expires_at=None))
+            await s.commit()
+
+    async def lag_seconds(self) -> float | None:
+        """Age of the oldest unpublished row of these kinds (None when there is none)."""
+        async with self.sessions() as s:
+            oldest = await s.scalar(select(func.min(OutboxEvent.created_at)).where(
+                OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds)))
+        if oldest is None:
+            return None
+        if oldest.tzinfo is None:
+            from datetime import UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return max(0.0, (utcnow() - oldest).total_seconds())
+
+
+class OutboxPublisher(_Claimer):
+    """Reports and inbound SMS to the broker; broker URLs are tried in order, with backoff."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str) -> None:
+        super().__init__(sessions, settings, owner, BROKER_KINDS)
+        self.urls = settings.broker_urls()
+        self.conn: StompConnection | None = None
+        self.published = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    async def _connect(self) -> StompConnection:
+        password = self.settings.broker_password.get_secret_value() if self.settings.broker_password else None
+        last: Exception | None = None
+        for url in self.urls:
+            try:
+                return await StompConnection.open(url, self.settings.broker_user, password)
+            except (OSError, StompError, TimeoutError) as exc:
+                last = exc
+        raise ConnectionError(f"no broker reachable ({type(last).__name__}: {last})")
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                if not self.connected:
+                    self.conn = await self._connect()
+                    log.info("connected to the broker")
+                    backoff = 0.2
+                rows = await self.claim(self.settings.outbox_batch)
+                if not rows:
+                    await self._idle(0.2)
+                    continue
+                assert self.conn is not None
+                try:
+                    await self.conn.send_batch([(r.destination, {k: str(v) for k, v in r.headers.items()}, r.body)
+                                                for r in rows])
+                except BaseException:
+                    await self.release([r.id for r in rows])
+                    raise
+                await self.mark_published([r.id for r in rows])
+                self.published += len(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("publishing to the broker failed, retrying in %.1fs: %s", backoff, exc)
+                if self.conn is not None:
+                    await self.conn.close()
+                    self.conn = None
+                await self._idle(backoff + random.random() * backoff)
+                backoff = min(backoff * 2, 10.0)
+        if self.conn is not None:
+            await self.conn.close()
+
+
+class CallbackSender(_Claimer):
+    """StatusCallback form POSTs and inbound forwards, retried with backoff, given up after N tries."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str) -> None:
+        super().__init__(sessions, settings, owner, HTTP_KINDS)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False,
+                                        limits=httpx.Limits(max_connections=50))
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.client.aclose()
+
+    async def _post(self, row: OutboxEvent) -> str | None:
+        headers = {"content-type": str(row.headers.get("content-type", "application/json"))}
+        token = self.settings.callback_signing_token
+        if token is not None and row.kind == "callback":
+            params = dict(parse_qsl(row.body, keep_blank_values=True))
+            headers["X-Twilio-Signature"] = compute_signature(token.get_secret_value(), row.destination, params)
+        try:
+            r = await self.client.post(row.destination, content=row.body.encode(), headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                rows = await self.claim(100)
+                if not rows:
+                    await self._idle(0.5)
+                    continue
+                results = await asyncio.gather(*(self._post(r) for r in rows))
+                await self._settle(rows, results)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("callback delivery failed")
+                await self._idle(1.0)
+
+    async def _settle(self, rows: list[OutboxEvent], errors: list[str | None]) -> None:
+        now = utcnow()
+        done = [r.id for r, e in zip(rows, errors, strict=True) if e is None]
+        await self.mark_published(done)
+        async with self.sessions() as s:
+            for r, e in zip(rows, errors, strict=True):
+                if e is None:
+                    continue
+                attempts = r.attempts + 1
+                values: dict[str, Any] = {"attempts": attempts, "last_error": e, "lease_owner": None,
+                                          "lease_expires_at": None}
+                if attempts >= self.settings.callback_max_attempts:
+                    values.update(published_at=now, last_error=f"gave up after {attempts} attempts: {e}")
+                    log.warning("gave up on a %s after %d attempts", r.kind, attempts,
+                                extra={"message_sid": r.message_sid})
+                else:
+                    delay = min(600.0, 2.0 ** attempts) * (0.5 + random.random() / 2)
+                    values["available_at"] = now + timedelta(seconds=delay)
+                await s.execute(update(OutboxEvent).where(OutboxEvent.id == r.id).values(**values))
+            await s.commit()
