@@ -47,7 +47,7 @@ from app.providers.base import (
     SubmitResult,
     UnknownOutcomeError,
 )
-from app.services.receipts import apply_pending, outbox_insert
+from app.services.receipts import apply_pending, outbox_insert, purge_expired_pending, sweep_pending
 
 log = logging.getLogger("smsgw.dispatch")
 
@@ -368,12 +368,22 @@ class Dispatcher:
 
     # -- housekeeping -----------------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(0.5)
+            ticks += 1
             try:
-                await self.release_expired_leases()
+                async with self._sessions() as s:
+                    if await sweep_pending(s, self._settings):
+                        await s.commit()
+                        self._on_outbox()
+                    if ticks % 120 == 0:
+                        await purge_expired_pending(s)
+                        await s.commit()
+                if ticks % 4 == 0:
+                    await self.release_expired_leases()
             except Exception:
-                log.exception("lease housekeeping failed")
+                log.exception("housekeeping failed")
 
     async def release_expired_leases(self) -> int:
         """Messages whose claimer died: due again now (this is the resubmit window)."""

@@ -204,6 +204,30 @@ async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iter
     await apply_receipts(session, receipts, settings)
 
 
+async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 1000) -> int:
+    """Apply kept reports whose id has appeared since (no commit).
+
+    Closes the race where a receipt is stored as pending while the transaction recording its submit
+    response is still open: `apply_pending` in that transaction cannot see it, this sweep does.
+    """
+    rows = (await session.scalars(
+        select(PendingReceipt)
+        .where(PendingReceipt.upstream_id.in_(select(MessagePart.upstream_id).where(MessagePart.upstream_id.is_not(None))))
+        .order_by(PendingReceipt.id).limit(limit)
+    )).all()
+    if not rows:
+        return 0
+    receipts = [
+        Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
+                status=Status(r.status), provider_status_code=r.provider_status_code, source=r.source,
+                error_code=r.error_code)
+        for r in rows
+    ]
+    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
+    await apply_receipts(session, receipts, settings)
+    return len(rows)
+
+
 async def purge_expired_pending(session: AsyncSession) -> int:
     result = await session.execute(delete(PendingReceipt).where(PendingReceipt.expires_at < utcnow()))
     return int(getattr(result, "rowcount", 0) or 0)

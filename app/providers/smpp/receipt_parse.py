@@ -1,0 +1,73 @@
+"""Reading a deliver_sm: a delivery receipt (esm_class bit 0x04, or 0x08 intermediate) or an MO message.
+
+Receipt text, as SMSCs write it (case and spacing vary, fields may be missing):
+`id:854019 sub:001 dlvrd:001 submit date:1108202241 done date:1108202241 stat:DELIVRD err:000 text:…`
+The receipted_message_id TLV (0x001E) wins over the text's id; message_state (0x0427) stands in for a
+missing `stat`; network_error_code (0x0423, network type + 2-byte code) for a missing `err`. The vendor
+TLVs 0x2000–0x2004 (seed 004: cost, flags, parts, mcc/mnc, additional status) are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.domain.status import MESSAGE_STATE_STAT, RECEIPT_STAT, Status
+
+RECEIPT_BITS = 0x04 | 0x08
+_FIELD = re.compile(
+    r"(?i)\b(id|sub|dlvrd|submit date|done date|stat|err|text)\s*:\s*(.*?)(?=\s+(?:id|sub|dlvrd|submit date|done date|"
+    r"stat|err|text)\s*:|$)", re.S)
+
+VENDOR_TLVS = {0x2000: ("cost", "str"), 0x2001: ("flags", "int"), 0x2002: ("parts", "int"),
+               0x2003: ("mccmnc", "str"), 0x2004: ("additional_status", "int")}
+
+
+@dataclass(frozen=True)
+class ParsedReceipt:
+    upstream_id: str
+    stat: str
+    status: Status
+    error_code: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_receipt(esm_class: int) -> bool:
+    return bool(esm_class & RECEIPT_BITS)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("latin-1").strip()
+
+
+def parse_receipt_text(text: str) -> dict[str, str]:
+    return {m.group(1).lower(): m.group(2).strip() for m in _FIELD.finditer(text)}
+
+
+def parse_receipt(short_message: bytes, tlvs: dict[int, bytes]) -> ParsedReceipt | None:
+    """None when neither the text nor the TLVs name a message id."""
+    fields = parse_receipt_text(short_message.decode("latin-1", errors="replace"))
+    upstream_id = _cstr(tlvs[0x001E]) if 0x001E in tlvs else fields.get("id", "")
+    if not upstream_id:
+        return None
+    stat = fields.get("stat", "").upper()
+    if not stat and 0x0427 in tlvs and tlvs[0x0427]:
+        stat = MESSAGE_STATE_STAT.get(tlvs[0x0427][0], "UNKNOWN")
+    stat = stat or "UNKNOWN"
+    status = RECEIPT_STAT.get(stat, Status.UNDELIVERED)
+    err: str | None = fields.get("err") or None
+    if err is None and 0x0423 in tlvs and len(tlvs[0x0423]) >= 3:
+        err = str(int.from_bytes(tlvs[0x0423][1:3], "big"))
+    if err is not None and err.strip("0") == "":
+        err = None if status is Status.DELIVERED else err
+    extra: dict[str, Any] = {}
+    vendor: dict[str, Any] = {}
+    for tag, (name, kind) in VENDOR_TLVS.items():
+        if tag in tlvs:
+            vendor[name] = _cstr(tlvs[tag]) if kind == "str" else int.from_bytes(tlvs[tag], "big")
+    if vendor:
+        extra["tlvs"] = vendor
+    if fields:
+        extra["receipt"] = {k: v for k, v in fields.items() if k != "text"}
+    return ParsedReceipt(upstream_id, stat, status, err, extra)
