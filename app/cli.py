@@ -58,7 +58,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     for k, v in DEV_ENV.items():
         os.environ.setdefault(k, v)
     if not os.environ.get("SMSGW_CONFIG"):
-        os.environ.setdefault("SMSGW_PROVIDERS", orjson.dumps(DEV_PROVIDERS).decode())
+        providers = [{**DEV_PROVIDERS[0], "port": args.smsc_port}]
+        os.environ.setdefault("SMSGW_PROVIDERS", orjson.dumps(providers).decode())
         os.environ.setdefault("SMSGW_ROUTES", orjson.dumps(DEV_ROUTES).decode())
     settings = _settings()
     _setup_logging(settings)

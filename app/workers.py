@@ -43,10 +43,12 @@ class Workers:
 
     async def start(self) -> None:
         settings = self.ctx.settings
-        if settings.broker_url.strip() == "embedded":
-            from app.events.embedded_broker import EmbeddedBroker
+        if settings.broker_url.strip().startswith("embedded"):
+            from app.events.dev_broker import EmbeddedBroker
 
-            self.broker = EmbeddedBroker("127.0.0.1", 61613)
+            # `embedded` listens on 127.0.0.1:61613; `embedded://127.0.0.1:PORT` picks another port.
+            _, _, port = settings.broker_url.strip().rpartition(":")
+            self.broker = EmbeddedBroker("127.0.0.1", int(port) if port.isdigit() else 61613)
             await self.broker.start()
             settings = settings.model_copy(update={"broker_url": f"stomp://127.0.0.1:{self.broker.port}"})
         self.sink.start()

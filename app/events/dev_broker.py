@@ -1,0 +1,235 @@
+"""The embedded STOMP broker `make run` uses instead of ActiveMQ (`SMSGW_BROKER_URL=embedded`).
+
+A real STOMP 1.0–1.2 endpoint on 127.0.0.1 that any STOMP client can send to and subscribe to:
+CONNECT/STOMP, SEND (with RECEIPT), SUBSCRIBE (ack auto, client, client-individual), ACK/NACK,
+UNSUBSCRIBE, DISCONNECT. Queues are FIFO and keep messages until a consumer takes them; competing
+consumers share a queue round-robin; unacknowledged messages go back to the queue when their
+consumer leaves. Frames split across TCP reads are reassembled. Messages live in memory only:
+this broker is for development, production uses ActiveMQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+log = logging.getLogger("smsgw.broker")
+
+_UNESCAPE = {"\\n": "\n", "\\r": "\r", "\\c": ":", "\\\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    out, i = [], 0
+    while i < len(value):
+        pair = value[i:i + 2]
+        if pair in _UNESCAPE:
+            out.append(_UNESCAPE[pair])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
+
+
+@dataclass
+class Message:
+    id: str
+    destination: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Subscription:
+    client: Client
+    id: str
+    destination: str
+    ack: str
+    unacked: dict[str, Message] = field(default_factory=dict)
+
+
+def parse_frames(buffer: bytearray) -> list[tuple[str, dict[str, str], bytes]]:
+    """Remove and return every complete frame at the front of `buffer` (heart-beat EOLs skipped)."""
+    frames: list[tuple[str, dict[str, str], bytes]] = []
+    while True:
+        while bytes(buffer[:1]) in (b"\n", b"\r"):
+            del buffer[:1]
+        end = buffer.find(b"\n\n")
+        crlf = buffer.find(b"\r\n\r\n")
+        if crlf != -1 and (end == -1 or crlf < end):
+            head_end, sep = crlf, 4
+        elif end != -1:
+            head_end, sep = end, 2
+        else:
+            return frames
+        lines = buffer[:head_end].decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
+        command = lines[0].strip()
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            if command in ("CONNECT", "STOMP"):
+                headers.setdefault(k, v)
+            else:
+                headers.setdefault(_unescape(k), _unescape(v))
+        start = head_end + sep
+        if "content-length" in headers and headers["content-length"].strip().isdigit():
+            n = int(headers["content-length"])
+            if len(buffer) < start + n + 1:
+                return frames
+            body, stop = bytes(buffer[start:start + n]), start + n + 1
+        else:
+            nul = buffer.find(b"\x00", start)
+            if nul == -1:
+                return frames
+            body, stop = bytes(buffer[start:nul]), nul + 1
+        del buffer[:stop]
+        frames.append((command, headers, body))
+
+
+def frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    head = "".join(f"{_escape(k)}:{_escape(v)}\n" for k, v in headers.items())
+    return f"{command}\n{head}\n".encode() + body + b"\x00"
+
+
+class Client:
+    def __init__(self, broker: EmbeddedBroker, writer: asyncio.StreamWriter) -> None:
+        self.broker = broker
+        self.writer = writer
+        self.subs: dict[str, Subscription] = {}
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str = "127.0.0.1", port: int = 61613) -> None:
+        self.host = host
+        self.port = port
+        self.queues: dict[str, deque[Message]] = {}
+        self.subs: dict[str, list[Subscription]] = {}
+        self._rr: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self.stats = {"connections": 0, "sent": 0, "delivered": 0, "acked": 0}
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("embedded STOMP broker on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def queue_depth(self, name: str) -> int:
+        return len(self.queues.get(self._dest(name), ()))
+
+    @staticmethod
+    def _dest(name: str) -> str:
+        return name if name.startswith("/") else f"/queue/{name}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = Client(self, writer)
+        self.stats["connections"] += 1
+        buffer = bytearray()
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                for command, headers, body in parse_frames(buffer):
+                    if not self._handle(client, command, headers, body):
+                        await writer.drain()
+                        return
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._drop(client)
+            writer.close()
+
+    def _handle(self, c: Client, command: str, h: dict[str, str], body: bytes) -> bool:
+        if command in ("CONNECT", "STOMP"):
+            c.send(frame("CONNECTED", {"version": "1.2" if "1.2" in h.get("accept-version", "1.0") else "1.0",
+                                       "heart-beat": "0,0", "server": "smsgw-embedded"}))
+        elif command == "SEND":
+            dest = self._dest(h.get("destination", ""))
+            extra = {k: v for k, v in h.items() if k not in ("destination", "receipt", "transaction")}
+            self._enqueue(Message(f"m-{next(self._ids)}", dest, extra, body))
+        elif command == "SUBSCRIBE":
+            dest = self._dest(h.get("destination", ""))
+            sub = Subscription(c, h.get("id", "0"), dest, h.get("ack", "auto"))
+            c.subs[sub.id] = sub
+            self.subs.setdefault(dest, []).append(sub)
+            self._pump(dest)
+        elif command == "UNSUBSCRIBE":
+            gone = c.subs.pop(h.get("id", ""), None)
+            if gone is not None:
+                self._remove(gone)
+        elif command in ("ACK", "NACK"):
+            mid = h.get("id") or h.get("message-id", "")
+            for sub in c.subs.values():
+                msg = sub.unacked.pop(mid, None)
+                if msg is not None:
+                    if command == "NACK":
+                        self.queues.setdefault(msg.destination, deque()).appendleft(msg)
+                    self.stats["acked"] += 1
+                    self._pump(sub.destination)
+        elif command == "DISCONNECT":
+            if "receipt" in h:
+                c.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
+            return False
+        else:
+            c.send(frame("ERROR", {"message": f"unsupported command {command!r}"}))
+            return False
+        if "receipt" in h:
+            c.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
+        return True
+
+    def _enqueue(self, msg: Message) -> None:
+        self.stats["sent"] += 1
+        self.queues.setdefault(msg.destination, deque()).append(msg)
+        self._pump(msg.destination)
+
+    def _pump(self, dest: str) -> None:
+        queue, subs = self.queues.get(dest), self.subs.get(dest)
+        while queue and subs:
+            ready = [s for s in subs if len(s.unacked) < 1000]
+            if not ready:
+                return
+            sub = ready[self._rr.get(dest, 0) % len(ready)]
+            self._rr[dest] = self._rr.get(dest, 0) + 1
+            msg = queue.popleft()
+            headers = {**msg.headers, "destination": msg.destination, "message-id": msg.id, "subscription": sub.id}
+            if sub.ack != "auto":
+                headers["ack"] = msg.id
+                sub.unacked[msg.id] = msg
+            sub.client.send(frame("MESSAGE", headers, msg.body))
+            self.stats["delivered"] += 1
+
+    def _remove(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self.subs.get(sub.destination, []).remove(sub)
+        if sub.unacked:
+            q = self.queues.setdefault(sub.destination, deque())
+            for msg in reversed(list(sub.unacked.values())):
+                q.appendleft(msg)
+            sub.unacked.clear()
+        self._pump(sub.destination)
+
+    def _drop(self, client: Client) -> None:
+        for sub in list(client.subs.values()):
+            self._remove(sub)
+        client.subs.clear()
