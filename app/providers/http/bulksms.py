@@ -57,7 +57,7 @@ from app.providers.base import (
     SubmitResult,
     UnknownOutcomeError,
 )
-from app.providers.http.common import TokenBucket, make_client, redact
+from app.providers.http.common import TokenBucket, make_client, protect_logs, redact
 
 log = logging.getLogger(__name__)
 
@@ -179,38 +179,6 @@ def _result(item: ReplyItem) -> SubmitResult | ProviderError:
         return error_for(item.code)
     ids = (UpstreamId(item.message_id),) if item.message_id else ()
     return SubmitResult(upstream_ids=ids, provider_status_code=SUCCESS)
-
-
-class _RedactingFilter(logging.Filter):
-    """Strips passwords from httpx's own log lines, which print the full request URL."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except (TypeError, ValueError):
-            return True
-        clean = redact(text, *self.secrets)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
-
-
-_LOG_FILTER = _RedactingFilter()
-_FILTERED_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
-
-
-def protect_logs(secret: str | None) -> None:
-    """Install the redacting filter on httpx's loggers (once) and teach it `secret`."""
-    if secret:
-        _LOG_FILTER.secrets.add(secret)
-    for name in _FILTERED_LOGGERS:
-        logger = logging.getLogger(name)
-        if _LOG_FILTER not in logger.filters:
-            logger.addFilter(_LOG_FILTER)
 
 
 @dataclass(slots=True)

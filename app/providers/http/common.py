@@ -8,6 +8,7 @@ from httpx (whose messages include the URL) are re-raised as ProviderErrors with
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 
@@ -59,3 +60,35 @@ class TokenBucket:
                     self._tokens -= 1.0
                     return
                 await asyncio.sleep((1.0 - self._tokens) / self.rate)
+
+
+class _RedactingFilter(logging.Filter):
+    """Strips passwords from httpx's own log lines, which print the full request URL."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        clean = redact(text, *self.secrets)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+_FILTERED_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
+
+
+def protect_logs(secret: str | None) -> None:
+    """Install the redacting filter on httpx's loggers (once) and teach it `secret`."""
+    if secret:
+        _LOG_FILTER.secrets.add(secret)
+    for name in _FILTERED_LOGGERS:
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
