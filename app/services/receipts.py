@@ -208,24 +208,37 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
     """Apply kept reports whose id has appeared since (no commit).
 
     Closes the race where a receipt is stored as pending while the transaction recording its submit
-    response is still open: `apply_pending` in that transaction cannot see it, this sweep does.
+    response is still open: `apply_pending` in that transaction cannot see it, this sweep does. Recent
+    rows are matched in either base (hex/decimal); older ones by their exact id only, so the sweep
+    stays cheap when many reports for unknown ids pile up.
     """
-    rows = (await session.scalars(
+    recent = utcnow() - timedelta(seconds=120)
+    rows = list((await session.scalars(
+        select(PendingReceipt).where(PendingReceipt.created_at >= recent).order_by(PendingReceipt.id).limit(limit)
+    )).all())
+    rows += (await session.scalars(
         select(PendingReceipt)
+        .where(PendingReceipt.created_at < recent)
         .where(PendingReceipt.upstream_id.in_(select(MessagePart.upstream_id).where(MessagePart.upstream_id.is_not(None))))
         .order_by(PendingReceipt.id).limit(limit)
     )).all()
     if not rows:
         return 0
+    wanted = {c for r in rows for c in _candidates(r.upstream_id)}
+    known = set((await session.scalars(
+        select(MessagePart.upstream_id).where(MessagePart.upstream_id.in_(wanted)))).all())
+    ready = [r for r in rows if known.intersection(_candidates(r.upstream_id))]
+    if not ready:
+        return 0
     receipts = [
         Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
                 status=Status(r.status), provider_status_code=r.provider_status_code, source=r.source,
                 error_code=r.error_code)
-        for r in rows
+        for r in ready
     ]
-    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
+    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in ready])))
     await apply_receipts(session, receipts, settings)
-    return len(rows)
+    return len(ready)
 
 
 async def purge_expired_pending(session: AsyncSession) -> int:

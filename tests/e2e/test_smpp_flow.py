@@ -168,3 +168,99 @@ async def test_scheduled_message_waits_for_send_at(gateway: Any, sim: SmscSimula
     m = await wait_status(client, sid, {"delivered"}, timeout=20)
     assert m["Status"] == "delivered"
     assert [h["Status"] for h in m["History"]][:2] == ["scheduled", "queued"]
+
+
+async def send_many(client: httpx.AsyncClient, n: int, prefix: str = "+1415600", **extra: Any) -> list[str]:
+    sids = []
+    for i in range(n):
+        r = await client.post("/msg-client/send", json={"To": f"{prefix}{i:03d}7", "Body": f"m{i}", **extra})
+        sids.append(r.json()["MessageSid"])
+    return sids
+
+
+async def all_final(client: httpx.AsyncClient, sids: list[str], want: set[str], timeout: float = 60.0) -> dict[str, str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    states: dict[str, str] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        states = {s: (await client.get(f"/msg-client/messages/{s}")).json()["Status"] for s in sids}
+        if all(v in want for v in states.values()):
+            break
+        await asyncio.sleep(0.2)
+    return states
+
+
+@pytest.mark.parametrize(("mode", "body", "expect"), [
+    ("split", "a" * 200, {"esm_class": 0x40, "parts": 2, "dc": 0}),
+    ("split_sar", "é" * 10 + "©" * 150, {"esm_class": 0, "parts": 2, "dc": 3, "sar": True}),
+    ("payload", "ж" * 100, {"esm_class": 0, "parts": 1, "dc": 8, "payload": True}),
+    ("cut", "b" * 200, {"esm_class": 0, "parts": 1, "dc": 0}),
+])
+async def test_long_message_modes_on_the_wire(gateway: Any, sim: SmscSimulator, mode: str, body: str,
+                                              expect: dict[str, Any]) -> None:
+    client, _, _ = gateway
+    to = "+4477009" + secrets.token_hex(2).translate(str.maketrans("abcdef", "123456"))
+    r = await client.post("/msg-client/send", json={"To": to, "Body": body, "LongMessageMode": mode})
+    m = await wait_status(client, r.json()["MessageSid"], {"delivered"})
+    assert m["Status"] == "delivered"
+    recs = [rec for rec in sim.received if rec.destination == to.lstrip("+")]
+    assert len(recs) == expect["parts"] and len(m["UpstreamIds"]) == expect["parts"]
+    assert {rec.esm_class for rec in recs} == {expect["esm_class"]}
+    assert {rec.data_coding for rec in recs} == {expect["dc"]}
+    if expect.get("sar"):
+        assert all(0x020C in rec.tlvs and 0x020F in rec.tlvs for rec in recs)
+    if expect.get("payload"):
+        assert 0x0424 in recs[0].tlvs and recs[0].short_message == b""
+    if mode == "cut":
+        assert len(recs[0].short_message) == 160
+
+
+async def test_flash_and_validity(gateway: Any, sim: SmscSimulator) -> None:
+    client, _, _ = gateway
+    r = await client.post("/msg-client/send", json={"To": "+4477001100", "Body": "flash", "Flash": True,
+                                                    "ValidityPeriod": 3600})
+    await wait_status(client, r.json()["MessageSid"], {"delivered"})
+    rec = [x for x in sim.received if x.destination == "4477001100"][-1]
+    assert rec.data_coding == 0x10
+
+
+async def test_decimal_receipt_for_hex_id_and_receipt_before_response(gateway: Any, sim: SmscSimulator) -> None:
+    client, reports, _ = gateway
+    sim.configure(receipt_id_format="decimal", receipt_before_response=True, receipt_delay=0.0,
+                  duplicate_receipts=True)
+    try:
+        sids = await send_many(client, 20, "+4477002")
+        states = await all_final(client, sids, {"delivered"})
+    finally:
+        sim.configure(receipt_id_format="same", receipt_before_response=False, receipt_delay=0.02,
+                      duplicate_receipts=False)
+    assert set(states.values()) == {"delivered"}
+    got = await reports.wait_for(20)
+    mine = [b for b in got if b["MessageSID"] in sids]
+    assert sorted(b["MessageSID"] for b in mine) == sorted(sids)  # once each despite duplicate receipts
+    m = (await client.get(f"/msg-client/messages/{sids[0]}")).json()
+    assert any(not h["Applied"] for h in m["History"])  # the duplicate receipt was recorded, not applied
+
+
+async def test_throttled_messages_back_off_and_arrive(gateway: Any, sim: SmscSimulator) -> None:
+    client, _, _ = gateway
+    sim.configure(queue_full_every=3)
+    try:
+        sids = await send_many(client, 30, "+4477003")
+        states = await all_final(client, sids, {"delivered"})
+    finally:
+        sim.configure(queue_full_every=0)
+    assert set(states.values()) == {"delivered"}
+    assert sim.stats.submit_sm_resp[0x14] > 0
+
+
+async def test_connection_drops_mid_stream_lose_nothing(gateway: Any, sim: SmscSimulator) -> None:
+    client, _, _ = gateway
+    sids = await send_many(client, 200, "+4477004")
+    await asyncio.sleep(0.1)
+    await sim.drop_all()
+    await asyncio.sleep(0.3)
+    await sim.drop_all()
+    states = await all_final(client, sids, {"delivered"}, timeout=90)
+    assert set(states.values()) == {"delivered"}, {v for v in states.values()}
+    dups = sum(1 for (dest, _), n in sim.submit_count_by_dest.items() if dest.startswith("4477004") and n > 1)
+    assert dups <= 200 * 0.1  # only submits whose answer the drop cut off are sent again

@@ -324,7 +324,7 @@ class SmppProvider:
             "registered_delivery": 1, "replace_if_present_flag": 0, "data_coding": dc, "sm_default_msg_id": 0,
         }
         mode = msg.long_message_mode
-        if mode is LongMessageMode.PAYLOAD and len(seg.parts[0]) > 254:
+        if mode is LongMessageMode.PAYLOAD and seg.segments > 1:
             return [({**base, "short_message": b""}, {0x0424: seg.parts[0]})]
         if len(seg.parts) == 1:
             return [({**base, "short_message": seg.parts[0]}, {})]
