@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, messages, send, webhooks
+from app.api import health, messages, providers, send, webhooks
 from app.api.deps import AppContext
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     app.include_router(send.router)
     app.include_router(webhooks.router)
     app.include_router(messages.router)
+    app.include_router(providers.router)
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes,
                        observe=metrics.observe_http)

@@ -213,6 +213,7 @@ class Dispatcher:
         )
         unavailable: list[str] = []
         last: ProviderError | None = None
+        retry: Outcome | None = None
         for name in names:
             provider = self._providers.get(name)
             if provider is None or not provider.is_available():
@@ -228,8 +229,11 @@ class Dispatcher:
                     last = exc
                     continue
                 except RetryableError as exc:
+                    # Down or busy: the next provider of the route may take it now; if none does, retry later.
                     self._metrics.submit_errors.labels(name, "retry").inc()
-                    return Outcome(msg, "retry", name, code=exc.code, detail=exc.message, retry_after=exc.retry_after)
+                    retry = retry or Outcome(msg, "retry", name, code=exc.code, detail=exc.message,
+                                             retry_after=exc.retry_after)
+                    continue
                 except PermanentError as exc:
                     self._metrics.submit_errors.labels(name, "permanent").inc()
                     return Outcome(msg, "failed", name, code=exc.code, detail=exc.message)
@@ -244,6 +248,8 @@ class Dispatcher:
                                           f"a duplicate")
                 self._metrics.submit_latency.labels(name).observe(loop.time() - started)
                 return Outcome(msg, "sent", name, result=result)
+        if retry is not None:
+            return retry
         if unavailable:
             return Outcome(msg, "retry", unavailable[0], code="PROVIDER_UNAVAILABLE",
                            detail="no provider of the route is connected: " + ", ".join(unavailable))

@@ -150,10 +150,11 @@ async def test_mo_reaches_inbound_queue(gateway: Any, sim: SmscSimulator) -> Non
     client, _, inbound = gateway
     await sim.inject_mo("+96170999888", "+96170000001", "Reply from a customer")
     await sim.inject_mo("+96170999889", "+96170000001", "Long reply " * 30, concat="udh")
-    got = await inbound.wait_for(2)
+    await sim.inject_mo("+96170999887", "+96170000001", "رد طويل " * 20, data_coding=8, concat="sar")
+    got = await inbound.wait_for(3)
     bodies = sorted(b["Body"] for b in got)
-    assert bodies == sorted(["Reply from a customer", "Long reply " * 30])
-    assert {b["From"] for b in got} == {"+96170999888", "+96170999889"} or all(b["From"] for b in got)
+    assert bodies == sorted(["Reply from a customer", "Long reply " * 30, "رد طويل " * 20])
+    assert {b["From"] for b in got} == {"+96170999888", "+96170999889", "+96170999887"}
 
 
 async def test_scheduled_message_waits_for_send_at(gateway: Any, sim: SmscSimulator) -> None:

@@ -199,3 +199,43 @@ async def test_injection_strings_are_stored_verbatim(api: httpx.AsyncClient, ses
     assert (await api.get(f"/msg-client/messages/{sid}")).json()["Body"] == text
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(StatusEvent)) is not None
+
+
+async def test_rate_limit_answers_429_with_retry_after(db_url: str) -> None:
+    from conftest import api_settings, running_app
+
+    async with running_app(api_settings(db_url, rate_limit_per_second=1, rate_limit_burst=2)) as client:
+        codes = [(await client.post("/msg-client/send", json={"To": "+14155550130", "Body": "x"})) for _ in range(4)]
+    assert [c.status_code for c in codes[:2]] == [200, 200]
+    assert codes[3].status_code == 429 and int(codes[3].headers["Retry-After"]) >= 1
+    assert codes[3].json()["error"]["code"] == "rate_limited"
+
+
+async def test_internal_error_is_500_without_stack_and_logged_with_request_id(
+        api: httpx.AsyncClient, monkeypatch: object, caplog: object) -> None:
+    import logging
+
+    import app.api.send as send_module
+
+    async def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(send_module, "accept", boom)  # type: ignore[attr-defined]
+    caplog.set_level(logging.ERROR)  # type: ignore[attr-defined]
+    # Starlette re-raises after answering (for the server to log); uvicorn swallows it, this transport must too.
+    transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=api.headers) as client:
+        r = await client.post("/msg-client/send", json={"To": "+14155550131", "Body": "x"},
+                              headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal_error" and "req-42" in r.json()["error"]["message"]
+    assert "secret internals" not in r.text and "Traceback" not in r.text
+    assert "unhandled error" in caplog.text  # type: ignore[attr-defined]
+
+
+async def test_providers_listing(api: httpx.AsyncClient) -> None:
+    r = await api.get("/msg-client/providers")
+    assert r.status_code == 200
+    names = [p["name"] for p in r.json()["Providers"]]
+    assert names == ["smsc-main", "twilio"]
+    assert (await api.get("/msg-client/providers", headers={"X-API-Key": "bad"})).status_code == 401

@@ -270,3 +270,17 @@ async def test_two_dispatchers_submit_each_message_exactly_once(module_db_url: s
             await e.dispose()
     assert len(shared.submits) == 5000
     assert max(shared.submits.values()) == 1
+
+
+async def test_busy_primary_fails_over_and_retries_when_all_are_busy(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession],
+                                                                     isolated: str) -> None:
+    busy = FakeProvider("busy", decide=lambda m: RetryableError("HTTP503"))
+    spare = FakeProvider("spare")
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["busy", "spare"]}])
+    sids = await add_messages(module_sessions, 3, isolated)
+    d = await run_dispatcher(module_sessions, settings, {"busy": busy, "spare": spare})
+    try:
+        rows = await wait_final(module_sessions, sids, {"sent"})
+    finally:
+        await d.stop()
+    assert {r.provider for r in rows.values()} == {"spare"}
