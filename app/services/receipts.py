@@ -180,6 +180,18 @@ async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings
     ])
 
 
+async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], settings: Settings) -> None:
+    """Apply kept reports and remove them from `pending_receipt`."""
+    receipts = [
+        Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
+                status=Status(r.status), provider_status_code=r.provider_status_code, source=r.source,
+                error_code=r.error_code)
+        for r in rows
+    ]
+    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
+    await apply_receipts(session, receipts, settings)
+
+
 async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iterable[str],
                         settings: Settings) -> None:
     """Apply reports that arrived before these ids were known (no commit). Call after the parts exist."""
@@ -194,14 +206,7 @@ async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iter
     )).all()
     if not rows:
         return
-    receipts = [
-        Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
-                status=Status(r.status), provider_status_code=r.provider_status_code, source=r.source,
-                error_code=r.error_code)
-        for r in rows
-    ]
-    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
-    await apply_receipts(session, receipts, settings)
+    await _apply_kept(session, rows, settings)
 
 
 async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 1000) -> int:
@@ -230,14 +235,7 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
     ready = [r for r in rows if known.intersection(_candidates(r.upstream_id))]
     if not ready:
         return 0
-    receipts = [
-        Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
-                status=Status(r.status), provider_status_code=r.provider_status_code, source=r.source,
-                error_code=r.error_code)
-        for r in ready
-    ]
-    await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in ready])))
-    await apply_receipts(session, receipts, settings)
+    await _apply_kept(session, ready, settings)
     return len(ready)
 
 
