@@ -1,0 +1,50 @@
+"""Receipt parsing: the text forms SMSCs send, TLV-only receipts, vendor TLVs of seed 004."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.domain.status import Status
+from app.providers.smpp.esme import relative_validity
+from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
+
+
+@pytest.mark.parametrize(("text", "uid", "stat", "status", "err"), [
+    ("id:854019 sub:001 dlvrd:001 submit date:1108202241 done date:1108202241 stat:DELIVRD err:000",
+     "854019", "DELIVRD", Status.DELIVERED, None),
+    ("id:1a2b sub:001 dlvrd:000 submit date:2611221200 done date:2611221201 stat:UNDELIV err:001 text:hello",
+     "1a2b", "UNDELIV", Status.UNDELIVERED, "001"),
+    ("ID:77 SUB:1 DLVRD:0 SUBMIT DATE:2611221200 DONE DATE:2611221201 STAT:REJECTD ERR:011 Text:x",
+     "77", "REJECTD", Status.FAILED, "011"),
+    ("id:5 stat:EXPIRED", "5", "EXPIRED", Status.UNDELIVERED, None),
+    ("id:6 stat:ACCEPTD err:0", "6", "ACCEPTD", Status.SENT, None),
+])
+def test_text_receipts(text: str, uid: str, stat: str, status: Status, err: str | None) -> None:
+    r = parse_receipt(text.encode(), {})
+    assert r is not None
+    assert (r.upstream_id, r.stat, r.status) == (uid, stat, status)
+    if err is not None:
+        assert r.error_code == err
+
+
+def test_tlvs_win_and_fill_gaps_and_vendor_tlvs_are_kept() -> None:
+    tlvs = {0x001E: b"ABC123\x00", 0x0427: bytes([5]), 0x0423: bytes([3, 0, 11]),
+            0x2000: b" 0.0500\x00", 0x2001: b"\x00\x01", 0x2002: b"\x00\x02", 0x2003: b"25001\x00",
+            0x2004: b"\x00\x02"}
+    r = parse_receipt(b"", tlvs)
+    assert r is not None
+    assert (r.upstream_id, r.stat, r.status, r.error_code) == ("ABC123", "UNDELIV", Status.UNDELIVERED, "11")
+    assert r.extra["tlvs"] == {"cost": "0.0500", "flags": 1, "parts": 2, "mccmnc": "25001", "additional_status": 2}
+
+
+def test_no_id_is_not_a_receipt_we_can_match() -> None:
+    assert parse_receipt(b"stat:DELIVRD", {}) is None
+
+
+def test_receipt_bits() -> None:
+    assert is_receipt(0x04) and is_receipt(0x08) and not is_receipt(0x00) and not is_receipt(0x40)
+
+
+def test_relative_validity() -> None:
+    assert relative_validity(3600) == "000000010000000R"
+    assert relative_validity(90061) == "000001010101000R"
