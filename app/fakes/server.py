@@ -13,8 +13,9 @@ import uvicorn
 class LoopbackServer:
     """`await start()` binds 127.0.0.1:`port` (0 = a free port) and serves `app` until `stop()`."""
 
-    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1", lifespan: str = "off") -> None:
         self._app = app
+        self._lifespan = lifespan
         self._host = host
         self._requested_port = port
         self.port = 0
@@ -32,7 +33,7 @@ class LoopbackServer:
         sock.bind((self._host, self._requested_port))
         self.port = sock.getsockname()[1]
         self._sock = sock
-        config = uvicorn.Config(self._app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(self._app, log_level="warning", access_log=False, lifespan=self._lifespan)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ class FakeWebsmppState:
     statuses: list[str] = field(default_factory=lambda: ["ATES", "DELIVRD"])
     dest_statuses: dict[str, list[str]] = field(default_factory=dict)
     balance: str = "Balance: 123.45"
+    delay: float = 0.0  # seconds before answering a submit
     requests: list[dict[str, str]] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)
     queries: dict[str, int] = field(default_factory=dict)
@@ -37,6 +39,8 @@ def create_app(state: FakeWebsmppState) -> Starlette:
         if request.method == "POST":
             params.update({k: str(v) for k, v in (await request.form()).items()})
         state.requests.append(params)
+        if state.delay:
+            await asyncio.sleep(state.delay)
         for key in ("user", "pass", "sid", "mno", "type", "text"):
             if key not in params:
                 return _text("ERROR - HTTP02")

@@ -16,7 +16,14 @@ from app.domain.encoding import Encoding, LongMessageMode, choose_encoding
 from app.domain.ids import MessageSid, UpstreamId
 from app.fakes.server import LoopbackServer
 from app.fakes.websmpp import FakeWebsmppState, create_app
-from app.providers.base import OutboundMessage, PermanentError, RetryableError, RouteError, SubmitResult
+from app.providers.base import (
+    OutboundMessage,
+    PermanentError,
+    RetryableError,
+    RouteError,
+    SubmitResult,
+    UnknownOutcomeError,
+)
 from app.providers.http.websmpp import ERRORS, WebsmppProvider, message_type
 
 PASSWORD = "w3bsmpp-pass"
@@ -92,6 +99,10 @@ async def test_error_classes(fake: tuple[FakeWebsmppState, str]) -> None:
             await p.submit(msg("+9617000001"))
         assert info.value.code == code
     state.request_error = None
+    state.delay = 3.0  # the request went out; no answer within the 2 s timeout
+    with pytest.raises(UnknownOutcomeError):
+        await p.submit(msg("+9617000001"))
+    state.delay = 0
     state.password = "changed"
     with pytest.raises(RouteError, match="HTTP04"):
         await p.submit(msg("+9617000001"))
