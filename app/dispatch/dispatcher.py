@@ -195,9 +195,6 @@ class Dispatcher:
         except Exception as exc:  # a bug in a provider must not lose the message
             log.exception("submit crashed", extra={"message_sid": msg.sid})
             outcome = Outcome(msg, "retry", None, code="INTERNAL", detail=type(exc).__name__)
-        finally:
-            self._in_flight -= 1
-            self._room.set()
         self._outcomes.append(outcome)
         if len(self._outcomes) >= 200:
             self._flush.set()
@@ -270,17 +267,23 @@ class Dispatcher:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return
-        for attempt in range(1, 1000):
-            try:
-                await self._record(batch)
-                break
-            except Exception:
-                # The database is away: hold the outcomes (the leases keep the messages ours for a while).
-                log.exception("recording %d outcomes failed (try %d)", len(batch), attempt)
-                if self._stopping and attempt >= 3:
-                    return
-                await asyncio.sleep(min(5.0, 0.2 * attempt))
-        self._on_outbox()
+        try:
+            for attempt in range(1, 1000):
+                try:
+                    await self._record(batch)
+                    break
+                except Exception:
+                    # The database is away: hold the outcomes (the leases keep the messages ours a while).
+                    log.exception("recording %d outcomes failed (try %d)", len(batch), attempt)
+                    if self._stopping and attempt >= 3:
+                        return
+                    await asyncio.sleep(min(5.0, 0.2 * attempt))
+            self._on_outbox()
+        finally:
+            # A message counts against the claim limit until its outcome is committed: a crash then
+            # resubmits at most what was in the window, not a backlog of unrecorded outcomes.
+            self._in_flight -= len(batch)
+            self._room.set()
 
     async def _record(self, batch: list[Outcome]) -> None:
         now = utcnow()
