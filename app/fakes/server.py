@@ -13,7 +13,8 @@ import uvicorn
 class LoopbackServer:
     """`await start()` binds 127.0.0.1:`port` (0 = a free port) and serves `app` until `stop()`."""
 
-    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1", lifespan: Literal["auto", "on", "off"] = "off") -> None:
+    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1",
+                 lifespan: Literal["auto", "on", "off"] = "off") -> None:
         self._app = app
         self._lifespan = lifespan
         self._host = host
