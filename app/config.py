@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class SmppProviderConfig(_Strict):
-    """An SMPP 3.4 upstream (aiosmpplib ESME sessions)."""
+    """An SMPP 3.4 upstream (our asyncio ESME sessions)."""
 
     name: str
     type: Literal["smpp"] = "smpp"

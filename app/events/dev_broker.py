@@ -1,7 +1,9 @@
 """The embedded STOMP broker `make run` uses instead of ActiveMQ (`SMSGW_BROKER_URL=embedded`).
 
 A real STOMP 1.0–1.2 endpoint on 127.0.0.1 that any STOMP client can send to and subscribe to:
-CONNECT/STOMP, SEND (with RECEIPT), SUBSCRIBE (ack auto, client, client-individual), ACK/NACK,
+CONNECT/STOMP, SEND (with RECEIPT), BEGIN/COMMIT/ABORT transactions, SUBSCRIBE (ack auto, client,
+client-individual), queue browsing the way ActiveMQ does it (`browser: true`, ended by a MESSAGE with
+`browser: end`, selectors of the forms `prop = 'v'` and `prop IN ('v', ...)`), ACK/NACK,
 UNSUBSCRIBE, DISCONNECT. Queues are FIFO and keep messages until a consumer takes them; competing
 consumers share a queue round-robin; unacknowledged messages go back to the queue when their
 consumer leaves. Frames split across TCP reads are reassembled. Messages live in memory only:
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -94,6 +97,19 @@ def parse_frames(buffer: bytearray) -> list[tuple[str, dict[str, str], bytes]]:
         frames.append((command, headers, body))
 
 
+_SELECTOR = re.compile(r"^\s*([A-Za-z_$][\w$]*)\s*(?:=\s*('(?:[^']|'')*')|IN\s*\((.*)\))\s*$", re.I | re.S)
+_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+
+
+def parse_selector(selector: str) -> tuple[str, set[str]] | None:
+    """`prop = 'v'` or `prop IN ('a', 'b')` as (prop, values); None for anything else."""
+    m = _SELECTOR.match(selector)
+    if m is None:
+        return None
+    literals = m.group(2) if m.group(2) is not None else m.group(3)
+    return m.group(1), {v.replace("''", "'") for v in _LITERAL.findall(literals)}
+
+
 def frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     head = "".join(f"{_escape(k)}:{_escape(v)}\n" for k, v in headers.items())
     return f"{command}\n{head}\n".encode() + body + b"\x00"
@@ -104,6 +120,7 @@ class Client:
         self.broker = broker
         self.writer = writer
         self.subs: dict[str, Subscription] = {}
+        self.transactions: dict[str, list[Message]] = {}
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -167,7 +184,25 @@ class EmbeddedBroker:
         elif command == "SEND":
             dest = self._dest(h.get("destination", ""))
             extra = {k: v for k, v in h.items() if k not in ("destination", "receipt", "transaction")}
-            self._enqueue(Message(f"m-{next(self._ids)}", dest, extra, body))
+            sent = Message(f"m-{next(self._ids)}", dest, extra, body)
+            if "transaction" in h:
+                if h["transaction"] not in c.transactions:
+                    c.send(frame("ERROR", {"message": f"unknown transaction {h['transaction']!r}"}))
+                    return False
+                c.transactions[h["transaction"]].append(sent)
+            else:
+                self._enqueue(sent)
+        elif command == "BEGIN":
+            c.transactions[h.get("transaction", "")] = []
+        elif command in ("COMMIT", "ABORT"):
+            pending = c.transactions.pop(h.get("transaction", ""), None)
+            if pending is None:
+                c.send(frame("ERROR", {"message": f"unknown transaction {h.get('transaction', '')!r}"}))
+                return False
+            for queued in pending if command == "COMMIT" else ():
+                self._enqueue(queued)
+        elif command == "SUBSCRIBE" and h.get("browser") == "true":
+            self._browse(c, h)
         elif command == "SUBSCRIBE":
             dest = self._dest(h.get("destination", ""))
             sub = Subscription(c, h.get("id", "0"), dest, h.get("ack", "auto"))
@@ -197,6 +232,19 @@ class EmbeddedBroker:
         if "receipt" in h:
             c.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
         return True
+
+    def _browse(self, c: Client, h: dict[str, str]) -> None:
+        """Send a copy of every queued message that matches the selector, then the `browser: end` marker."""
+        dest, sub_id = self._dest(h.get("destination", "")), h.get("id", "0")
+        wanted = parse_selector(h["selector"]) if h.get("selector") else None
+        if h.get("selector") and wanted is None:
+            c.send(frame("ERROR", {"message": f"unsupported selector {h['selector']!r}"}))
+            return
+        for msg in self.queues.get(dest, ()):
+            if wanted is None or msg.headers.get(wanted[0]) in wanted[1]:
+                headers = {**msg.headers, "destination": dest, "message-id": msg.id, "subscription": sub_id}
+                c.send(frame("MESSAGE", headers, msg.body))
+        c.send(frame("MESSAGE", {"browser": "end", "destination": dest, "message-id": "0", "subscription": sub_id}))
 
     def _enqueue(self, msg: Message) -> None:
         self.stats["sent"] += 1

@@ -3,9 +3,16 @@ and forwards over HTTP.
 
 Both publishers claim rows the way the dispatcher claims messages (`FOR UPDATE SKIP LOCKED` plus a
 lease), so several replicas never send one row twice in normal operation. A row is marked published
-only after the broker's RECEIPT for it (STOMP) or a 2xx answer (HTTP). Where a duplicate can still
-happen: the process dies after the broker confirmed a SEND but before the row was marked; the lease
-expires and the row is sent again, with the same `smsgw-report-id` header so a consumer can drop it.
+only after the broker confirmed it (STOMP) or a 2xx answer (HTTP).
+
+A batch goes to the broker as one STOMP transaction (BEGIN, the SENDs, COMMIT with a receipt): the broker
+makes all of it visible or none of it, and syncs its store once per batch rather than once per message.
+Every claim counts an attempt; a row claimed again (its connection dropped before the COMMIT's receipt,
+or the process died before marking it) is in doubt, so the publisher first browses the queue for it by
+its `smsgw_dedupe_key` property and marks the ones it finds as published instead of sending them again.
+A duplicate remains possible only when a consumer already took the in-doubt copy off the queue (or it lies
+beyond the broker's browse page); it then carries the same `smsgw-report-id` header so the consumer can
+drop it.
 
 SEND frames carry no `content-length` header, so ActiveMQ hands JMS consumers a TextMessage
 (JSON bodies never contain the NUL byte that would otherwise end the frame early).
@@ -18,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import random
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -36,6 +44,9 @@ log = logging.getLogger("smsgw.outbox")
 LEASE_SECONDS = 30.0
 BROKER_KINDS = ("report", "inbound")
 HTTP_KINDS = ("callback", "forward")
+# A JMS-selectable copy of the row's dedupe key (a property name must be a Java identifier, so not the
+# `smsgw-report-id` header, which stays for consumers).
+DEDUPE_PROPERTY = "smsgw_dedupe_key"
 
 
 class StompError(Exception):
@@ -44,6 +55,15 @@ class StompError(Exception):
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
+
+
+_UNESCAPES = {"\\\\": "\\", "\\r": "\r", "\\n": "\n", "\\c": ":"}
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return re.sub(r"\\[\\rnc]", lambda m: _UNESCAPES[m.group(0)], value)
 
 
 def _frame(command: str, headers: dict[str, str], body: bytes = b"", escape: bool = True) -> bytes:
@@ -59,6 +79,7 @@ class StompConnection:
         self._writer = writer
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._browsing: dict[str, tuple[list[dict[str, str]], asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -96,7 +117,7 @@ class StompConnection:
             if raw == "":
                 break
             k, _, v = raw.partition(":")
-            headers.setdefault(k, v)
+            headers.setdefault(_unescape(k), _unescape(v))
         if "content-length" in headers:
             body = await self._reader.readexactly(int(headers["content-length"]))
             await self._reader.readexactly(1)
@@ -113,6 +134,15 @@ class StompConnection:
                     fut = self._waiting.pop(headers.get("receipt-id", ""), None)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
+                elif command == "MESSAGE":
+                    found = self._browsing.get(headers.get("subscription", ""))
+                    if found is None:
+                        continue
+                    if headers.get("browser") == "end":
+                        if not found[1].done():
+                            found[1].set_result(None)
+                    else:
+                        found[0].append(headers)
                 elif command == "ERROR":
                     error = StompError(headers.get("message", "") or body.decode(errors="replace")[:200])
                     break
@@ -120,7 +150,7 @@ class StompConnection:
             error = ConnectionError(str(exc) or "broker connection lost")
         finally:
             self.closed = True
-            for fut in self._waiting.values():
+            for fut in [*self._waiting.values(), *(f for _, f in self._browsing.values())]:
                 if not fut.done():
                     fut.set_exception(error)
             self._waiting.clear()
@@ -141,6 +171,43 @@ class StompConnection:
         self._writer.write(b"".join(chunks))
         await self._writer.drain()
         await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+    async def send_transaction(self, frames: Sequence[tuple[str, dict[str, str], str]], timeout: float = 30.0) -> None:
+        """SEND every (destination, headers, body) inside one transaction, in one write; returns when the
+        broker confirmed the COMMIT. If the connection fails first, the outcome is unknown (in doubt)."""
+        if self.closed:
+            raise ConnectionError("broker connection is closed")
+        n = next(self._ids)
+        tx, rid = f"tx-{n}", str(n)
+        chunks = [_frame("BEGIN", {"transaction": tx})]
+        chunks += [_frame("SEND", {"destination": destination, **headers, "transaction": tx}, body.encode())
+                   for destination, headers, body in frames]
+        chunks.append(_frame("COMMIT", {"transaction": tx, "receipt": rid}))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        self._writer.write(b"".join(chunks))
+        await self._writer.drain()
+        await asyncio.wait_for(fut, timeout)
+
+    async def browse(self, destination: str, selector: str, timeout: float = 10.0) -> list[dict[str, str]]:
+        """The headers of the messages on a queue that match a JMS selector, without consuming them
+        (ActiveMQ's queue browser: `browser: true`, ended by a MESSAGE with `browser: end`)."""
+        if self.closed:
+            raise ConnectionError("broker connection is closed")
+        sub = f"browse-{next(self._ids)}"
+        found: list[dict[str, str]] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._browsing[sub] = (found, done)
+        try:
+            self._writer.write(_frame("SUBSCRIBE", {"destination": destination, "id": sub, "ack": "auto",
+                                                    "browser": "true", "selector": selector}))
+            await self._writer.drain()
+            await asyncio.wait_for(done, timeout)
+            self._writer.write(_frame("UNSUBSCRIBE", {"id": sub}))
+            await self._writer.drain()
+        finally:
+            self._browsing.pop(sub, None)
+        return found
 
     async def close(self) -> None:
         if self._task is not None:
@@ -177,7 +244,9 @@ class _Claimer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def claim(self, limit: int) -> list[OutboxEvent]:
+    async def claim(self, limit: int, count_attempt: bool = False) -> list[OutboxEvent]:
+        """Lease up to `limit` due rows. With `count_attempt`, the claim adds one to each row's attempts
+        (the returned rows keep the count from before this claim)."""
         now = utcnow()
         async with self.sessions() as s:
             rows = list((await s.scalars(
@@ -189,8 +258,13 @@ class _Claimer:
                 .with_for_update(skip_locked=True)
             )).all())
             if rows:
-                await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_([r.id for r in rows])).values(
-                    lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS)))
+                s.expunge_all()
+                values: dict[str, Any] = {"lease_owner": self.owner,
+                                          "lease_expires_at": now + timedelta(seconds=LEASE_SECONDS)}
+                if count_attempt:
+                    values["attempts"] = OutboxEvent.attempts + 1
+                await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_([r.id for r in rows])).values(**values)
+                                .execution_options(synchronize_session=False))
             await s.commit()
         return rows
 
@@ -232,10 +306,37 @@ class OutboxPublisher(_Claimer):
         self.urls = settings.broker_urls()
         self.conn: StompConnection | None = None
         self.published = 0
+        self.recovered = 0  # in-doubt rows found on the broker and marked without sending again
 
     @property
     def connected(self) -> bool:
         return self.conn is not None and not self.conn.closed
+
+    @staticmethod
+    def _headers(row: OutboxEvent) -> dict[str, str]:
+        headers = {k: str(v) for k, v in row.headers.items()}
+        headers[DEDUPE_PROPERTY] = row.dedupe_key
+        return headers
+
+    @staticmethod
+    async def _already_on_broker(conn: StompConnection, rows: Sequence[OutboxEvent]) -> set[int]:
+        """Of rows that were sent before with an unknown outcome, the ids of those the queue holds."""
+        found: set[int] = set()
+        by_destination: dict[str, dict[str, int]] = {}
+        for r in rows:
+            by_destination.setdefault(r.destination, {})[r.dedupe_key] = r.id
+        for destination, keys in by_destination.items():
+            names = sorted(keys)
+            for i in range(0, len(names), 200):
+                chunk = names[i:i + 200]
+                quoted = ",".join("'" + k.replace("'", "''") + "'" for k in chunk)
+                for headers in await conn.browse(destination, f"{DEDUPE_PROPERTY} IN ({quoted})"):
+                    row_id = keys.get(headers.get(DEDUPE_PROPERTY, ""))
+                    if row_id is not None:
+                        found.add(row_id)
+        if rows:
+            log.info("%d of %d in-doubt outbox rows were already on the broker", len(found), len(rows))
+        return found
 
     async def _connect(self) -> StompConnection:
         password = self.settings.broker_password.get_secret_value() if self.settings.broker_password else None
@@ -255,14 +356,19 @@ class OutboxPublisher(_Claimer):
                     self.conn = await self._connect()
                     log.info("connected to the broker")
                     backoff = 0.2
-                rows = await self.claim(self.settings.outbox_batch)
+                rows = await self.claim(self.settings.outbox_batch, count_attempt=True)
                 if not rows:
                     await self._idle(0.2)
                     continue
                 assert self.conn is not None
                 try:
-                    await self.conn.send_batch([(r.destination, {k: str(v) for k, v in r.headers.items()}, r.body)
-                                                for r in rows])
+                    already = await self._already_on_broker(self.conn, [r for r in rows if r.attempts > 0])
+                    if already:
+                        await self.mark_published(sorted(already))
+                        self.recovered += len(already)
+                        rows = [r for r in rows if r.id not in already]
+                    if rows:
+                        await self.conn.send_transaction([(r.destination, self._headers(r), r.body) for r in rows])
                 except BaseException:
                     await self.release([r.id for r in rows])
                     raise

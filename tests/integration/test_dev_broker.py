@@ -90,3 +90,28 @@ async def test_raw_socket_frames_split_at_awkward_points() -> None:
         assert data.startswith(b"CONNECTED") and broker.queue_depth("x") == 1
     finally:
         await broker.stop()
+
+
+async def test_transactions_and_browsing_with_a_selector() -> None:
+    broker = EmbeddedBroker(port=0)
+    await broker.start()
+    try:
+        pub = await StompConnection.open(f"stomp://127.0.0.1:{broker.port}", None, None)
+        frames = [("/queue/q", {"k": f"report:{i}"}, f'{{"n": {i}}}') for i in range(5)]
+        await pub.send_transaction(frames)
+        assert broker.queue_depth("q") == 5
+        found = await pub.browse("/queue/q", "k IN ('report:1','report:3','report:9')")
+        assert sorted(h["k"] for h in found) == ["report:1", "report:3"]
+        assert broker.queue_depth("q") == 5  # browsing consumes nothing
+        assert [h["k"] for h in await pub.browse("/queue/q", "k = 'report:4'")] == ["report:4"]
+
+        raw = await StompConnection.open(f"stomp://127.0.0.1:{broker.port}", None, None)
+        raw._writer.write(b"BEGIN\ntransaction:t\n\n\x00SEND\ndestination:/queue/q\ntransaction:t\n\nx\x00"
+                          b"ABORT\ntransaction:t\n\n\x00")
+        await raw._writer.drain()
+        await raw.close()
+        await asyncio.sleep(0.1)
+        assert broker.queue_depth("q") == 5  # the aborted SEND never reached the queue
+        await pub.close()
+    finally:
+        await broker.stop()
