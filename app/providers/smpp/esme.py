@@ -42,9 +42,11 @@ from app.providers.base import OutboundMessage as Outbound
 from app.providers.http.common import TokenBucket
 from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
 from app.simulator.pdu import (
+    RESPONSE_BIT,
     CommandId,
     Pdu,
     PduError,
+    command_name,
     concat_info,
     decode_pdu,
     encode_pdu,
@@ -208,6 +210,12 @@ class Bind:
         try:
             pdu = decode_pdu(raw)
         except PduError as exc:
+            if exc.command_id & RESPONSE_BIT:
+                # A response is never answered (not even with generic_nack); a request it may have been
+                # meant for stays pending and ends as an unknown outcome when its time is up.
+                log.warning("unreadable %s (seq %d) from the SMSC on %s: %s", command_name(exc.command_id),
+                            exc.sequence_number, self.name, exc)
+                return
             with contextlib.suppress(Exception):
                 self._write(Pdu(CommandId.GENERIC_NACK, exc.status, exc.sequence_number))
             return
@@ -223,19 +231,24 @@ class Bind:
             if self._writer is not None:
                 self._writer.close()
         elif pdu.command_id == CommandId.DELIVER_SM:
-            task = asyncio.create_task(self._deliver(pdu))
+            task = asyncio.create_task(self._deliver(pdu, self._writer))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         else:
             self._write(Pdu(CommandId.GENERIC_NACK, 0x03, pdu.sequence_number))
 
-    async def _deliver(self, pdu: Pdu) -> None:
+    async def _deliver(self, pdu: Pdu, writer: asyncio.StreamWriter | None) -> None:
         status = 0
         try:
             await self.p.on_deliver(pdu)
         except Exception:
             log.exception("storing a deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers")
             status = 0x08
+        if writer is not self._writer:
+            # Its session is gone: on the next one this sequence number may name another deliver_sm, which
+            # the answer would acknowledge unstored. Unanswered, this one is redelivered (and deduped).
+            log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
+            return
         with contextlib.suppress(Exception):
             self._write(Pdu(CommandId.DELIVER_SM_RESP, status, pdu.sequence_number,
                             {"message_id": ""} if status == 0 else {}))
