@@ -20,12 +20,24 @@ run: $(STAMP)
 ## make test: real PostgreSQL and ActiveMQ on loopback (installed when missing), then the whole suite
 test: $(STAMP) services
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
-	  $(BIN)/ruff check app tests && \
+	  $(BIN)/ruff check app tests bench && \
 	  $(BIN)/mypy && \
-	  $(BIN)/pytest -q -p no:cacheprovider
+	  $(BIN)/pytest -q -p no:cacheprovider && \
+	  $(BIN)/python -m bench.run --quick
+
+## make bench: the four benchmarks at full size (about 10 minutes); figures in bench/results, table in bench/README.md
+## (BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="e2e-smpp --messages 20000")
+BENCH_ARGS ?= accept bulk e2e-smpp e2e-http --workers 2
+bench: $(STAMP) services
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run accept --api-only --workers 2
+	$(BIN)/python -m bench.report
+
+bench-quick: $(STAMP) services
+	$(BIN)/python -m bench.run --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

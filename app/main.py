@@ -19,6 +19,7 @@ from app.api.webhook_auth import WebhookAuth
 from app.config import Settings
 from app.db.engine import create_engine, session_factory
 from app.metrics import Metrics
+from app.services.accept_batch import AcceptBatcher
 from app.services.api_keys import KeyStore
 
 log = logging.getLogger("smsgw")
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         await keys.bootstrap(settings.api_key_list())
         ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys,
                          limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-                         webhook_auth=webhook_auth, extras={"metrics": metrics})
+                         webhook_auth=webhook_auth,
+                         extras={"metrics": metrics, "accept_batcher": AcceptBatcher(sessions)})
         app.state.ctx = ctx
         workers: Any = None
         if run_workers:
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         try:
             yield
         finally:
+            await ctx.extras["accept_batcher"].close()
             if workers is not None:
                 await workers.stop()
             await engine.dispose()

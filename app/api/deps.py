@@ -31,7 +31,7 @@ class AppContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _ctx(request: Request) -> AppContext:
+async def _ctx(request: Request) -> AppContext:  # async: a sync dependency costs a thread hop
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -42,7 +42,7 @@ async def send(
 
     The same `Idempotency-Key` with the same body answers the first answer and queues nothing new.
     """
-    result = await accept(session, req, ctx.settings, key.id, idempotency_key)
+    result = await accept(session, req, ctx.settings, key.id, idempotency_key, ctx.extras.get("accept_batcher"))
     if not result.replayed:
         ctx.wake_dispatcher()
     return Json(result.body, status_code=result.status_code)

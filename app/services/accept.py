@@ -26,6 +26,7 @@ from app.domain import encoding as enc
 from app.domain.ids import new_message_sid
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
+from app.services.accept_batch import AcceptBatcher
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 MAX_VALIDITY_SECONDS = 31 * 24 * 3600
@@ -153,8 +154,13 @@ async def accept(
     settings: Settings,
     api_key_id: int | None,
     idempotency_key: str | None = None,
+    batcher: AcceptBatcher | None = None,
 ) -> Accepted:
-    """Validate and store; commits. Returns the body to answer with."""
+    """Validate and store; commits. Returns the body to answer with.
+
+    Without an Idempotency-Key and with a `batcher`, the rows go in through the group commit (one
+    transaction for all concurrent requests); with one, the key's record and the rows share this
+    session's transaction."""
     now = utcnow()
     digest = request_hash(req) if idempotency_key else ""
     if idempotency_key is not None:
@@ -184,6 +190,9 @@ async def accept(
     body: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
 
+    if idempotency_key is None and batcher is not None:
+        await batcher.insert(rows)
+        return Accepted(200, body, [r["sid"] for r in rows])
     await session.execute(insert(Message), rows)
     if idempotency_key is not None:
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
