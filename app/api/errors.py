@@ -108,7 +108,9 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = str(first.get("type", ""))
         if kind == "missing":
             return error_response(400, "missing_field", f"{field or 'a field'} is required", field)
-        if kind in ("json_invalid", "model_attributes_type") or (kind == "dict_type" and field is None):
+        if kind == "json_invalid":  # its loc is the error's offset in the body, not a field
+            return error_response(400, "invalid_body", "the body is not valid JSON")
+        if kind == "model_attributes_type" or (kind == "dict_type" and field is None):
             return error_response(400, "invalid_body", "the body must be a JSON object", field)
         msg = str(first.get("msg", "invalid value"))
         return error_response(400, "invalid_field", f"{field}: {msg}" if field else msg, field)

@@ -11,7 +11,7 @@ from sqlalchemy import and_, or_, select, update
 
 from app.api.deps import ApiKeyDep, Session
 from app.api.errors import BadRequest, Conflict, NotFound
-from app.api.schemas import HistoryEntry, MessagePage, MessageView, error_responses
+from app.api.schemas import HistoryEntry, MessagePage, MessageView, error_responses, storable
 from app.db.tables import Message, MessagePart, StatusEvent, utcnow
 from app.domain.status import CANCELABLE, Status
 
@@ -37,7 +37,7 @@ def _view(m: Message, parts: list[MessagePart], events: list[StatusEvent] | None
 @router.get("/messages/{sid}", response_model=MessageView, responses=error_responses(401, 404, 500),
             summary="One message with its status history")
 async def get_message(sid: str, session: Session, key: ApiKeyDep) -> MessageView:
-    m = await session.get(Message, sid)
+    m = await session.get(Message, sid) if storable(sid) else None  # `%00` in the URL is no message's sid
     if m is None:
         raise NotFound(f"no message {sid}", "MessageSid")
     parts = list((await session.scalars(select(MessagePart).where(MessagePart.message_sid == sid))).all())
@@ -56,8 +56,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, sid = raw.split("|", 1)
         when = datetime.fromisoformat(at)
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)), sid
-    except (ValueError, UnicodeDecodeError):
+        if not storable(sid):
+            raise ValueError("sid")
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), sid
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise BadRequest("invalid cursor", "cursor") from None
 
 
@@ -79,6 +81,8 @@ async def list_messages(
         except ValueError:
             raise BadRequest(f"unknown status {status!r}", "status") from None
     if to is not None:
+        if not storable(to):
+            raise BadRequest("to must not contain NUL characters", "to")
         t = to.strip()
         stmt = stmt.where(Message.to_number == (t if t.startswith("+") else "+" + t))
     if since is not None:
@@ -88,6 +92,10 @@ async def list_messages(
             raise BadRequest("since must be an ISO-8601 time", "since") from None
         if when.tzinfo is None:
             raise BadRequest("since needs a UTC offset", "since")
+        try:
+            when = when.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in year 10000 in UTC
+            raise BadRequest("since is out of range", "since") from None
         stmt = stmt.where(Message.created_at >= when)
     if cursor is not None:
         at, sid = _decode_cursor(cursor)
@@ -107,6 +115,8 @@ async def list_messages(
 @router.delete("/messages/{sid}", response_model=MessageView, responses=error_responses(401, 404, 409, 500),
                summary="Cancel a scheduled or queued message")
 async def cancel_message(sid: str, session: Session, key: ApiKeyDep) -> MessageView:
+    if not storable(sid):
+        raise NotFound(f"no message {sid}", "MessageSid")
     now = utcnow()
     # One conditional UPDATE: a dispatcher that claims the message first wins, and we answer 409.
     result = await session.execute(

@@ -39,8 +39,11 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = [500]
         started_response = [False]
+        # Set when the body passed `max_body`; `replaced` once the 413 went out in place of the app's answer.
+        over_limit = [False]
+        replaced = [False]
 
-        async def send_wrapper(message: dict[str, Any]) -> None:
+        async def forward(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 started_response[0] = True
                 status_holder[0] = message["status"]
@@ -50,9 +53,19 @@ class RequestContextMiddleware:
 
         async def reject_413() -> None:
             body = orjson.dumps(error_body("payload_too_large", f"body larger than {self.max_body} bytes"))
-            await send_wrapper({"type": "http.response.start", "status": 413, "headers": [
+            await forward({"type": "http.response.start", "status": 413, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send_wrapper({"type": "http.response.body", "body": body})
+            await forward({"type": "http.response.body", "body": body})
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            # A body without Content-Length goes over the limit while the app reads it, and the app may
+            # turn our exception into an answer of its own (FastAPI's 400 "error parsing the body", the
+            # form parser's 400): the answer is 413 all the same.
+            if over_limit[0] and not started_response[0] and message["type"] == "http.response.start":
+                replaced[0] = True
+                await reject_413()
+            if not replaced[0]:
+                await forward(message)
 
         declared = headers.get("content-length")
         try:
@@ -67,6 +80,7 @@ class RequestContextMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body:
+                        over_limit[0] = True
                         raise _TooLarge
                 return message
 

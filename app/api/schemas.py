@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+
+def storable(text: str) -> bool:
+    """False for text PostgreSQL cannot store: NUL characters, and lone surrogates (JSON `"\\ud800"`)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SendRequest(BaseModel):
@@ -22,18 +34,37 @@ class SendRequest(BaseModel):
         },
     )
 
+    # `json_schema_extra` documents the contract's limits in /openapi.json without changing what is
+    # accepted: plan() checks them, case-insensitively, and names the field in its 400.
     To: str | list[str] = Field(
         description="E.164 destination (`+` optional); a list or comma-separated string of up to 10,000"
     )
-    Body: str = Field(description="message text, any Unicode; long texts are segmented")
-    From: str | None = Field(default=None, description="numeric up to 15 digits or alphanumeric up to 11")
+    Body: str = Field(description="message text, any Unicode; long texts are segmented",
+                      json_schema_extra={"minLength": 1})
+    From: str | None = Field(default=None, description="numeric up to 15 digits or alphanumeric up to 11",
+                             json_schema_extra={"pattern": r"^(\+?[0-9]{1,15}|[A-Za-z0-9 .&_-]{1,11})$"})
     channel: str | None = Field(default=None, description="route name; the default route when absent")
-    SendAt: str | None = Field(default=None, description="ISO-8601 time with offset: send then")
-    ValidityPeriod: int | None = Field(default=None, description="seconds the upstream may keep trying")
-    Encoding: str | None = Field(default=None, description="auto (default), gsm7, latin1, ucs2")
-    LongMessageMode: str | None = Field(default=None, description="split (default), split_sar, payload, cut")
+    SendAt: str | None = Field(default=None, description="ISO-8601 time with offset: send then",
+                               json_schema_extra={"format": "date-time"})
+    ValidityPeriod: int | None = Field(default=None, description="seconds the upstream may keep trying",
+                                       json_schema_extra={"minimum": 1, "maximum": 31 * 24 * 3600})  # 31 days
+    Encoding: str | None = Field(default=None, description="auto (default), gsm7, latin1, ucs2",
+                                 json_schema_extra={"enum": ["auto", "gsm7", "latin1", "ucs2", None]})
+    LongMessageMode: str | None = Field(
+        default=None, description="split (default), split_sar, payload, cut",
+        json_schema_extra={"enum": ["split", "split_sar", "payload", "cut", None]})
     Flash: bool = Field(default=False, description="class-0 message")
-    StatusCallback: str | None = Field(default=None, description="URL for Twilio-style status callbacks")
+    StatusCallback: str | None = Field(default=None, description="URL for Twilio-style status callbacks",
+                                       json_schema_extra={"format": "uri"})
+
+    @field_validator("To", "Body", "From", "channel", "SendAt", "Encoding", "LongMessageMode", "StatusCallback")
+    @classmethod
+    def _storable(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # Refused here, before the database refuses it with a 500 (or poisons a group commit).
+        items = value if isinstance(value, list) else [value]
+        if not all(storable(v) for v in items if v is not None):
+            raise PydanticCustomError("invalid_text", "must not contain NUL characters or unpaired surrogates")
+        return value
 
 
 class SendResult(BaseModel):

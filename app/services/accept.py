@@ -31,6 +31,7 @@ from app.services.accept_batch import AcceptBatcher
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 MAX_VALIDITY_SECONDS = 31 * 24 * 3600
 MAX_SEGMENTS = 255  # the UDH and SAR part counters are one byte
+MAX_CHANNEL = 40  # message.channel; without routes configured any name is accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +65,20 @@ def _parse_send_at(raw: str, now: datetime) -> datetime | None:
                          "SendAt") from None
     if when.tzinfo is None:
         raise BadRequest("SendAt needs a UTC offset (e.g. +00:00 or Z)", "SendAt")
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in year 10000 in UTC
+        raise BadRequest("SendAt is out of range", "SendAt") from None
     if when - now > MAX_SCHEDULE_AHEAD:
         raise BadRequest("SendAt is more than a year ahead", "SendAt")
     return when if when > now else None  # a time already past means "now"
 
 
 def _check_url(raw: str) -> str:
-    parts = urlsplit(raw.strip())
+    try:
+        parts = urlsplit(raw.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket: `http://[::1`
+        raise BadRequest("StatusCallback must be an http(s) URL", "StatusCallback") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise BadRequest("StatusCallback must be an http(s) URL", "StatusCallback")
     return raw.strip()
@@ -123,6 +130,8 @@ def plan(req: SendRequest, settings: Settings, now: datetime) -> _Plan:
     if settings.routes and channel not in settings.channels:
         known = ", ".join(sorted(settings.channels))
         raise BadRequest(f"unknown channel {channel!r} (known: {known})", "channel")
+    if len(channel) > MAX_CHANNEL:
+        raise BadRequest(f"channel is longer than {MAX_CHANNEL} characters", "channel")
 
     validity = req.ValidityPeriod
     if validity is not None and not 1 <= validity <= MAX_VALIDITY_SECONDS:
@@ -164,8 +173,8 @@ async def accept(
     now = utcnow()
     digest = request_hash(req) if idempotency_key else ""
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 255:
-            raise BadRequest("Idempotency-Key must be 1 to 255 characters", "Idempotency-Key")
+        if not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters, without NUL", "Idempotency-Key")
         replay = await _replay(session, api_key_id or 0, idempotency_key, digest)
         if replay:
             return replay
