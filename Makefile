@@ -23,7 +23,8 @@ test: $(STAMP) services
 	  $(BIN)/ruff check app tests bench && \
 	  $(BIN)/mypy && \
 	  $(BIN)/pytest -q -p no:cacheprovider && \
-	  $(BIN)/python -m bench.run --quick
+	  $(BIN)/python -m bench.run --quick && \
+	  $(BIN)/python -m bench.faults --short
 
 ## make bench: the four benchmarks at full size (about 10 minutes); figures in bench/results, table in bench/README.md
 ## (BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="e2e-smpp --messages 20000")
@@ -35,6 +36,10 @@ bench: $(STAMP) services
 
 bench-quick: $(STAMP) services
 	$(BIN)/python -m bench.run --quick
+
+## make faults: the five fault scenarios at full size (10,000 messages, ActiveMQ down 30 s); CI runs --short
+faults: $(STAMP) services
+	$(BIN)/python -m bench.faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench

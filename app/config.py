@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
     pending_receipt_ttl_seconds: float = 72 * 3600.0
+    receipt_timeout_seconds: float = Field(
+        default=72 * 3600.0, gt=0,
+        description="a message still `sent` this long after it was sent becomes undelivered (NO_RECEIPT)",
+    )
     outbox_batch: int = 500
     callback_max_attempts: int = 10
     callback_signing_token: SecretStr | None = Field(

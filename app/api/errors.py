@@ -73,6 +73,25 @@ class ServiceUnavailable(ApiError):
     code = "unavailable"
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database cannot be reached or went away."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy import exc as sa
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | OSError | TimeoutError
+                      | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
+                      | asyncpg.InterfaceError | asyncpg.AdminShutdownError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field}}
 
@@ -126,5 +145,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Json:
         request_id = getattr(request.state, "request_id", "-")
+        if database_unavailable(exc):
+            # Nothing was committed: the client may retry; 503, never a 200 for what is not stored.
+            log.warning("database unavailable: %s", type(exc).__name__,
+                        extra={"request_id": request_id, "path": request.url.path})
+            response = error_response(503, "unavailable", "the database is unavailable; retry shortly")
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
         return error_response(500, "internal_error", f"internal error (request id {request_id})")

@@ -42,12 +42,19 @@ from app.providers.base import (
     PermanentError,
     Provider,
     ProviderError,
+    Receipt,
     RetryableError,
     RouteError,
     SubmitResult,
     UnknownOutcomeError,
 )
-from app.services.receipts import apply_pending, outbox_insert, purge_expired_pending, sweep_pending
+from app.services.receipts import (
+    apply_pending,
+    apply_receipts,
+    outbox_insert,
+    purge_expired_pending,
+    sweep_pending,
+)
 
 log = logging.getLogger("smsgw.dispatch")
 
@@ -196,8 +203,9 @@ class Dispatcher:
             log.exception("submit crashed", extra={"message_sid": msg.sid})
             outcome = Outcome(msg, "retry", None, code="INTERNAL", detail=type(exc).__name__)
         self._outcomes.append(outcome)
-        if len(self._outcomes) >= 200:
-            self._flush.set()
+        # At once: an answered submit not yet recorded is what a crash would send twice. Outcomes that
+        # arrive while a write is in progress go together in the next one (group commit).
+        self._flush.set()
 
     async def _try_route(self, msg: Claimed) -> Outcome:
         names = providers_for(self._routes, msg.channel, msg.to)
@@ -257,9 +265,10 @@ class Dispatcher:
     async def _write_loop(self) -> None:
         # Ends by itself once stopping and drained (not by cancel: Python 3.11's wait_for can swallow one).
         while not (self._stopping and not self._outcomes and not self._tasks):
-            self._flush.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush.wait(), 0.02)
+            if not self._outcomes:
+                self._flush.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), 0.02)
             if self._outcomes:
                 await self._write_outcomes()
 
@@ -391,8 +400,31 @@ class Dispatcher:
                         await s.commit()
                 if ticks % 4 == 0:
                     await self.release_expired_leases()
+                if ticks % 20 == 0:
+                    await self.expire_unreceipted()
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def expire_unreceipted(self, limit: int = 1000) -> int:
+        """Messages `sent` longer than `receipt_timeout_seconds` with no final receipt (the upstream lost
+        them, or never sends receipts) become undelivered with code NO_RECEIPT, and get their report."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.receipt_timeout_seconds)
+        async with self._sessions() as s:
+            sids = list((await s.scalars(
+                select(Message.sid)
+                .where(Message.status == Status.SENT.value, Message.created_at < cutoff, Message.updated_at < cutoff)
+                .order_by(Message.created_at).limit(limit)
+                .with_for_update(skip_locked=True))).all())
+            if not sids:
+                return 0
+            await apply_receipts(s, [Receipt(provider=None, upstream_id=sid, status=Status.UNDELIVERED,
+                                             provider_status_code="NO_RECEIPT", source="receipt-timeout",
+                                             error_code="NO_RECEIPT") for sid in sids], self._settings)
+            await s.commit()
+        log.warning("%d messages had no receipt after %.0fs: undelivered (NO_RECEIPT)", len(sids),
+                    self._settings.receipt_timeout_seconds)
+        self._on_outbox()
+        return len(sids)
 
     async def release_expired_leases(self) -> int:
         """Messages whose claimer died: due again now (this is the resubmit window)."""
