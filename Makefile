@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck services services-down bench bench-quick faults clean
+.PHONY: run test audit lint typecheck services services-down bench bench-quick faults clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,7 @@ test: $(STAMP) services
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
 	  $(BIN)/ruff check app tests bench && \
 	  $(BIN)/mypy && \
+	  scripts/audit.sh && \
 	  $(BIN)/pytest -q -p no:cacheprovider && \
 	  $(BIN)/python -m bench.run --quick && \
 	  $(BIN)/python -m bench.faults --short
@@ -40,6 +41,11 @@ bench-quick: $(STAMP) services
 ## make faults: the five fault scenarios at full size (10,000 messages, ActiveMQ down 30 s); CI runs --short
 faults: $(STAMP) services
 	$(BIN)/python -m bench.faults
+	$(BIN)/python -m bench.report
+
+## make audit: pip-audit over requirements.lock (fails on a known vulnerability)
+audit: $(STAMP)
+	scripts/audit.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench

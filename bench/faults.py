@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from bench import harness
 from bench.harness import (
     API_KEY,
     ROOT,
@@ -288,13 +289,15 @@ def summary(results: list[dict[str, Any]]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    if args.short:
+        harness.use_results_dir(harness.ROOT / "bench" / "results" / "quick")
     results = []
     for name in args.scenarios:
         print(f"=== {name} ===", flush=True)
         result = await scenario(args, name)
         results.append(result)
         print_table(name, [(k, v) for k, v in result.items() if k not in ("events", "statuses")])
-        write_result(f"faults-{name}" + ("-short" if args.short else ""), result)
+        write_result(f"faults-{name}", result)
     summary(results)
     failed = [r["scenario"] for r in results if not r["ok"]]
     if failed:

@@ -63,15 +63,41 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def faults_table() -> str:
+    lines = ["| fault | accepted (200) | final | delivered / undelivered | reports lost | duplicate reports | "
+             "resubmits | refused while down | what happened |", "|---|---|---|---|---|---|---|---|---|"]
+    found = False
+    for name in ("smsc", "broker", "database", "gateway", "replicas"):
+        r = _load(f"faults-{name}")
+        if not r:
+            continue
+        found = True
+        st = r["statuses"]
+        refused = ", ".join(f"{n}× {code}" for code, n in r["refused"].items()) or "none"
+        lines.append(f"| {name} | {r['accepted']:,} | {r['final']:,} | {st.get('delivered', 0):,} / "
+                     f"{st.get('undelivered', 0):,} | {r['lost_reports']} | {r['duplicate_reports']} | "
+                     f"{r['resubmits']} ({r['resubmit_pct']} %) | {refused} | {'; '.join(r['events'])} |")
+    return "\n".join(lines) if found else "(run `make faults`)"
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def main() -> int:
     text = README.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        print(f"{README}: markers {START} / {END} missing", file=sys.stderr)
-        return 1
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}", encoding="utf-8")
-    print(f"updated {README.relative_to(ROOT)}")
+    for marker in (START, END, "<!-- faults:start -->", "<!-- faults:end -->"):
+        if marker not in text:
+            print(f"{README}: marker {marker} missing", file=sys.stderr)
+            return 1
+    text = _replace(text, START, END, table())
+    text = _replace(text, "<!-- faults:start -->", "<!-- faults:end -->", faults_table())
+    README.write_text(text, encoding="utf-8")
+    top = ROOT / "README.md"
+    top.write_text(_replace(top.read_text(encoding="utf-8"), START, END, table()), encoding="utf-8")
+    print(f"updated {README.relative_to(ROOT)} and README.md")
     return 0
 
 

@@ -233,7 +233,13 @@ async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
             statuses.append(status)
             if status == 200 and len(orjson.loads(data)["Messages"]) != 10_000:
                 statuses[-1] = -1
-            await asyncio.sleep(2.0)  # let the dispatcher drain before the next one
+            # Each run starts on an idle gateway: wait until the SMSC has had this run's messages.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if (await simulator_stats(stack.control_port)).get("submit_sm", 0) >= 10_000 * (run + 1):
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
         await conn.close()
     finally:
         stack.stop()

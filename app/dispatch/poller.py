@@ -24,8 +24,9 @@ from app.services.receipts import apply_receipts
 
 log = logging.getLogger("smsgw.poller")
 
-BATCH = 100
-CONCURRENCY = 20
+BATCH = 500
+CONCURRENCY = 64
+LEASE = timedelta(seconds=60)  # a claimed part is polled again after this if its poller died
 
 
 class StatusPoller:
@@ -45,15 +46,23 @@ class StatusPoller:
             except Exception:
                 log.exception("status polling failed")
                 n = 0
-            await asyncio.sleep(0.2 if n >= BATCH else 1.0)
+            if n < BATCH:
+                await asyncio.sleep(0.5)
 
     async def poll_once(self) -> int:
         now = utcnow()
         async with self._sessions() as s:
-            parts = (await s.scalars(
-                select(MessagePart).where(MessagePart.next_poll_at.is_not(None), MessagePart.next_poll_at <= now)
-                .order_by(MessagePart.next_poll_at).limit(BATCH))).all()
-            pending = [(p.id, p.provider, p.upstream_id, p.submitted_at) for p in parts]
+            # Claimed like the dispatcher claims messages: replicas never ask about the same part at once.
+            parts = (await s.execute(
+                select(MessagePart.id, MessagePart.provider, MessagePart.upstream_id, MessagePart.submitted_at)
+                .where(MessagePart.next_poll_at.is_not(None), MessagePart.next_poll_at <= now)
+                .order_by(MessagePart.next_poll_at).limit(BATCH)
+                .with_for_update(skip_locked=True))).all()
+            pending = [(int(r[0]), str(r[1]), r[2], r[3]) for r in parts]
+            if pending:
+                await s.execute(update(MessagePart).where(MessagePart.id.in_([r[0] for r in pending]))
+                                .values(next_poll_at=now + LEASE))
+            await s.commit()
         if not pending:
             return 0
 
