@@ -44,6 +44,16 @@ class SmppProviderConfig(_Strict):
     default_from: str | None = None
     receipt_id_format: Literal["auto", "same"] = "auto"
 
+    @model_validator(mode="after")
+    def _smpp_field_sizes(self) -> SmppProviderConfig:
+        # SMPP 3.4 §4.1.1: C-Octet Strings of at most 16 / 9 / 13 octets including the NUL.
+        for field_name, value, limit in (("system_id", self.system_id, 15),
+                                         ("password", self.password.get_secret_value(), 8),
+                                         ("system_type", self.system_type, 12)):
+            if len(value.encode()) > limit:
+                raise ValueError(f"provider {self.name}: SMPP {field_name} is at most {limit} characters")
+        return self
+
 
 HttpDialect = Literal["commpeak", "bulksms", "websmpp", "twilio"]
 
