@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import re
+import secrets
 import sys
+import time
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -102,22 +107,207 @@ def _client(args: argparse.Namespace) -> Any:
     return httpx.Client(base_url=args.url, headers={"X-API-Key": key}, timeout=60)
 
 
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled"})
+RETRIES = 4  # per chunk, on 429/503 and lost connections; the Idempotency-Key makes them safe
+
+
+def _recipients(args: argparse.Namespace) -> list[str]:
+    """`--to` values (each may be comma-separated) and the lines of `--to-file` (`-`: stdin; `#` comments)."""
+    out = [n.strip() for arg in args.to or () for n in arg.split(",") if n.strip()]
+    if args.to_file:
+        with (open(args.to_file, encoding="utf-8") if args.to_file != "-" else contextlib.nullcontext(sys.stdin)) as f:
+            out += [n for line in f if (n := line.split("#", 1)[0].strip())]
+    return out
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"To": args.to if len(args.to) > 1 else args.to[0], "Body": args.body}
+    try:
+        recipients = _recipients(args)
+    except OSError as exc:
+        print(f"smsgw send: {exc}", file=sys.stderr)
+        return 2
+    if not recipients:
+        print("smsgw send: no recipients (--to NUMBER ... or --to-file FILE)", file=sys.stderr)
+        return 2
+    fields: dict[str, Any] = {"Body": args.body}
     for field, value in (("From", args.sender), ("channel", args.channel), ("SendAt", args.send_at)):
         if value:
-            body[field] = value
+            fields[field] = value
     with _client(args) as client:
-        r = client.post("/msg-client/send", json=body)
-    print(orjson.dumps(r.json(), option=orjson.OPT_INDENT_2).decode())
-    return 0 if r.status_code == 200 else 1
+        if len(recipients) == 1:
+            r = client.post("/msg-client/send", json={"To": recipients[0], **fields})
+            print(orjson.dumps(r.json(), option=orjson.OPT_INDENT_2).decode())
+            return 0 if r.status_code == 200 else 1
+        return _send_bulk(client, recipients, fields, args.chunk, sys.stdout, sys.stderr)
+
+
+class _Progress:
+    """One line on stderr: rewritten in place on a terminal, a new line per chunk otherwise."""
+
+    def __init__(self, total: int, stream: Any) -> None:
+        self.total = total
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.started = time.monotonic()
+        self.sent = 0
+        self.refused = 0
+
+    def rate(self) -> float:
+        return self.sent / max(time.monotonic() - self.started, 1e-6)
+
+    def update(self) -> None:
+        done = self.sent + self.refused
+        line = (f"sent {self.sent:,}/{self.total:,} ({done * 100 // self.total}%) {self.rate():,.0f} msg/s, "
+                f"{self.refused:,} refused")
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A line that stays (a refused chunk), above the progress line on a terminal."""
+        self.stream.write(f"\r\x1b[K{text}\n" if self.tty else text + "\n")
+        self.stream.flush()
+
+    def finish(self, outcome: str) -> None:
+        if self.tty:
+            self.stream.write("\n")
+        unsent = self.total - self.sent - self.refused
+        rest = f", {unsent:,} not sent" if unsent else ""
+        self.stream.write(f"{outcome}: {self.sent:,} sent, {self.refused:,} refused{rest} of {self.total:,} "
+                          f"in {time.monotonic() - self.started:.1f}s ({self.rate():,.0f} msg/s)\n")
+        self.stream.flush()
+
+
+def _refusal(r: Any, part: list[str], first: int) -> str:
+    """Why a chunk was refused, naming the recipient when the gateway pointed at one (`To[i]`)."""
+    try:
+        err = r.json()["error"]
+        reason = f"{r.status_code} {err['code']}: {err['message']}"
+        where = re.fullmatch(r"To\[(\d+)\]", str(err.get("field") or ""))
+        if where and int(where[1]) < len(part):
+            reason += f" (recipient {first + int(where[1]) + 1:,}: {part[int(where[1])]})"
+        return reason
+    except (ValueError, KeyError, TypeError):
+        return f"{r.status_code} {r.text[:200]}"
+
+
+def _post_chunk(client: Any, body: dict[str, Any], key: str) -> Any:
+    """POST one chunk; retried on 429/503 and lost connections. Raises httpx.TransportError at the end."""
+    import httpx
+
+    for attempt in range(RETRIES + 1):
+        try:
+            r = client.post("/msg-client/send", json=body, headers={"Idempotency-Key": key})
+        except httpx.TransportError:
+            if attempt == RETRIES:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+            continue
+        if r.status_code not in (429, 503) or attempt == RETRIES:
+            return r
+        retry_after = r.headers.get("Retry-After", "")
+        time.sleep(min(float(retry_after), 30.0) if retry_after.isdigit() else 0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _send_bulk(client: Any, recipients: list[str], fields: dict[str, Any], chunk: int, out: Any, err: Any) -> int:
+    """Chunks of `chunk` recipients, one request each. stdout: `MessageSid<TAB>To<TAB>Status` per message;
+    stderr: the progress line and a summary. 1 if any chunk was refused or could not be sent."""
+    import httpx
+
+    progress = _Progress(len(recipients), err)
+    run = secrets.token_hex(8)
+    outcome = "done"
+    try:
+        for n, first in enumerate(range(0, len(recipients), chunk), start=1):
+            part = recipients[first:first + chunk]
+            try:
+                r = _post_chunk(client, {"To": part, **fields}, f"smsgw-cli-{run}-{n}")
+            except httpx.TransportError as exc:
+                progress.note(f"chunk {n} (recipients {first + 1:,}-{first + len(part):,}) not sent: "
+                              f"{type(exc).__name__}: {exc}; stopping")
+                outcome = "stopped"
+                break
+            if r.status_code == 200:
+                messages = r.json()["Messages"]
+                out.write("".join(f"{m['MessageSid']}\t{m['To']}\t{m['Status']}\n" for m in messages))
+                out.flush()
+                progress.sent += len(messages)
+            else:
+                progress.refused += len(part)
+                progress.note(f"chunk {n} (recipients {first + 1:,}-{first + len(part):,}) refused: "
+                              f"{_refusal(r, part, first)}")
+            progress.update()
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    progress.finish(outcome)
+    if outcome == "interrupted":
+        return 130
+    return 0 if progress.sent == len(recipients) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.watch:
+            return _watch(client, args.sid, args.interval, args.timeout, sys.stdout, sys.stderr)
         r = client.get(f"/msg-client/messages/{args.sid}")
     print(orjson.dumps(r.json(), option=orjson.OPT_INDENT_2).decode())
     return 0 if r.status_code == 200 else 1
+
+
+def _change_line(at: str, status: str, source: str, code: str | None = None, detail: str | None = None) -> str:
+    line = f"{at}  {status:<11}  {source}"
+    if code:
+        line += f"  {code}"
+    if detail:
+        line += f"  ({detail})"
+    return line + "\n"
+
+
+def _watch(client: Any, sid: str, interval: float, timeout: float, out: Any, err: Any) -> int:
+    """Poll until the message reaches a final status, printing each status change (from its history, so
+    a change between two polls is shown too). 0 when delivered; 1 otherwise (failed, undelivered,
+    canceled, unknown message, timeout)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    shown = 0
+    last: str | None = None
+    last_at: datetime | None = None
+    polls = 0
+    while True:
+        polls += 1
+        try:
+            r = client.get(f"/msg-client/messages/{sid}")
+        except httpx.TransportError as exc:
+            if polls == 1:
+                err.write(f"smsgw status: {type(exc).__name__}: {exc}\n")
+                return 1
+            err.write(f"smsgw status: {type(exc).__name__}; polling again\n")
+            r = None
+        if r is not None:
+            if r.status_code != 200:
+                err.write(r.text + "\n")
+                return 1
+            msg = r.json()
+            history = [h for h in msg.get("History") or () if h.get("Applied", True)]
+            for h in history[shown:]:
+                out.write(_change_line(h["At"], h["Status"], h["Source"], h.get("ProviderStatusCode"),
+                                       h.get("Detail")))
+                last, last_at = h["Status"], datetime.fromisoformat(h["At"])
+            shown = max(shown, len(history))
+            # A change the history does not record (`sending`): only when newer than its last entry, since
+            # the message and its history are read one after the other and may be a change apart.
+            updated = datetime.fromisoformat(msg["UpdatedAt"])
+            if msg["Status"] != last and (last_at is None or updated > last_at):
+                out.write(_change_line(msg["UpdatedAt"], msg["Status"], "-", msg.get("ProviderStatusCode")))
+                last, last_at = msg["Status"], updated
+            out.flush()
+            if msg["Status"] in FINAL_STATUSES:
+                return 0 if msg["Status"] == "delivered" else 1
+        if deadline is not None and time.monotonic() >= deadline:
+            err.write(f"smsgw status: {sid} still {last} after {timeout:g}s\n")
+            return 1
+        time.sleep(interval)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -153,6 +343,13 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description="SMS gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,19 +372,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(fn=cmd_simulate)
 
-    for name, fn, helptext in (("send", cmd_send, "send a test message through a running gateway"),
+    for name, fn, helptext in (("send", cmd_send, "send messages through a running gateway; with several "
+                                                   "recipients: in chunks, progress on stderr, one "
+                                                   "`MessageSid<TAB>To<TAB>Status` line per message on stdout"),
                                ("status", cmd_status, "show a message of a running gateway")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--url", default=os.environ.get("SMSGW_URL", "http://127.0.0.1:8080"))
         p.add_argument("--api-key")
         if name == "send":
-            p.add_argument("--to", required=True, nargs="+")
+            p.add_argument("--to", nargs="+", default=[], metavar="NUMBER",
+                           help="one or more recipients (also comma-separated)")
+            p.add_argument("--to-file", metavar="FILE", help="recipients, one per line (`-`: stdin)")
+            p.add_argument("--chunk", type=_positive_int, default=1000,
+                           help="recipients per request when sending to several (default 1000)")
             p.add_argument("--body", required=True)
             p.add_argument("--from", dest="sender")
             p.add_argument("--channel")
             p.add_argument("--send-at")
         else:
             p.add_argument("sid")
+            p.add_argument("--watch", action="store_true",
+                           help="poll until a final status, printing each change; exit 0 if delivered")
+            p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+            p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("keys", help="manage API keys")

@@ -1,8 +1,13 @@
 """Logging: JSON lines in production, readable lines in `make run`; secrets scrubbed from every line.
 
 Every record passes through `RedactFilter`, which removes secret query parameters (`password=`,
-`pass=`, `token=`…) and the configured secret values themselves: a safety net under the rule that
-code never logs a secret in the first place.
+`pass=`, `token=`…) and the configured secret values themselves, from the message and from string
+`extra` values: a safety net under the rule that code never logs a secret in the first place.
+
+Every record also passes through `ContextFilter`, which adds the `request_id` of the HTTP request
+being served and the `message_sid` of the message being worked on, when the code that logs runs
+inside one (`request_id_var`, `message_sid_var`). A line that passes its own `extra={"message_sid": …}`
+(batch code handling many messages at once) keeps it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +24,25 @@ import orjson
 from app.providers.http.common import redact
 
 _STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Shown first among a line's fields, in this order.
+_CONTEXT = ("request_id", "message_sid")
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+message_sid_var: ContextVar[str | None] = ContextVar("message_sid", default=None)
+
+
+class ContextFilter(logging.Filter):
+    """Adds `request_id` and `message_sid` from the context to records that do not carry their own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
+        request_id = request_id_var.get()
+        if request_id is not None and "request_id" not in fields:
+            fields["request_id"] = request_id
+        sid = message_sid_var.get()
+        if sid is not None and "message_sid" not in fields:
+            fields["message_sid"] = sid
+        return True
 
 
 class RedactFilter(logging.Filter):
@@ -33,7 +58,20 @@ class RedactFilter(logging.Filter):
             record.exc_text = redact(exc_text, *self.secrets)
         if clean != text or record.args:
             record.msg, record.args = clean, None
+        # `extra` strings too: a provider's error detail may quote the request it refused.
+        fields = record.__dict__
+        for k, v in list(fields.items()):
+            if type(v) is str and k not in _STD:
+                fields[k] = redact(v, *self.secrets)
         return True
+
+
+def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
+    """The record's own fields (`extra=`, the context), request and message ids first."""
+    fields = record.__dict__
+    head = [(k, fields[k]) for k in _CONTEXT if fields.get(k) is not None]
+    rest = [(k, v) for k, v in fields.items() if k not in _STD and k not in _CONTEXT and not k.startswith("_")]
+    return head + rest
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,9 +82,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in record.__dict__.items():
-            if k not in _STD and not k.startswith("_"):
-                doc[k] = v
+        doc.update(_extras(record))
         if record.exc_info:
             doc["exc"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
@@ -54,7 +90,7 @@ class JsonFormatter(logging.Formatter):
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD and not k.startswith("_"))
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record))
         base = f"{datetime.fromtimestamp(record.created).strftime('%H:%M:%S')} {record.levelname:<7} " \
                f"{record.name}: {record.getMessage()}"
         if extras:
@@ -67,6 +103,7 @@ class ConsoleFormatter(logging.Formatter):
 def setup_logging(fmt: str = "json", level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

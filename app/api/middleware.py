@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -10,10 +11,16 @@ from typing import Any
 import orjson
 
 from app.api.errors import error_body
+from app.logs import request_id_var
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
+
+
+# A client's own X-Request-ID is kept when it is a plain token (a UUID, a trace id); anything else
+# (spaces, control characters) is replaced, since the id goes into every log line of the request.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,64}")
 
 
 class _TooLarge(Exception):
@@ -21,8 +28,9 @@ class _TooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (`X-Request-ID`, echoed back), refuses bodies over `max_body` bytes
-    with 413 before reading them whole, and reports the latency to `observe(method, route, status, s)`."""
+    """Gives each request an id (`X-Request-ID`, echoed back, and `request_id` on every log line while
+    the request is served), refuses bodies over `max_body` bytes with 413 before reading them whole,
+    and reports the latency to `observe(method, route, status, s)`."""
 
     def __init__(self, app: Any, max_body: int, observe: Callable[[str, str, int, float], None]) -> None:
         self.app = app
@@ -35,8 +43,11 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        request_id = headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
+        request_id = headers.get("x-request-id", "")[:64]
+        if not _CLIENT_ID.fullmatch(request_id):
+            request_id = secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
+        context = request_id_var.set(request_id)
         status_holder = [500]
         started_response = [False]
         # Set when the body passed `max_body`; `replaced` once the 413 went out in place of the app's answer.
@@ -90,6 +101,7 @@ class RequestContextMiddleware:
                 if not started_response[0]:
                     await reject_413()
         finally:
+            request_id_var.reset(context)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.observe(scope.get("method", ""), path, status_holder[0], time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -9,9 +10,10 @@ from fastapi import APIRouter, Header
 from app.api.deps import ApiKeyDep, Ctx, Session
 from app.api.responses import Json
 from app.api.schemas import BulkSendResult, SendRequest, SendResult, error_responses
-from app.services.accept import accept
+from app.services.accept import Accepted, accept
 
 router = APIRouter(prefix="/msg-client", tags=["send"])
+log = logging.getLogger("smsgw.api")
 
 
 @router.post(
@@ -45,4 +47,23 @@ async def send(
     result = await accept(session, req, ctx.settings, key.id, idempotency_key, ctx.extras.get("accept_batcher"))
     if not result.replayed:
         ctx.wake_dispatcher()
+        if log.isEnabledFor(logging.INFO):
+            _log_accepted(result, (req.channel or ctx.settings.default_channel).strip())
     return Json(result.body, status_code=result.status_code)
+
+
+def _log_accepted(result: Accepted, channel: str) -> None:
+    """One INFO line per message; a bulk send logs one for the whole request (its lines at DEBUG)."""
+    messages: list[dict[str, Any]] = result.body.get("Messages") or [result.body]
+    first = messages[0]
+    if len(messages) == 1:
+        log.info("message accepted", extra={"message_sid": first["MessageSid"], "to": first["To"], "channel": channel,
+                                            "segments": first["Segments"], "status": first["Status"]})
+        return
+    log.info("messages accepted", extra={"count": len(messages), "channel": channel, "segments": first["Segments"],
+                                         "status": first["Status"], "first_message_sid": first["MessageSid"],
+                                         "last_message_sid": messages[-1]["MessageSid"]})
+    if log.isEnabledFor(logging.DEBUG):
+        for m in messages:
+            log.debug("message accepted", extra={"message_sid": m["MessageSid"], "to": m["To"], "channel": channel,
+                                                 "segments": m["Segments"], "status": m["Status"]})

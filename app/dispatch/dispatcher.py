@@ -36,6 +36,7 @@ from app.domain.ids import MessageSid, normalise_upstream_id
 from app.domain.routing import Route, backoff_seconds, providers_for
 from app.domain.status import Status
 from app.events import outbox
+from app.logs import message_sid_var
 from app.metrics import Metrics
 from app.providers.base import (
     OutboundMessage,
@@ -197,6 +198,8 @@ class Dispatcher:
 
     # -- sending ----------------------------------------------------------------------------
     async def _send(self, msg: Claimed) -> None:
+        # Its own task: whatever a provider logs while submitting carries the message's sid.
+        message_sid_var.set(msg.sid)
         try:
             outcome = await self._try_route(msg)
         except Exception as exc:  # a bug in a provider must not lose the message
@@ -280,6 +283,7 @@ class Dispatcher:
             for attempt in range(1, 1000):
                 try:
                     await self._record(batch)
+                    _log_outcomes(batch)
                     break
                 except Exception:
                     # The database is away: hold the outcomes (the leases keep the messages ours a while).
@@ -440,6 +444,21 @@ class Dispatcher:
             log.warning("%d messages had an expired lease and are due again", n)
             self._wake.set()
         return n
+
+
+def _log_outcomes(batch: list[Outcome]) -> None:
+    """A line per recorded submit outcome: INFO when sent, WARNING when it will be retried or failed."""
+    info = log.isEnabledFor(logging.INFO)
+    for o in batch:
+        if o.kind == "sent":
+            if info:
+                log.info("submitted", extra={"message_sid": o.msg.sid, "provider": o.provider,
+                                             "upstream_ids": list(o.result.upstream_ids) if o.result else [],
+                                             "attempt": o.msg.attempts})
+        else:
+            log.warning("submit failed" if o.kind == "failed" else "submit to retry",
+                        extra={"message_sid": o.msg.sid, "provider": o.provider, "code": o.code,
+                               "detail": o.detail, "attempt": o.msg.attempts})
 
 
 def _event(sid: str, status: Status, source: str, at: datetime, *, code: str | None = None,

@@ -6,6 +6,7 @@ The same upstream id from the same source twice is stored and forwarded once (th
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +19,8 @@ from app.domain.ids import new_inbound_sid
 from app.events import outbox
 from app.providers.base import InboundSms
 from app.services.receipts import outbox_insert
+
+log = logging.getLogger("smsgw.inbound")
 
 
 async def store_inbound(session: AsyncSession, msg: InboundSms, settings: Settings) -> tuple[str, bool]:
@@ -32,6 +35,8 @@ async def store_inbound(session: AsyncSession, msg: InboundSms, settings: Settin
     if inserted is None:
         existing = await session.scalar(select(InboundMessage.sid).where(
             InboundMessage.source == msg.source, InboundMessage.upstream_sid == msg.upstream_sid))
+        log.info("inbound duplicate ignored", extra={"message_sid": str(existing), "source": msg.source,
+                                                     "upstream_sid": msg.upstream_sid})
         return str(existing), False
     doc: dict[str, Any] = {
         "Sid": sid, "SmsSid": msg.upstream_sid, "From": msg.from_number, "To": msg.to_number,
@@ -43,4 +48,7 @@ async def store_inbound(session: AsyncSession, msg: InboundSms, settings: Settin
     if settings.inbound_forward_url:
         rows.append(outbox.forward_event(url=settings.inbound_forward_url, inbound=doc, at=now))
     await outbox_insert(session, rows)
+    if log.isEnabledFor(logging.INFO):
+        log.info("inbound stored", extra={"message_sid": sid, "source": msg.source, "upstream_sid": msg.upstream_sid,
+                                          "from": msg.from_number, "to": msg.to_number})
     return sid, True

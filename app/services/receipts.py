@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -31,6 +32,8 @@ from app.domain.ids import alternate_upstream_ids, normalise_upstream_id
 from app.domain.status import REPORTED, Status, advances, aggregate_parts
 from app.events import outbox
 from app.providers.base import Receipt
+
+log = logging.getLogger("smsgw.receipts")
 
 
 def _candidates(upstream_id: str) -> list[str]:
@@ -97,6 +100,7 @@ async def _apply(
     events: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     finals: list[str] = []
+    info = log.isEnabledFor(logging.INFO)
 
     def settle(msg: Message, r: Receipt, new: Status) -> None:
         applied = advances(Status(msg.status), new)
@@ -105,6 +109,13 @@ async def _apply(
             "provider_status_code": r.provider_status_code, "detail": r.error_code and f"err {r.error_code}",
             "created_at": now,
         })
+        if info:
+            # `status` is the message's status after this report (a long message's parts aggregate);
+            # `applied` false: a duplicate or a report that came behind a later status.
+            log.info("status", extra={"message_sid": msg.sid, "status": (new if applied else Status(msg.status)).value,
+                                      "reported": r.status.value, "applied": applied,
+                                      "provider_status_code": r.provider_status_code, "error_code": r.error_code,
+                                      "upstream_id": r.upstream_id, "source": r.source})
         if not applied:
             return
         msg.status = new.value
@@ -168,6 +179,12 @@ def final_outbox_rows(msg: Message, status: Status, settings: Settings) -> list[
 
 async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings: Settings) -> None:
     now = utcnow()
+    if log.isEnabledFor(logging.INFO):
+        for r in receipts:
+            log.info("status kept as pending", extra={"upstream_id": r.upstream_id, "provider": r.provider,
+                                                      "reported": r.status.value,
+                                                      "provider_status_code": r.provider_status_code,
+                                                      "source": r.source})
     ttl = timedelta(seconds=settings.pending_receipt_ttl_seconds)
     await session.execute(insert(PendingReceipt), [
         {

@@ -1,0 +1,97 @@
+"""The log context filter and the two formatters: request and message ids on the line when known."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from app.logs import (
+    ConsoleFormatter,
+    ContextFilter,
+    JsonFormatter,
+    RedactFilter,
+    message_sid_var,
+    request_id_var,
+    setup_logging,
+)
+
+
+def _record(msg: str = "message accepted", **extra: object) -> logging.LogRecord:
+    record = logging.getLogger("smsgw.test").makeRecord("smsgw.test", logging.INFO, __file__, 1, msg, (), None,
+                                                        extra=extra or None)
+    for f in (ContextFilter(), RedactFilter(["s3cr3t-key"])):
+        assert f.filter(record)
+    return record
+
+
+@pytest.fixture
+def context() -> Iterator[None]:
+    rid, sid = request_id_var.set("req-1"), message_sid_var.set("SM0123")
+    yield
+    message_sid_var.reset(sid)
+    request_id_var.reset(rid)
+
+
+def test_json_line_has_request_id_and_message_sid_from_the_context(context: None) -> None:
+    doc = orjson.loads(JsonFormatter().format(_record(to="+14155550100")))
+    assert doc["request_id"] == "req-1" and doc["message_sid"] == "SM0123"
+    assert doc["msg"] == "message accepted" and doc["to"] == "+14155550100"
+    assert list(doc)[4:6] == ["request_id", "message_sid"]  # right after ts, level, logger, msg
+
+
+def test_json_line_has_no_context_keys_outside_a_request_or_message() -> None:
+    doc = orjson.loads(JsonFormatter().format(_record()))
+    assert "request_id" not in doc and "message_sid" not in doc
+
+
+def test_an_explicit_message_sid_wins_over_the_context(context: None) -> None:
+    doc = orjson.loads(JsonFormatter().format(_record("status", message_sid="SM9999")))
+    assert doc["message_sid"] == "SM9999" and doc["request_id"] == "req-1"
+
+
+def test_an_explicit_none_message_sid_is_left_out(context: None) -> None:
+    doc = orjson.loads(JsonFormatter().format(_record("status", message_sid=None)))
+    assert "message_sid" not in doc
+
+
+def test_console_line_shows_the_ids_first(context: None) -> None:
+    line = ConsoleFormatter().format(_record(channel="smpp"))
+    assert line.endswith("smsgw.test: message accepted  [request_id=req-1 message_sid=SM0123 channel=smpp]")
+
+
+def test_console_line_without_context_has_no_ids() -> None:
+    line = ConsoleFormatter().format(_record())
+    assert "request_id" not in line and "message_sid" not in line and "[" not in line
+
+
+def test_secrets_in_extra_values_are_redacted() -> None:
+    doc = orjson.loads(JsonFormatter().format(_record("submit failed", detail="GET /api?user=u&password=hunter2 "
+                                                                                "key s3cr3t-key refused")))
+    assert "hunter2" not in doc["detail"] and "s3cr3t-key" not in doc["detail"]
+    assert "password=***" in doc["detail"]
+
+
+def test_setup_logging_puts_the_ids_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("json", "INFO", ["s3cr3t-key"])
+        log = logging.getLogger("smsgw.test")
+        log.info("outside")
+        token = request_id_var.set("abc123")
+        try:
+            log.info("inside", extra={"message_sid": "SM42"})
+            log.info("key s3cr3t-key")
+        finally:
+            request_id_var.reset(token)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["msg"] for line in lines] == ["outside", "inside", "key ***"]
+    assert "request_id" not in lines[0] and "message_sid" not in lines[0]
+    assert lines[1]["request_id"] == "abc123" and lines[1]["message_sid"] == "SM42"
+    assert lines[2]["request_id"] == "abc123" and "message_sid" not in lines[2]
