@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
     pending_receipt_ttl_seconds: float = 72 * 3600.0
+    idempotency_ttl_seconds: float = Field(
+        default=24 * 3600.0, gt=0, description="how long an Idempotency-Key is remembered (its answer replayed)",
+    )
     receipt_timeout_seconds: float = Field(
         default=72 * 3600.0, gt=0,
         description="a message still `sent` this long after it was sent becomes undelivered (NO_RECEIPT)",

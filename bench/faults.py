@@ -53,7 +53,7 @@ from bench.harness import (
 SCENARIOS = ("smsc", "broker", "database", "gateway", "replicas")
 SERVICES = str(ROOT / "scripts" / "services.sh")
 # An ActiveMQ of its own for the broker fault, so stopping it disturbs nothing else.
-OWN_MQ = {"SMSGW_SERVICES_DIR": "/tmp/smsgw-services-faults", "SMSGW_MQ_STOMP_PORT": "61633",
+OWN_MQ = {"SMSGW_SERVICES_DIR": "/tmp/smsgw-services-faults-bench", "SMSGW_MQ_STOMP_PORT": "61633",
           "SMSGW_MQ_OPENWIRE_PORT": "61636"}
 
 

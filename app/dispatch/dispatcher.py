@@ -30,7 +30,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import HttpProviderConfig, Settings
-from app.db.tables import Message, MessagePart, StatusEvent, utcnow
+from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent, utcnow
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, normalise_upstream_id
 from app.domain.routing import Route, backoff_seconds, providers_for
@@ -402,12 +402,21 @@ class Dispatcher:
                     if ticks % 120 == 0:
                         await purge_expired_pending(s)
                         await s.commit()
+                        await self.purge_idempotency_keys()
                 if ticks % 4 == 0:
                     await self.release_expired_leases()
                 if ticks % 20 == 0:
                     await self.expire_unreceipted()
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def purge_idempotency_keys(self) -> int:
+        """Forget Idempotency-Keys older than `idempotency_ttl_seconds`."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.idempotency_ttl_seconds)
+        async with self._sessions() as s:
+            res = await s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+            await s.commit()
+        return int(getattr(res, "rowcount", 0) or 0)
 
     async def expire_unreceipted(self, limit: int = 1000) -> int:
         """Messages `sent` longer than `receipt_timeout_seconds` with no final receipt (the upstream lost

@@ -37,3 +37,22 @@ async def test_sent_without_receipt_expires(module_db_url: str, module_sessions:
     body = orjson.loads(reports[0].body)
     assert body["DeliveryStatus"] == "FAILED" and body["ProviderStatusCode"] == "NO_RECEIPT"
     assert await dispatcher.expire_unreceipted() == 0  # done once
+
+
+async def test_old_idempotency_keys_are_forgotten(module_db_url: str,
+                                                  module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    from app.db.tables import IdempotencyRecord
+
+    now = utcnow()
+    async with module_sessions() as s:
+        await s.execute(insert(IdempotencyRecord), [
+            {"api_key_id": 0, "key": "old-key", "request_hash": "h", "status_code": 200, "response": {},
+             "created_at": now - timedelta(hours=25)},
+            {"api_key_id": 0, "key": "new-key", "request_hash": "h", "status_code": 200, "response": {},
+             "created_at": now - timedelta(hours=1)}])
+        await s.commit()
+    dispatcher = Dispatcher(module_sessions, Settings(database_url=module_db_url), {}, Metrics(), "owner")
+    assert await dispatcher.purge_idempotency_keys() == 1
+    async with module_sessions() as s:
+        keys = set((await s.scalars(select(IdempotencyRecord.key))).all())
+    assert "old-key" not in keys and "new-key" in keys
