@@ -189,6 +189,18 @@ class HttpConn:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**22)
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        reused = self.writer is not None
+        try:
+            return await self._request(method, path, body)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            # The server closed a keep-alive connection that sat idle (uvicorn: after 5 s): it never
+            # read this request, so sending it again on a new connection is safe.
+            await self.close()
+            return await self._request(method, path, body)
+
+    async def _request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None or self.reader is None:
             await self.connect()
         assert self.writer is not None and self.reader is not None

@@ -224,8 +224,9 @@ async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
     timings: list[float] = []
     statuses: list[int] = []
     try:
-        conn = HttpConn("127.0.0.1", stack.port, {"X-API-Key": API_KEY})
         for run in range(args.bulk_runs):
+            conn = HttpConn("127.0.0.1", stack.port, {"X-API-Key": API_KEY})  # fresh: the last one idled out
+            await conn.connect()
             body = send_body([f"+1777{run:02d}{i:05d}" for i in range(10_000)])
             t0 = time.monotonic()
             status, data = await conn.request("POST", "/msg-client/send", body)
@@ -240,7 +241,7 @@ async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(1.0)
-        await conn.close()
+            await conn.close()
     finally:
         stack.stop()
     result = {"scenario": "bulk", "recipients": 10_000, "runs_s": [round(t, 3) for t in timings],
