@@ -145,14 +145,17 @@ async def open_loop(port: int, seconds: float, rate: float) -> tuple[list[tuple[
     total = int(seconds * rate)
     tasks: set[asyncio.Task[None]] = set()
 
+    connections = asyncio.Semaphore(256)  # like a client's pool: beyond it, requests queue (and that counts)
+
     async def one(i: int, scheduled: float) -> None:
-        conn = idle.pop() if idle else HttpConn("127.0.0.1", port, {"X-API-Key": API_KEY})
-        try:
-            status, _ = await conn.request("POST", "/msg-client/send", send_body(f"+1666{i:07d}"))
-            idle.append(conn)
-        except (OSError, asyncio.IncompleteReadError):
-            status = 599
-            await conn.close()
+        async with connections:
+            conn = idle.pop() if idle else HttpConn("127.0.0.1", port, {"X-API-Key": API_KEY})
+            try:
+                status, _ = await conn.request("POST", "/msg-client/send", send_body(f"+1666{i:07d}"))
+                idle.append(conn)
+            except (OSError, asyncio.IncompleteReadError):
+                status = 599
+                await conn.close()
         t1 = time.monotonic()
         samples.append((t1, t1 - scheduled, status))
 
@@ -165,7 +168,7 @@ async def open_loop(port: int, seconds: float, rate: float) -> tuple[list[tuple[
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
-        await asyncio.wait(tasks, timeout=60)
+        await asyncio.wait(tasks, timeout=120)
     for conn in idle:
         await conn.close()
     return samples, start
@@ -187,6 +190,8 @@ def latency_series(samples: list[tuple[float, float, int]], start: float, q: flo
 
 async def scenario_accept(args: argparse.Namespace) -> dict[str, Any]:
     stack = await start_stack(args, "accept")
+    drain = ReportConsumer(stack.stomp_url, stack.queue)  # reports must not pile up in the broker
+    await drain.start()
     rss = RssSampler([stack.gateway])
     rss.start()
     try:
@@ -196,6 +201,7 @@ async def scenario_accept(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await rss.stop()
         stack.stop()
+        await drain.stop()
     ceiling = latency_rows(max_samples, args.duration)
     offered = latency_rows(fixed_samples, max(5.0, args.duration / 2))
     name = "accept-api-only" if args.api_only else "accept"
@@ -221,6 +227,8 @@ async def scenario_accept(args: argparse.Namespace) -> dict[str, Any]:
 
 async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
     stack = await start_stack(args, "bulk")
+    drain = ReportConsumer(stack.stomp_url, stack.queue)
+    await drain.start()
     timings: list[float] = []
     statuses: list[int] = []
     try:
@@ -244,6 +252,7 @@ async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
             await conn.close()
     finally:
         stack.stop()
+        await drain.stop()
     result = {"scenario": "bulk", "recipients": 10_000, "runs_s": [round(t, 3) for t in timings],
               "median_s": round(statistics.median(timings), 3), "statuses": statuses, "machine": machine(),
               "ok": all(s == 200 for s in statuses)}
