@@ -14,6 +14,7 @@ from app.api import health, messages, providers, send, webhooks
 from app.api.deps import AppContext
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
+from app.api.openapi_examples import install_openapi
 from app.api.ratelimit import RateLimiter
 from app.api.webhook_auth import WebhookAuth
 from app.config import Settings
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         ],
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(send.router)
     app.include_router(webhooks.router)
     app.include_router(messages.router)

@@ -8,6 +8,7 @@ this test is synchronous. The seed is fixed and generation derandomized: CI sees
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ def error_shape(ctx: schemathesis.CheckContext, response: schemathesis.Response,
 # The document `/openapi.json` serves (checked below), built without a lifespan: no I/O at import.
 OPENAPI: dict[str, Any] = create_app(api_settings("sqlite+aiosqlite://"), start_workers=False).openapi()
 
-schema = schemathesis.openapi.from_dict(OPENAPI, config=schemathesis.Config.from_dict({
+schema = schemathesis.openapi.from_dict(copy.deepcopy(OPENAPI), config=schemathesis.Config.from_dict({
     "seed": SEED,
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
     # Applied to every generated request, over the generated value of a declared header: the API key
