@@ -34,7 +34,7 @@ BENCH_ARGS ?= accept bulk e2e-smpp
 bench: $(STAMP) services
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.run accept --api-only --workers 2
-	$(BIN)/python -m bench.run e2e-http --messages 20000 --stall-timeout 180
+	$(BIN)/python -m bench.run e2e-http --messages 20000 --workers 2 --stall-timeout 180
 	$(BIN)/python -m bench.report
 
 bench-quick: $(STAMP) services

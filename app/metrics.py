@@ -25,9 +25,14 @@ class Metrics:
         self.resubmits = Counter("smsgw_resubmits_total",
                                  "messages sent again after an unanswered submit (possible duplicates)",
                                  ["provider"], registry=r)
-        self.receipts = Counter("smsgw_receipts_total", "receipts received", ["result"], registry=r)
+        self.receipts = Counter("smsgw_receipts_total",
+                                "status reports: matched to a message, unmatched (kept until the id is known), error",
+                                ["result"], registry=r)
         self.in_flight = Gauge("smsgw_provider_in_flight", "submits awaiting an answer", ["provider"], registry=r)
         self.provider_up = Gauge("smsgw_provider_up", "binds/connections up", ["provider"], registry=r)
+        self.bind_up = Gauge("smsgw_smpp_bind_up", "1 when the SMPP bind is bound", ["provider", "bind"], registry=r)
+        self.bind_in_flight = Gauge("smsgw_smpp_bind_in_flight", "submit_sm awaiting their response (the window)",
+                                    ["provider", "bind"], registry=r)
         self.outbox_lag = Gauge("smsgw_outbox_lag_seconds", "age of the oldest unpublished outbox row",
                                 registry=r)
         self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)

@@ -111,6 +111,10 @@ class Workers:
             st = p.state()
             self.metrics.in_flight.labels(name).set(st.in_flight)
             self.metrics.provider_up.labels(name).set(st.sessions_up if st.type == "smpp" else int(st.connected))
+            if st.type == "smpp":
+                for bind, info in st.detail.items():
+                    self.metrics.bind_up.labels(name, bind).set(int(bool(info.get("bound"))))
+                    self.metrics.bind_in_flight.labels(name, bind).set(int(info.get("in_flight", 0)))
         if self.publisher is not None:
             lag = await self.publisher.lag_seconds()
             self.metrics.outbox_lag.set(lag or 0.0)

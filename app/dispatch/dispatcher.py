@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter as CounterType
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -301,6 +302,7 @@ class Dispatcher:
     async def _record(self, batch: list[Outcome]) -> None:
         now = utcnow()
         settings = self._settings
+        applied: CounterType[str] = CounterType()  # statuses of receipts that had overtaken their submit
         events: list[dict[str, Any]] = []
         out_rows: list[dict[str, Any]] = []
         async with self._sessions() as s:
@@ -344,7 +346,7 @@ class Dispatcher:
                     await s.execute(insert(StatusEvent), events)
                     events = []
                 await s.flush()
-                await apply_pending(s, provider, uids, settings)
+                await apply_pending(s, provider, uids, settings, applied)
 
             for o in batch:
                 if o.kind == "retry" and o.msg.attempts >= settings.retry_max_attempts:
@@ -383,6 +385,13 @@ class Dispatcher:
             if out_rows:
                 await outbox_insert(s, out_rows)
             await s.commit()
+        self._count_statuses(applied)
+
+    def _count_statuses(self, counts: CounterType[str]) -> None:
+        for key, n in counts.items():
+            if key.startswith("status:"):
+                _, status, provider = key.split(":", 2)
+                self._metrics.status.labels(status, provider).inc(n)
 
     def _poll_interval(self, provider: str) -> float:
         cfg = self._settings.provider(provider)
@@ -396,8 +405,10 @@ class Dispatcher:
             ticks += 1
             try:
                 async with self._sessions() as s:
-                    if await sweep_pending(s, self._settings):
+                    swept: CounterType[str] = CounterType()
+                    if await sweep_pending(s, self._settings, counts=swept):
                         await s.commit()
+                        self._count_statuses(swept)
                         self._on_outbox()
                     if ticks % 120 == 0:
                         await purge_expired_pending(s)
@@ -430,10 +441,12 @@ class Dispatcher:
                 .with_for_update(skip_locked=True))).all())
             if not sids:
                 return 0
+            counts: CounterType[str] = CounterType()
             await apply_receipts(s, [Receipt(provider=None, upstream_id=sid, status=Status.UNDELIVERED,
                                              provider_status_code="NO_RECEIPT", source="receipt-timeout",
-                                             error_code="NO_RECEIPT") for sid in sids], self._settings)
+                                             error_code="NO_RECEIPT") for sid in sids], self._settings, counts)
             await s.commit()
+        self._count_statuses(counts)
         log.warning("%d messages had no receipt after %.0fs: undelivered (NO_RECEIPT)", len(sids),
                     self._settings.receipt_timeout_seconds)
         self._on_outbox()

@@ -17,7 +17,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -50,8 +50,11 @@ def _match(receipt: Receipt, by_id: dict[str, list[MessagePart]]) -> list[Messag
     return []
 
 
-async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings) -> list[str]:
-    """Apply a batch of reports (no commit). Returns the sids whose status became final."""
+async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
+                         counts: Counter[str] | None = None) -> list[str]:
+    """Apply a batch of reports (no commit). Returns the sids whose status became final; `counts` (when
+    given) gains `matched`, `kept` (reports for ids not known yet, kept as pending) and
+    `status:<status>:<provider>` for each status change applied."""
     if not receipts:
         return []
     wanted = {c for r in receipts for c in _candidates(r.upstream_id)}
@@ -76,9 +79,12 @@ async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], set
         direct = {r.upstream_id: r for r in unmatched if r.upstream_id in own}
         unmatched = [r for r in unmatched if r.upstream_id not in own]
 
-    finals = await _apply(session, matched, direct, settings)
+    finals = await _apply(session, matched, direct, settings, counts)
     if unmatched:
         await _keep_pending(session, unmatched, settings)
+    if counts is not None:
+        counts["matched"] += len(matched) + len(direct)
+        counts["kept"] += len(unmatched)
     return finals
 
 
@@ -87,6 +93,7 @@ async def _apply(
     matched: list[tuple[Receipt, list[MessagePart]]],
     direct: dict[str, Receipt],
     settings: Settings,
+    counts: Counter[str] | None = None,
 ) -> list[str]:
     now = utcnow()
     sids = {p.message_sid for _, ps in matched for p in ps} | set(direct)
@@ -118,6 +125,8 @@ async def _apply(
                                       "upstream_id": r.upstream_id, "source": r.source})
         if not applied:
             return
+        if counts is not None:
+            counts[f"status:{new.value}:{msg.provider or '-'}"] += 1
         msg.status = new.value
         msg.updated_at = now
         if r.provider_status_code:
@@ -197,7 +206,8 @@ async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings
     ])
 
 
-async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], settings: Settings) -> None:
+async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], settings: Settings,
+                      counts: Counter[str] | None = None) -> None:
     """Apply kept reports and remove them from `pending_receipt`."""
     receipts = [
         Receipt(provider=r.provider, upstream_id=str((r.payload or {}).get("raw_id", r.upstream_id)),
@@ -206,11 +216,11 @@ async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], set
         for r in rows
     ]
     await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
-    await apply_receipts(session, receipts, settings)
+    await apply_receipts(session, receipts, settings, counts)
 
 
 async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iterable[str],
-                        settings: Settings) -> None:
+                        settings: Settings, counts: Counter[str] | None = None) -> None:
     """Apply reports that arrived before these ids were known (no commit). Call after the parts exist."""
     wanted = {c for u in upstream_ids for c in _candidates(u)}
     if not wanted:
@@ -223,10 +233,11 @@ async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iter
     )).all()
     if not rows:
         return
-    await _apply_kept(session, rows, settings)
+    await _apply_kept(session, rows, settings, counts)
 
 
-async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 1000) -> int:
+async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 1000,
+                        counts: Counter[str] | None = None) -> int:
     """Apply kept reports whose id has appeared since (no commit).
 
     Closes the race where a receipt is stored as pending while the transaction recording its submit
@@ -252,7 +263,7 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
     ready = [r for r in rows if known.intersection(_candidates(r.upstream_id))]
     if not ready:
         return 0
-    await _apply_kept(session, ready, settings)
+    await _apply_kept(session, ready, settings, counts)
     return len(ready)
 
 

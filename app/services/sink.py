@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -70,10 +70,16 @@ class DbReportSink:
         self._on_commit()
 
     async def _apply(self, receipts: list[Receipt]) -> None:
+        counts: Counter[str] = Counter()
         async with self._sessions() as s:
-            finals = await apply_receipts(s, receipts, self._settings)
+            finals = await apply_receipts(s, receipts, self._settings, counts)
             await s.commit()
-        self._metrics.receipts.labels("applied").inc(len(receipts))
+        self._metrics.receipts.labels("matched").inc(counts["matched"])
+        self._metrics.receipts.labels("unmatched").inc(counts["kept"])
+        for key, n in counts.items():
+            if key.startswith("status:"):
+                _, status, provider = key.split(":", 2)
+                self._metrics.status.labels(status, provider).inc(n)
         if finals:
             self._on_commit()
 
