@@ -282,10 +282,7 @@ class ReportConsumer:
             await asyncio.sleep(0.5)  # the broker went away: reconnect, as a real consumer would
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     @property
     def unique(self) -> int:
@@ -312,14 +309,18 @@ class RssSampler:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     @property
     def peak_mb(self) -> float:
         return round(max((s for _, s in self.samples), default=0) / 2**20, 1)
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def percentile(values: list[float], q: float) -> float:
