@@ -378,6 +378,7 @@ def plot(scenario: str, title: str, series: dict[str, list[float]], latency: dic
     bottom.legend(loc="upper right")
     bottom.grid(alpha=0.3)
     fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{scenario}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
