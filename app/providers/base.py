@@ -28,6 +28,10 @@ from app.domain.ids import MessageSid, UpstreamId
 from app.domain.status import Status
 
 
+class SinkClosed(RuntimeError):
+    """The report sink is shutting down: the report was not stored (the upstream will send it again)."""
+
+
 class ProviderError(Exception):
     """An upstream refused or failed a request. `code` is what it said (ProviderStatusCode)."""
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.metrics import Metrics
-from app.providers.base import InboundSms, Receipt
+from app.providers.base import InboundSms, Receipt, SinkClosed
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 
@@ -49,7 +49,7 @@ class DbReportSink:
                 await self._task
         for _, fut in self._queue:
             if not fut.done():
-                fut.set_exception(RuntimeError("shutting down"))
+                fut.set_exception(SinkClosed("shutting down"))
         self._queue.clear()
 
     async def receipts(self, receipts: Sequence[Receipt]) -> None:

@@ -35,6 +35,7 @@ from app.providers.base import (
     Receipt,
     ReportSink,
     RetryableError,
+    SinkClosed,
     SubmitResult,
     UnknownOutcomeError,
 )
@@ -241,6 +242,10 @@ class Bind:
         status = 0
         try:
             await self.p.on_deliver(pdu)
+        except SinkClosed:
+            log.info("deliver_sm %d arrived during shutdown; answering ESME_RSYSERR so the SMSC redelivers",
+                     pdu.sequence_number)
+            status = 0x08
         except Exception:
             log.exception("storing a deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers")
             status = 0x08
