@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -36,6 +38,17 @@ class Metrics:
         self.outbox_lag = Gauge("smsgw_outbox_lag_seconds", "age of the oldest unpublished outbox row",
                                 registry=r)
         self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)
+
+    def count_reports(self, counts: Mapping[str, int], receipts: bool = True) -> None:
+        """Record what apply_receipts counted: reports matched / kept unmatched (when `receipts`; a kept
+        report applied later is not a new report) and each status change by provider."""
+        if receipts:
+            self.receipts.labels("matched").inc(counts.get("matched", 0))
+            self.receipts.labels("unmatched").inc(counts.get("kept", 0))
+        for key, n in counts.items():
+            if key.startswith("status:"):
+                _, status, provider = key.split(":", 2)
+                self.status.labels(status, provider).inc(n)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_latency.labels(method, route, str(status)).observe(seconds)

@@ -38,7 +38,8 @@ class Workers:
         self.sink = DbReportSink(ctx.sessions, ctx.settings, metrics, on_commit=self.wake_publishers)
         self.dispatcher = Dispatcher(ctx.sessions, ctx.settings, self.providers, metrics, self.owner,
                                      on_outbox=self.wake_publishers)
-        self.poller = StatusPoller(ctx.sessions, ctx.settings, self.providers, on_commit=self.wake_publishers)
+        self.poller = StatusPoller(ctx.sessions, ctx.settings, self.providers, on_commit=self.wake_publishers,
+                                   metrics=metrics)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

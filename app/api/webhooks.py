@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -126,7 +127,11 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     error_code = _at_most((fields.get("ErrorCode") or "").strip(), "ErrorCode", MAX_ERROR_CODE) or None
     receipt = Receipt(provider=None, upstream_id=upstream_id, status=status,
                       provider_status_code=error_code or word, source="webhook", error_code=error_code)
+    counts: Counter[str] = Counter()
     async with ctx.sessions() as session:
-        await apply_receipts(session, [receipt], ctx.settings)
+        await apply_receipts(session, [receipt], ctx.settings, counts)
         await session.commit()
+    metrics = ctx.extras.get("metrics")
+    if metrics is not None:
+        metrics.count_reports(counts)
     return Json({"MessageSid": upstream_id, "Status": status.value})

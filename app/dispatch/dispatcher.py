@@ -388,10 +388,7 @@ class Dispatcher:
         self._count_statuses(applied)
 
     def _count_statuses(self, counts: CounterType[str]) -> None:
-        for key, n in counts.items():
-            if key.startswith("status:"):
-                _, status, provider = key.split(":", 2)
-                self._metrics.status.labels(status, provider).inc(n)
+        self._metrics.count_reports(counts, receipts=False)  # these reports were counted when they arrived
 
     def _poll_interval(self, provider: str) -> float:
         cfg = self._settings.provider(provider)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -19,6 +20,7 @@ from app.config import HttpProviderConfig, Settings
 from app.db.tables import MessagePart, utcnow
 from app.domain.ids import UpstreamId
 from app.domain.status import Status
+from app.metrics import Metrics
 from app.providers.base import Provider, Receipt
 from app.services.receipts import apply_receipts
 
@@ -31,7 +33,8 @@ LEASE = timedelta(seconds=60)  # a claimed part is polled again after this if it
 
 class StatusPoller:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                 providers: dict[str, Provider], on_commit: object = None) -> None:
+                 providers: dict[str, Provider], on_commit: object = None, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._sessions = sessions
         self._settings = settings
         self._providers = providers
@@ -92,13 +95,16 @@ class StatusPoller:
         async with self._sessions() as s:
             for pid, when in reschedule:
                 await s.execute(update(MessagePart).where(MessagePart.id == pid).values(next_poll_at=when))
-            await apply_receipts(s, receipts, self._settings)
+            counts: Counter[str] = Counter()
+            await apply_receipts(s, receipts, self._settings, counts)
             # Polled parts that reached a final status stop being polled (apply_receipts clears it);
             # make sure even a non-advancing answer does not poll forever.
             done = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]
             if done:
                 await s.execute(update(MessagePart).where(MessagePart.id.in_(done)).values(next_poll_at=None))
             await s.commit()
+        if self._metrics is not None:
+            self._metrics.count_reports(counts)
         if receipts and callable(self._on_commit):
             self._on_commit()
         return len(pending)

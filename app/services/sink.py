@@ -74,12 +74,7 @@ class DbReportSink:
         async with self._sessions() as s:
             finals = await apply_receipts(s, receipts, self._settings, counts)
             await s.commit()
-        self._metrics.receipts.labels("matched").inc(counts["matched"])
-        self._metrics.receipts.labels("unmatched").inc(counts["kept"])
-        for key, n in counts.items():
-            if key.startswith("status:"):
-                _, status, provider = key.split(":", 2)
-                self._metrics.status.labels(status, provider).inc(n)
+        self._metrics.count_reports(counts)
         if finals:
             self._on_commit()
 
