@@ -22,6 +22,7 @@ test: $(STAMP) services
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
 	  $(BIN)/ruff check app tests bench && \
 	  $(BIN)/mypy && \
+	  $(BIN)/lint-imports && \
 	  scripts/audit.sh && \
 	  $(BIN)/pytest -q -p no:cacheprovider && \
 	  $(BIN)/python -m bench.run --quick && \
@@ -54,6 +55,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 services:
 	scripts/services.sh up

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -48,25 +47,22 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         sessions = session_factory(engine)
         keys = KeyStore(sessions)
         await keys.bootstrap(settings.api_key_list())
-        ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys,
+        ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys, metrics=metrics,
+                         accept_batcher=AcceptBatcher(sessions),
                          limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-                         webhook_auth=webhook_auth,
-                         extras={"metrics": metrics, "accept_batcher": AcceptBatcher(sessions)})
+                         webhook_auth=webhook_auth)
         app.state.ctx = ctx
-        workers: Any = None
         if run_workers:
             from app.workers import Workers
 
-            workers = Workers(ctx, metrics)
-            await workers.start()
-            ctx.workers = workers
-            ctx.wake_dispatcher = workers.wake_dispatcher
+            ctx.workers = Workers(ctx)
+            await ctx.workers.start()
         try:
             yield
         finally:
-            await ctx.extras["accept_batcher"].close()
-            if workers is not None:
-                await workers.stop()
+            await ctx.accept_batcher.close()
+            if ctx.workers is not None:
+                await ctx.workers.stop()
             await engine.dispose()
 
     app = FastAPI(

@@ -10,13 +10,13 @@ import os
 import socket
 from typing import Any
 
-from app.api.deps import AppContext
 from app.dispatch.dispatcher import Dispatcher
 from app.dispatch.poller import StatusPoller
 from app.events.stomp_publisher import CallbackSender, OutboxPublisher
 from app.metrics import Metrics
 from app.providers.base import Provider
 from app.providers.registry import build_providers
+from app.runtime import Runtime
 from app.services.sink import DbReportSink
 
 log = logging.getLogger("smsgw.workers")
@@ -27,9 +27,10 @@ def owner_id() -> str:
 
 
 class Workers:
-    def __init__(self, ctx: AppContext, metrics: Metrics) -> None:
+    def __init__(self, ctx: Runtime) -> None:
         self.ctx = ctx
-        self.metrics = metrics
+        self.metrics: Metrics = ctx.metrics
+        metrics = ctx.metrics
         self.owner = owner_id()
         self.providers: dict[str, Provider] = build_providers(ctx.settings)
         self.broker: Any = None
@@ -90,9 +91,8 @@ class Workers:
 
     def wake_publishers(self) -> None:
         for p in (self.publisher, self.callbacks):
-            notify = getattr(p, "notify", None)
-            if notify is not None:
-                notify()
+            if p is not None:
+                p.notify()
 
     async def health(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
@@ -102,7 +102,7 @@ class Workers:
                                           "sessions_up": st.sessions_up, "in_flight": st.in_flight}
         if self.publisher is not None:
             lag = await self.publisher.lag_seconds()
-            connected = bool(getattr(self.publisher, "connected", True))
+            connected = self.publisher.connected
             checks["broker"] = {"ok": connected, "connected": connected}
             checks["outbox"] = {"ok": True, "lag_seconds": lag}
         return checks

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.errors import TooManyRequests, Unauthorized
 from app.api.ratelimit import RateLimiter
 from app.api.webhook_auth import WebhookAuth
-from app.config import Settings
-from app.services.api_keys import KeyInfo, KeyStore
+from app.errors import TooManyRequests, Unauthorized
+from app.runtime import Runtime
+from app.services.api_keys import KeyInfo
 
 
-@dataclass
-class AppContext:
-    """Everything the lifespan opens; handlers reach it through `Ctx`."""
+@dataclass(kw_only=True)
+class AppContext(Runtime):
+    """The process's runtime plus what only the API uses; handlers reach it through `Ctx`."""
 
-    settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    keys: KeyStore
     limiter: RateLimiter
     webhook_auth: WebhookAuth
-    wake_dispatcher: Callable[[], None] = lambda: None
-    workers: Any = None  # app.main.Workers once started
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 async def _ctx(request: Request) -> AppContext:  # async: a sync dependency costs a thread hop
@@ -56,15 +49,14 @@ async def _api_key(
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     if not key:
-        raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
     info = await ctx.keys.lookup(key)
     if info is None:
-        raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("unknown or revoked API key")
     wait = ctx.limiter.check(info.id, info.rate_limit_per_second)
     if wait > 0:
         retry = max(1, int(wait + 0.999))
-        raise TooManyRequests(f"rate limit exceeded; retry in {retry} s", headers={"Retry-After": str(retry)})
+        raise TooManyRequests(f"rate limit exceeded; retry in {retry} s", retry_after=retry)
     return info
 
 

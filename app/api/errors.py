@@ -1,7 +1,7 @@
 """Every error the API answers, in the contract's shape `{"error": {"code", "message", "field"}}`.
 
 The handlers installed by `install_error_handlers` translate everything in one place: our
-`ApiError`s, FastAPI's request validation (400, never a bare 422), Starlette's HTTP errors (404, 405,
+`ClientError`s (app/errors.py), FastAPI's request validation (400, never a bare 422), Starlette's HTTP errors (404, 405,
 413), and anything unexpected (500: logged with the request id, no stack trace in the body).
 """
 
@@ -15,62 +15,42 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import Json
+from app.errors import (
+    BadRequest,
+    ClientError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 
 log = logging.getLogger("smsgw.api")
 
 
-class ApiError(Exception):
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, field: str | None = None, *, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        if code:
-            self.code = code
-        self.headers = headers
+# The one table from our client errors to HTTP. A subclass not listed takes its nearest listed base.
+STATUS_OF: dict[type[ClientError], int] = {
+    ClientError: 400, BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+    PayloadTooLarge: 413, TooManyRequests: 429, Unavailable: 503,
+}
 
 
-class BadRequest(ApiError):
-    status_code = 400
-    code = "invalid_field"
+def status_of(exc: ClientError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
 
 
-class Unauthorized(ApiError):
-    status_code = 401
-    code = "unauthorized"
-
-
-class Forbidden(ApiError):
-    status_code = 403
-    code = "forbidden"
-
-
-class NotFound(ApiError):
-    status_code = 404
-    code = "not_found"
-
-
-class Conflict(ApiError):
-    status_code = 409
-    code = "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class TooManyRequests(ApiError):
-    status_code = 429
-    code = "rate_limited"
-
-
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "unavailable"
+def headers_of(exc: ClientError) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized) and exc.code == "unauthorized":
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+    return headers or None
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -115,9 +95,9 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Json:
-        return error_response(exc.status_code, exc.code, exc.message, exc.field, exc.headers)
+    @app.exception_handler(ClientError)
+    async def _client_error(request: Request, exc: ClientError) -> Json:
+        return error_response(status_of(exc), exc.code, exc.message, exc.field, headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Json:

@@ -47,4 +47,4 @@ async def ready(ctx: Ctx) -> Json:
 async def metrics(ctx: Ctx) -> Response:
     if ctx.workers is not None:
         await ctx.workers.refresh_metrics()
-    return Response(generate_latest(ctx.extras["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query
 from sqlalchemy import and_, or_, select, update
 
 from app.api.deps import ApiKeyDep, Session
-from app.api.errors import BadRequest, Conflict, NotFound
 from app.api.schemas import HistoryEntry, MessagePage, MessageView, error_responses, storable
 from app.db.tables import Message, MessagePart, StatusEvent, utcnow
 from app.domain.status import CANCELABLE, Status
+from app.errors import BadRequest, Conflict, NotFound
 
 router = APIRouter(prefix="/msg-client", tags=["messages"])
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header
 from app.api.deps import ApiKeyDep, Ctx, Session
 from app.api.responses import Json
 from app.api.schemas import BulkSendResult, SendRequest, SendResult, error_responses
+from app.domain.commands import SendCommand
 from app.services.accept import Accepted, accept
 
 router = APIRouter(prefix="/msg-client", tags=["send"])
@@ -44,7 +45,8 @@ async def send(
 
     The same `Idempotency-Key` with the same body answers the first answer and queues nothing new.
     """
-    result = await accept(session, req, ctx.settings, key.id, idempotency_key, ctx.extras.get("accept_batcher"))
+    command = SendCommand(**req.model_dump())
+    result = await accept(session, command, ctx.settings, key.id, idempotency_key, ctx.accept_batcher)
     if not result.replayed:
         ctx.wake_dispatcher()
         if log.isEnabledFor(logging.INFO):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from app.api.errors import Forbidden, Unauthorized
 from app.config import HttpProviderConfig, Settings
 from app.domain.twilio_signature import validate_signature
+from app.errors import Forbidden, Unauthorized
 
 
 class WebhookAuthConfigError(ValueError):

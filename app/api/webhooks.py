@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
 from app.api.deps import Ctx
-from app.api.errors import BadRequest
 from app.api.responses import Json
 from app.api.schemas import error_responses, storable
+from app.domain.messages import InboundSms, Receipt
 from app.domain.status import WEBHOOK_STATUS
-from app.providers.base import InboundSms, Receipt
+from app.errors import BadRequest
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 
@@ -131,7 +131,5 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     async with ctx.sessions() as session:
         await apply_receipts(session, [receipt], ctx.settings, counts)
         await session.commit()
-    metrics = ctx.extras.get("metrics")
-    if metrics is not None:
-        metrics.count_reports(counts)
+    ctx.metrics.count_reports(counts)
     return Json({"MessageSid": upstream_id, "Status": status.value})

@@ -1,15 +1,8 @@
-"""The one interface every upstream implements, and the errors it may raise.
+"""The one interface every upstream implements, with the errors (app/errors.py) and value types
+(app/domain/messages.py) it speaks in, re-exported here for the implementations.
 
-Error hierarchy (the dispatcher decides retry, failover and failure from the class alone):
-
-    ProviderError                 anything an upstream said no to; `.code` is its status code
-    ├── RetryableError            try again later with backoff (throttled, queue full, 5xx, timeout
-    │                             before the request was sent, connection refused)
-    ├── PermanentError            the message fails with `.code` as ProviderStatusCode
-    │   └── RouteError            this provider cannot take it (no route, down): try the next
-    │                             provider of the route, fail only when none is left
-    └── UnknownOutcomeError       the request left but no answer came: the upstream may have the
-                                  message. Never blindly resubmitted (see the dispatcher)
+The dispatcher decides retry, failover and failure from the error's class alone: RetryableError,
+PermanentError (RouteError: try the next provider), UnknownOutcomeError (never blindly resubmitted).
 
 Upstreams report back through a `ReportSink`: receipts (delivery reports) and inbound (MO)
 messages. The sink persists before it returns, so an SMPP provider acknowledges `deliver_sm`
@@ -20,92 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
-from app.domain.encoding import Encoding, LongMessageMode
-from app.domain.ids import MessageSid, UpstreamId
-from app.domain.status import Status
+from app.domain.ids import UpstreamId
+from app.domain.messages import InboundSms, OutboundMessage, Receipt, SubmitResult
+from app.errors import (
+    PermanentError,
+    ProviderError,
+    RetryableError,
+    RouteError,
+    SinkClosed,
+    UnknownOutcomeError,
+)
 
-
-class SinkClosed(RuntimeError):
-    """The report sink is shutting down: the report was not stored (the upstream will send it again)."""
-
-
-class ProviderError(Exception):
-    """An upstream refused or failed a request. `code` is what it said (ProviderStatusCode)."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message
-
-
-class RetryableError(ProviderError):
-    def __init__(self, code: str, message: str = "", retry_after: float | None = None) -> None:
-        super().__init__(code, message)
-        self.retry_after = retry_after
-
-
-class PermanentError(ProviderError):
-    pass
-
-
-class RouteError(PermanentError):
-    pass
-
-
-class UnknownOutcomeError(ProviderError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    """What a provider needs to send one message to one destination."""
-
-    sid: MessageSid
-    to: str  # E.164 with a leading +
-    sender: str | None  # None: the provider's default_from
-    body: str
-    encoding: Encoding
-    long_message_mode: LongMessageMode
-    flash: bool = False
-    validity_period: int | None = None  # seconds
-    attempt: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    """The upstream accepted the message; one id per part it will report on (often just one)."""
-
-    upstream_ids: tuple[UpstreamId, ...]
-    provider_status_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A status report from an upstream about one of our parts, identified by its upstream id."""
-
-    provider: str | None  # None when the reporter is not known (e.g. a webhook)
-    upstream_id: str
-    status: Status
-    provider_status_code: str | None
-    source: str  # "smpp:<provider>", "webhook", "poll:<provider>"
-    error_code: str | None = None
-    done_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # vendor TLVs, raw receipt text
-
-
-@dataclass(frozen=True, slots=True)
-class InboundSms:
-    """A mobile-originated message, already reassembled when it came in parts."""
-
-    source: str  # "webhook" or the provider's name
-    upstream_sid: str
-    from_number: str
-    to_number: str
-    body: str
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = [
+    "InboundSms", "OutboundMessage", "PermanentError", "Provider", "ProviderError", "ProviderState",
+    "Receipt", "ReportSink", "RetryableError", "RouteError", "SinkClosed", "SubmitResult", "UnknownOutcomeError",
+]
 
 
 class ReportSink(Protocol):

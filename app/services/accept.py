@@ -7,6 +7,7 @@ message's own `created_at`, which the history view shows first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,14 +19,14 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.errors import BadRequest
-from app.api.schemas import SendRequest
 from app.config import Settings
 from app.db.tables import IdempotencyRecord, Message, utcnow
 from app.domain import encoding as enc
+from app.domain.commands import SendCommand
 from app.domain.ids import new_message_sid
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
+from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
@@ -84,7 +85,7 @@ def _check_url(raw: str) -> str:
     return raw.strip()
 
 
-def plan(req: SendRequest, settings: Settings, now: datetime) -> _Plan:
+def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
     """Validate a send request; raises BadRequest naming the first bad field."""
     raw_to = split_recipients(req.To)
     if not raw_to:
@@ -143,8 +144,8 @@ def plan(req: SendRequest, settings: Settings, now: datetime) -> _Plan:
                  send_at, callback)
 
 
-def request_hash(req: SendRequest) -> str:
-    return hashlib.sha256(orjson.dumps(req.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+def request_hash(req: SendCommand) -> str:
+    return hashlib.sha256(orjson.dumps(dataclasses.asdict(req), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 async def _replay(session: AsyncSession, api_key_id: int, key: str, digest: str) -> Accepted | None:
@@ -159,7 +160,7 @@ async def _replay(session: AsyncSession, api_key_id: int, key: str, digest: str)
 
 async def accept(
     session: AsyncSession,
-    req: SendRequest,
+    req: SendCommand,
     settings: Settings,
     api_key_id: int | None,
     idempotency_key: str | None = None,

@@ -16,8 +16,8 @@ from app.config import Settings
 from app.db.tables import InboundMessage, utcnow
 from app.db.upsert import insert_ignore
 from app.domain.ids import new_inbound_sid
+from app.domain.messages import InboundSms
 from app.events import outbox
-from app.providers.base import InboundSms
 from app.services.receipts import outbox_insert
 
 log = logging.getLogger("smsgw.inbound")

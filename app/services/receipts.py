@@ -29,9 +29,9 @@ from app.config import Settings
 from app.db.tables import Message, MessagePart, OutboxEvent, PendingReceipt, StatusEvent, utcnow
 from app.db.upsert import insert_ignore
 from app.domain.ids import alternate_upstream_ids, normalise_upstream_id
+from app.domain.messages import Receipt
 from app.domain.status import REPORTED, Status, advances, aggregate_parts
 from app.events import outbox
-from app.providers.base import Receipt
 
 log = logging.getLogger("smsgw.receipts")
 

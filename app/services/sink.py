@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.domain.messages import InboundSms, Receipt
+from app.errors import SinkClosed
 from app.metrics import Metrics
-from app.providers.base import InboundSms, Receipt, SinkClosed
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 

@@ -1,4 +1,4 @@
-"""Bundled SMPP 3.4 SMSC simulator (pure asyncio) and a reusable minimal PDU codec (`app.simulator.pdu`)."""
+"""Bundled SMPP 3.4 SMSC simulator (pure asyncio) and a reusable minimal PDU codec (`app.providers.smpp.pdu`)."""
 
 from app.simulator.models import SimulatorConfig, SimulatorStats, SubmitRecord
 from app.simulator.server import SmscSimulator

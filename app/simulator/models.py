@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from app.simulator.pdu import ConcatInfo, Status, status_name
+from app.providers.smpp.pdu import ConcatInfo, Status, status_name
 
 # Destination-suffix conventions (longest matching suffix wins), on by default so demos and
 # end-to-end tests can force an outcome deterministically:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from app.simulator.pdu import CommandId, Tag, build_udh, encode_body, encode_tlvs, tlv_cstr, tlv_int
+from app.providers.smpp.pdu import CommandId, Tag, build_udh, encode_body, encode_tlvs, tlv_cstr, tlv_int
 from app.simulator.text import ascii_safe, split_text
 
 # Receipt `stat` values -> message_state TLV (SMPP 3.4 §5.2.28).

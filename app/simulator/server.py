@@ -21,9 +21,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from app.simulator.control import ControlServer
-from app.simulator.models import RUNTIME_FIELDS, SimulatorConfig, SimulatorStats, SubmitRecord
-from app.simulator.pdu import (
+from app.providers.smpp.pdu import (
     CommandId,
     ConcatInfo,
     PduError,
@@ -34,6 +32,8 @@ from app.simulator.pdu import (
     generic_nack,
     message_octets,
 )
+from app.simulator.control import ControlServer
+from app.simulator.models import RUNTIME_FIELDS, SimulatorConfig, SimulatorStats, SubmitRecord
 from app.simulator.receipts import (
     IdGenerator,
     Outbound,

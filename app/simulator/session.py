@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
-from app.simulator.pdu import (
+from app.providers.smpp.pdu import (
     HEADER,
     HEADER_LENGTH,
     CommandId,

@@ -1,4 +1,4 @@
-"""The bundled SMSC simulator over real TCP on 127.0.0.1: a raw client built on app.simulator.pdu, and
+"""The bundled SMSC simulator over real TCP on 127.0.0.1: a raw client built on app.providers.smpp.pdu, and
 aiosmpplib as a real ESME."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from aiosmpplib import ESME, AbstractHook, DeliverSm, PhoneNumber, SmppMessage, 
 from aiosmpplib.broker import SimpleBroker
 from aiosmpplib.state import SmppSessionState
 
-from app.simulator import SimulatorConfig, SmscSimulator
-from app.simulator.pdu import (
+from app.providers.smpp.pdu import (
     HEADER,
     CommandId,
     Pdu,
@@ -36,6 +35,7 @@ from app.simulator.pdu import (
     int_value,
     split_frames,
 )
+from app.simulator import SimulatorConfig, SmscSimulator
 
 SYSTEM_ID, PASSWORD = "smppclient1", "password"
 ROOT = Path(__file__).resolve().parents[2]

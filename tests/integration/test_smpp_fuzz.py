@@ -37,8 +37,7 @@ from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
 from app.providers.base import InboundSms, OutboundMessage, Receipt, SubmitResult, UnknownOutcomeError
 from app.providers.smpp.esme import SmppProvider
-from app.services.sink import DbReportSink
-from app.simulator.pdu import (
+from app.providers.smpp.pdu import (
     HEADER,
     HEADER_LENGTH,
     MAX_PDU_LENGTH,
@@ -58,6 +57,7 @@ from app.simulator.pdu import (
     tlv_cstr,
     tlv_int,
 )
+from app.services.sink import DbReportSink
 
 BINDS = {CommandId.BIND_TRANSCEIVER, CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER}
 MIN_BACKOFF = 0.08  # the ESME waits 0.2 s × [0.5, 1.5) before rebinding; a little slack for timers

@@ -41,8 +41,7 @@ from app.providers.base import (
 )
 from app.providers.base import OutboundMessage as Outbound
 from app.providers.http.common import TokenBucket
-from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
-from app.simulator.pdu import (
+from app.providers.smpp.pdu import (
     RESPONSE_BIT,
     CommandId,
     Pdu,
@@ -55,6 +54,7 @@ from app.simulator.pdu import (
     split_frames,
     tlv_int,
 )
+from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
 
 log = logging.getLogger("smsgw.smpp")
 
