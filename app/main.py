@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(send.router)
+    app.router.routes.insert(0, send.lean_route)
     app.include_router(webhooks.router)
     app.include_router(messages.router)
     app.include_router(providers.router)

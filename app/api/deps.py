@@ -40,11 +40,9 @@ async def _session(ctx: Ctx) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(_session)]
 
 
-async def _api_key(
-    ctx: Ctx,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key", description="API key (or use Bearer)")] = None,
-) -> KeyInfo:
+async def authenticate(ctx: AppContext, x_api_key: str | None, authorization: str | None) -> KeyInfo:
+    """The caller's key from `X-API-Key` or `Authorization: Bearer`; 401 when missing or unknown, 429 when
+    it is over its rate limit. Shared by the dependency below and the lean /send route."""
     key = x_api_key or None
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
@@ -58,6 +56,14 @@ async def _api_key(
         retry = max(1, int(wait + 0.999))
         raise TooManyRequests(f"rate limit exceeded; retry in {retry} s", retry_after=retry)
     return info
+
+
+async def _api_key(
+    ctx: Ctx,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key", description="API key (or use Bearer)")] = None,
+) -> KeyInfo:
+    return await authenticate(ctx, x_api_key, authorization)
 
 
 ApiKeyDep = Annotated[KeyInfo, Depends(_api_key)]

@@ -8,6 +8,7 @@ The handlers installed by `install_error_handlers` translate everything in one p
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -94,6 +95,22 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
     return parts[0] if parts else None
 
 
+def from_validation(errors: Sequence[Any]) -> BadRequest:
+    """The 400 for a pydantic validation failure: the first error, naming the contract's field."""
+    first: Mapping[str, Any] = errors[0] if errors else {}
+    loc = tuple(first.get("loc", ()))
+    field = _field_of(loc)
+    kind = str(first.get("type", ""))
+    if kind == "missing":
+        return BadRequest(f"{field or 'a field'} is required", field, code="missing_field")
+    if kind == "json_invalid":  # its loc is the error's offset in the body, not a field
+        return BadRequest("the body is not valid JSON", code="invalid_body")
+    if kind in ("model_attributes_type", "model_type") or (kind == "dict_type" and field is None):
+        return BadRequest("the body must be a JSON object", field, code="invalid_body")
+    msg = str(first.get("msg", "invalid value"))
+    return BadRequest(f"{field}: {msg}" if field else msg, field)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def _client_error(request: Request, exc: ClientError) -> Json:
@@ -101,18 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Json:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = tuple(first.get("loc", ()))
-        field = _field_of(loc)
-        kind = str(first.get("type", ""))
-        if kind == "missing":
-            return error_response(400, "missing_field", f"{field or 'a field'} is required", field)
-        if kind == "json_invalid":  # its loc is the error's offset in the body, not a field
-            return error_response(400, "invalid_body", "the body is not valid JSON")
-        if kind == "model_attributes_type" or (kind == "dict_type" and field is None):
-            return error_response(400, "invalid_body", "the body must be a JSON object", field)
-        msg = str(first.get("msg", "invalid value"))
-        return error_response(400, "invalid_field", f"{field}: {msg}" if field else msg, field)
+        return await _client_error(request, from_validation(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Json:
