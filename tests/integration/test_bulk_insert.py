@@ -1,0 +1,61 @@
+"""app/db/bulk.insert_rows: one statement for many rows, on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.bulk import insert_rows
+from app.db.engine import create_engine, session_factory
+from app.db.tables import Message
+
+
+def _rows(prefix: str, n: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [{"sid": f"{prefix}{i:06d}", "api_key_id": 7, "batch_sid": None, "status": "queued",
+             "to_number": "+96170123456", "from_addr": None, "body": "héllo ✓ 𝄞", "encoding": "UCS2",
+             "segments": 1, "long_message_mode": "split", "flash": i % 2 == 0, "validity_period": None,
+             "channel": "smpp", "status_callback": None, "attempts": 0, "send_at": None, "due_at": now,
+             "created_at": now, "updated_at": now} for i in range(n)]
+
+
+async def _check(sessions: async_sessionmaker[AsyncSession], prefix: str) -> None:
+    rows = _rows(prefix, 1500)
+    async with sessions() as s:
+        await insert_rows(s, Message.__table__, rows)
+        await s.commit()
+    async with sessions() as s:
+        count = await s.scalar(select(func.count()).select_from(Message).where(Message.sid.like(f"{prefix}%")))
+        got = (await s.scalars(select(Message).where(Message.sid == rows[10]["sid"]))).one()
+    assert count == 1500
+    assert (got.body, got.flash, got.api_key_id, got.due_at, got.send_at) == (
+        "héllo ✓ 𝄞", True, 7, rows[10]["due_at"], None)
+
+
+async def test_many_rows_in_one_statement_on_postgresql(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _check(sessions, "SMbulkpg")
+
+
+@pytest.mark.sqlite
+async def test_many_rows_on_sqlite(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        await _check(session_factory(engine), "SMbulksq")
+    finally:
+        await engine.dispose()
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(sessions: async_sessionmaker[AsyncSession]) -> None:
+    rows = _rows("SMlong", 2)
+    rows[1]["to_number"] = "+" + "1" * 40  # to_number is VARCHAR(20)
+    async with sessions() as s:
+        with pytest.raises(DBAPIError):
+            await insert_rows(s, Message.__table__, rows)
+        await s.rollback()
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Message).where(Message.sid.like("SMlong%"))) == 0
