@@ -1,4 +1,4 @@
-"""app/db/bulk.insert_rows: one statement for many rows, on PostgreSQL and SQLite alike."""
+"""app/db/bulk: many rows inserted or updated in one statement, on PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.bulk import insert_rows
+from app.db.bulk import insert_rows, update_rows
 from app.db.engine import create_engine, session_factory
 from app.db.tables import Message
 
@@ -59,3 +59,36 @@ async def test_a_value_too_long_for_its_column_is_refused_not_cut(sessions: asyn
         await s.rollback()
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Message).where(Message.sid.like("SMlong%"))) == 0
+
+
+async def _check_update(sessions: async_sessionmaker[AsyncSession], prefix: str) -> None:
+    rows = _rows(prefix, 300)
+    async with sessions() as s:
+        await insert_rows(s, Message.__table__, rows)
+        await s.commit()
+    later = datetime.now(UTC)
+    changes = [{"sid": r["sid"], "status": "sent", "provider": "smsc-main", "updated_at": later, "due_at": None}
+               for r in rows[:200]] + [{"sid": prefix + "nosuch", "status": "failed", "provider": None,
+                                        "updated_at": later, "due_at": None}]
+    async with sessions() as s:
+        await update_rows(s, Message.__table__, "sid", changes)
+        await s.commit()
+    async with sessions() as s:
+        got = {m.sid: m for m in (await s.scalars(select(Message).where(Message.sid.like(f"{prefix}%")))).all()}
+    assert len(got) == 300
+    assert all((got[r["sid"]].status, got[r["sid"]].provider, got[r["sid"]].due_at, got[r["sid"]].updated_at)
+               == ("sent", "smsc-main", None, later) for r in rows[:200])
+    assert all((got[r["sid"]].status, got[r["sid"]].due_at) == ("queued", r["due_at"]) for r in rows[200:])
+
+
+async def test_many_rows_updated_in_one_statement_on_postgresql(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _check_update(sessions, "SMupdpg")
+
+
+@pytest.mark.sqlite
+async def test_many_rows_updated_on_sqlite(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        await _check_update(session_factory(engine), "SMupdsq")
+    finally:
+        await engine.dispose()
