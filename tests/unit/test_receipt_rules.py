@@ -1,0 +1,92 @@
+"""The receipt-apply rules (app/services/receipt_rules.decide) on plain values: no database."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+import orjson
+
+from app.domain.messages import Receipt
+from app.domain.status import Status
+from app.services.receipt_rules import MessageState, PartState, decide
+from app.services.status_change import Recipient
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+_ids = itertools.count(1)
+
+
+def _receipt(uid: str, status: Status, code: str = "DELIVRD", **kw: object) -> Receipt:
+    return Receipt(provider="smsc-main", upstream_id=uid, status=status, provider_status_code=code,
+                   source="smpp:smsc-main", **kw)  # type: ignore[arg-type]
+
+
+def _message(sid: str, parts: int, callback: str | None = None) -> tuple[MessageState, list[PartState]]:
+    msg = MessageState(sid, Status.SENT, Recipient(sid, "smpp", "+96170123456", "Acme", "smsc-main", callback),
+                       None, None)
+    return msg, [PartState(next(_ids), sid, Status.SENT, next_poll_at=NOW) for _ in range(parts)]
+
+
+def test_a_long_message_is_delivered_when_its_last_part_is_and_reported_once() -> None:
+    msg, parts = _message("SM1", 3)
+    receipts = [(_receipt(f"id{i}", Status.DELIVERED), [p]) for i, p in enumerate(parts)]
+    out = decide(receipts, [], {"SM1": msg}, {"SM1": parts}, now=NOW, report_queue="delivery-report")
+    assert [h["applied"] for h in out.history] == [False, False, True]  # parts 1 and 2 leave it `sent`
+    assert msg.status is Status.DELIVERED and out.finals == ["SM1"]
+    assert [r["kind"] for r in out.outbox] == ["report"]
+    assert orjson.loads(out.outbox[0]["body"])["DeliveryStatus"] == "DELIVERED"
+    assert set(out.parts) == {p.id for p in parts} and all(p.done_at == NOW and p.next_poll_at is None for p in parts)
+    assert out.messages["SM1"].row()["status"] == "delivered"
+    assert out.counts == {"status:delivered:smsc-main": 1}
+
+
+def test_one_undelivered_part_fails_the_message_with_its_code() -> None:
+    msg, parts = _message("SM2", 2)
+    out = decide([(_receipt("a", Status.UNDELIVERED, "UNDELIV", error_code="0x0B"), [parts[0]])], [],
+                 {"SM2": msg}, {"SM2": parts}, now=NOW, report_queue="dr")
+    body = orjson.loads(out.outbox[0]["body"])
+    assert msg.status is Status.UNDELIVERED and body["ProviderStatusCode"] == "UNDELIV"
+    assert body["DeliveryStatus"] == "FAILED" and msg.error_code == "0x0B"
+
+
+def test_a_duplicate_receipt_is_history_only() -> None:
+    msg, parts = _message("SM3", 1)
+    first = decide([(_receipt("a", Status.DELIVERED), parts)], [], {"SM3": msg}, {"SM3": parts}, now=NOW,
+                   report_queue="dr")
+    again = decide([(_receipt("a", Status.DELIVERED), parts)], [], {"SM3": msg}, {"SM3": parts}, now=NOW,
+                   report_queue="dr")
+    assert len(first.outbox) == 1
+    assert again.outbox == [] and again.messages == {} and again.parts == {}
+    assert [h["applied"] for h in again.history] == [False]
+
+
+def test_a_late_enroute_never_moves_a_delivered_part_back() -> None:
+    msg, parts = _message("SM4", 1)
+    out = decide([(_receipt("a", Status.DELIVERED), parts), (_receipt("a", Status.SENT, "ENROUTE"), parts)], [],
+                 {"SM4": msg}, {"SM4": parts}, now=NOW, report_queue="dr")
+    assert parts[0].status is Status.DELIVERED and msg.status is Status.DELIVERED
+    assert [h["applied"] for h in out.history] == [True, False]
+
+
+def test_vendor_tlvs_are_merged_into_the_part() -> None:
+    msg, parts = _message("SM5", 1)
+    parts[0].tlvs = {"0x2000": "01"}
+    decide([(_receipt("a", Status.DELIVERED, extra={"0x2001": "02"}), parts)], [], {"SM5": msg}, {"SM5": parts},
+           now=NOW, report_queue="dr")
+    assert parts[0].tlvs == {"0x2000": "01", "0x2001": "02"}
+
+
+def test_a_report_naming_our_message_sid_applies_its_status_directly_with_a_callback() -> None:
+    msg, _ = _message("SM6", 0, callback="https://crm.example/cb")
+    r = Receipt(provider=None, upstream_id="SM6", status=Status.FAILED, provider_status_code="30008",
+                source="webhook", error_code="30008")
+    out = decide([], [("SM6", r)], {"SM6": msg}, {"SM6": []}, now=NOW, report_queue="dr")
+    assert [o["kind"] for o in out.outbox] == ["report", "callback"]
+    assert out.messages["SM6"].row()["lease_owner"] is None and msg.error_code == "30008"
+
+
+def test_delivered_keeps_no_error_code() -> None:
+    msg, parts = _message("SM7", 1)
+    decide([(_receipt("a", Status.DELIVERED, error_code="000"), parts)], [], {"SM7": msg}, {"SM7": parts},
+           now=NOW, report_queue="dr")
+    assert msg.error_code is None and parts[0].error_code == "000"
