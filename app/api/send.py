@@ -69,8 +69,10 @@ async def _accept(ctx: AppContext, session: AsyncSession, req: SendRequest, key_
     result = await accept(session, command, ctx.settings, key_id, idempotency_key, ctx.accept_batcher)
     if not result.replayed:
         ctx.wake_dispatcher()
+        channel = (req.channel or ctx.settings.default_channel).strip()
+        ctx.metrics.accepted.labels(channel).inc(len(result.body.get("Messages") or (result.body,)))
         if log.isEnabledFor(logging.INFO):
-            _log_accepted(result, (req.channel or ctx.settings.default_channel).strip())
+            _log_accepted(result, channel)
     return Json(result.body, status_code=result.status_code)
 
 

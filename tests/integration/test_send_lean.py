@@ -83,3 +83,14 @@ async def test_idempotency_key_replays_on_the_lean_route(both: tuple[httpx.Async
                                                                         "Idempotency-Key": "lean-1"})
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
+
+
+async def test_accepted_messages_are_counted_by_channel(both: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    lean, _ = both
+    metrics = lean.app.state.ctx.metrics  # type: ignore[attr-defined]
+    before = metrics.accepted.labels("smpp")._value.get()
+    r = await lean.post("/msg-client/send", json={"To": ["+96170123456", "+96171123456"], "Body": "x"})
+    assert r.status_code == 200
+    assert metrics.accepted.labels("smpp")._value.get() == before + 2
+    text = (await lean.get("/metrics")).text
+    assert 'smsgw_messages_accepted_total{channel="smpp"}' in text
