@@ -1,4 +1,4 @@
-"""The commpeak fake (app/fakes/commpeak.py, written from seed 000) as a process of its own, for the
+"""The commpeak fake (tests/fakes/commpeak.py, written from seed 000) as a process of its own, for the
 end-to-end HTTP benchmark: every message is DELIVRD at its first status query."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 
 import uvicorn
 
-from app.fakes.commpeak import FakeCommpeakState, create_app
+from tests.fakes.commpeak import FakeCommpeakState, create_app
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from conftest import STOMP_URL, api_settings, running_app
+from fakes.commpeak import FakeCommpeakState
+from fakes.commpeak import create_app as commpeak_app
+from fakes.server import LoopbackServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.fakes.commpeak import FakeCommpeakState
-from app.fakes.commpeak import create_app as commpeak_app
-from app.fakes.server import LoopbackServer
 from app.logs import JsonFormatter, RedactFilter, settings_secrets
 from app.simulator import SimulatorConfig, SmscSimulator
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, fields
 
 import httpx
 import pytest
+from fakes.bulksms import BulksmsFakeState, create_app
+from fakes.server import LoopbackServer
 from pydantic import SecretStr
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid
-from app.fakes.bulksms import BulksmsFakeState, create_app
-from app.fakes.server import LoopbackServer
 from app.providers.base import (
     BatchProvider,
     InboundSms,
@@ -195,7 +195,7 @@ async def test_one_request_for_many_destinations_maps_replies_back(env: Env, sep
         if i == 3:
             assert isinstance(result, PermanentError) and result.code == "1706"
         elif i == 4:
-            assert isinstance(result, UnknownOutcomeError) and result.code == "1715"
+            assert type(result) is PermanentError and result.code == "1715"
         else:
             assert isinstance(result, SubmitResult)
             assert env.state.accepted[result.upstream_ids[0]]["destination"] == f"9617000000{i}"
@@ -255,11 +255,11 @@ async def test_request_level_codes(env: Env, code: str, error_class: type[Provid
     assert len(env.state.requests) == 1  # the provider itself never retries
 
 
-async def test_1715_is_never_resubmitted(env: Env) -> None:
+async def test_1715_fails_with_its_code_and_is_never_resubmitted(env: Env) -> None:
     env.state.forced["96170123456"] = "1715"
-    with pytest.raises(UnknownOutcomeError) as info:
+    with pytest.raises(PermanentError) as info:
         await env.provider.submit(msg())
-    assert info.value.code == "1715"
+    assert info.value.code == "1715" and not isinstance(info.value, RouteError)  # no failover either
     assert len(env.state.requests) == 1
 
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from conftest import api_settings, running_app
+from fakes.bulksms import BulksmsFakeState
+from fakes.bulksms import create_app as bulksms_app
+from fakes.commpeak import FakeCommpeakState, create_app
+from fakes.server import LoopbackServer
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId
-from app.fakes.bulksms import BulksmsFakeState
-from app.fakes.bulksms import create_app as bulksms_app
-from app.fakes.commpeak import FakeCommpeakState, create_app
-from app.fakes.server import LoopbackServer
 from app.providers.base import OutboundMessage, RetryableError, RouteError, UnknownOutcomeError
 from app.providers.http.commpeak import CommpeakProvider
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from conftest import api_settings, running_app
+from fakes.server import LoopbackServer
+from fakes.websmpp import FakeWebsmppState, create_app
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode, choose_encoding
 from app.domain.ids import MessageSid, UpstreamId
-from app.fakes.server import LoopbackServer
-from app.fakes.websmpp import FakeWebsmppState, create_app
 from app.providers.base import (
     OutboundMessage,
     PermanentError,
@@ -51,7 +51,9 @@ async def started(url: str, **kw: Any) -> WebsmppProvider:
 @pytest.mark.parametrize(("text", "kind", "sent"), [
     ("testing English message", "1", "testing English message"),
     ("testing unicode message", "1", "testing unicode message"),
-    ("Prix: 10 © 2026", "3", "Prix: 10 © 2026"),
+    ("testing $@ Character", "3", "testing $@ Character"),  # the seed's own type-3 example
+    ("Prix: 10£ {net}", "3", "Prix: 10£ {net}"),
+    ("Prix: 10 © 2026", "2", "Prix: 10 © 2026".encode("utf-16-be").hex().upper()),  # © is not GSM 03.38
     ("اختبار رسالة عربية", "4", "اختبار رسالة عربية"),
     ("Привет", "2", "Привет".encode("utf-16-be").hex().upper()),
     ("A&B #1", "2", "A&B #1".encode("utf-16-be").hex().upper()),
