@@ -9,8 +9,9 @@ the answer and the wire never disagree.
     commpeak  none: GSM7 when the text is GSM,      no     required 160/152 (dataCoding 0),
               else UCS2 (seed 000 has no                            140/134 (1–7), 70/67 (8)
               dataCoding parameter)
-    bulksms   GSM7, LATIN1, UCS2 (types 0–7)        yes    required 160/153 (flash 140/153),
-                                                                    140/134, 70/67 (seed 001)
+    bulksms   GSM7, LATIN1, UCS2 (types 0–7)        yes    required 160/153 (flash 140/134:
+                                                                    the seed's 140, parts as 8-bit
+                                                                    text), 140/134, 70/67 (seed 001)
     websmpp   GSM7 (types 1, 3), UCS2 (2, 4); a     no     required 160/153, 70/67 (seed 002's
               text with & or # only as UCS2 (type                   lengths; its 280 for type 2
               2 hex), the seed restricts them                       is 70 UCS-2 characters in hex)
@@ -44,7 +45,7 @@ class Capability:
     needs_sender: bool
     single: tuple[tuple[Encoding, int], ...]  # units in a message that is not split
     multi: tuple[tuple[Encoding, int], ...]  # units per part once it is split
-    flash_single: int | None = None  # GSM7 flash limit where the document gives its own
+    flash_gsm7: tuple[int, int] | None = None  # (one, each of many) for GSM7 flash where its document says
     restricted: str = ""  # characters only its UCS-2 form carries
 
     def wire_encoding(self, text: str, requested: Encoding | None) -> Encoding:
@@ -71,22 +72,20 @@ class Capability:
             chosen = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
         return chosen
 
+    def _limits(self, encoding: Encoding, flash: bool) -> tuple[int, int]:
+        if flash and encoding is Encoding.GSM7 and self.flash_gsm7 is not None:
+            return self.flash_gsm7
+        return dict(self.single)[encoding], dict(self.multi)[encoding]
+
     def segments(self, text: str, encoding: Encoding, flash: bool = False) -> int:
         """The parts this upstream bills for `text` sent in `encoding`."""
         units = length_units(text, encoding)
-        single = dict(self.single)[encoding]
-        if flash and encoding is Encoding.GSM7 and self.flash_single is not None:
-            single = self.flash_single
-        if units <= single:
-            return 1
-        per_part = dict(self.multi)[encoding]
-        return -(-units // per_part)
+        single, per_part = self._limits(encoding, flash)
+        return 1 if units <= single else -(-units // per_part)
 
     def cut(self, text: str, encoding: Encoding, flash: bool = False) -> str:
         """The longest prefix of `text` that fits one message of this upstream (LongMessageMode cut)."""
-        limit = dict(self.single)[encoding]
-        if flash and encoding is Encoding.GSM7 and self.flash_single is not None:
-            limit = self.flash_single
+        limit, _ = self._limits(encoding, flash)
         used = 0
         for i, ch in enumerate(text):  # an escape pair or a surrogate pair is never cut in half
             used += length_units(ch, encoding)
@@ -111,7 +110,7 @@ SMPP = Capability("smpp", _ALL, flash=True, needs_sender=False, single=_GSM_SING
 COMMPEAK = Capability("commpeak", frozenset(), flash=False, needs_sender=True, single=_GSM_SINGLE,
                       multi=((Encoding.GSM7, 152), (Encoding.LATIN1, 134), (Encoding.UCS2, 67)))
 BULKSMS = Capability("bulksms", _ALL, flash=True, needs_sender=True, single=_GSM_SINGLE, multi=_GSM_MULTI,
-                     flash_single=140)
+                     flash_gsm7=(140, 134))
 WEBSMPP = Capability("websmpp", frozenset({Encoding.GSM7, Encoding.UCS2}), flash=False, needs_sender=True,
                      single=_GSM_SINGLE, multi=_GSM_MULTI, restricted="&#")
 TWILIO = Capability("twilio", frozenset(), flash=False, needs_sender=True, single=_GSM_SINGLE, multi=_GSM_MULTI)

@@ -1,4 +1,13 @@
-"""A loopback fake of the websmpp HTTP API (seed 002): `Response: <id>` / `ERROR - HTTPnn` bodies."""
+"""A loopback fake of the websmpp HTTP API (seed 002), answering as the seed says, as bare ASGI.
+
+`GET|POST /websmpp/websms?user&pass&sid&mno&type&text`: one line per destination, `Response: <id>`
+(or the bare `<id>`, `bare_ids`) or `ERROR - HTTPnn`. Checks, in order: a parameter missing → HTTP02;
+user → HTTP05; pass → HTTP04; type 1–4 → HTTP07; the text must suit its type (1: characters that are
+the same in GSM 03.38 and ASCII; 3: GSM 03.38; 2: hex UCS-2) → HTTP19; more numbers than the
+request may carry (100 by GET, 10,000 by POST, or the account's `max_destinations`) → HTTP24.
+`GET /websmpp/websmsstatus?respId=` → the scripted status word (ATES, then DELIVRD by default);
+`GET /websmpp/balanceReport?userid&password`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +16,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from .alphabet import GSM
+from .asgi import Receive, Scope, Send, read_params, respond
+
+ENGLISH = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !\"%'()*+,-./:;<=>?\n\r")
 
 
 @dataclass
@@ -22,6 +31,8 @@ class FakeWebsmppState:
     statuses: list[str] = field(default_factory=lambda: ["ATES", "DELIVRD"])
     dest_statuses: dict[str, list[str]] = field(default_factory=dict)
     balance: str = "Balance: 123.45"
+    bare_ids: bool = False  # answer `2541524` instead of `Response: 2541524`
+    max_destinations: int | None = None  # the account's own limit per request (HTTP24 above it)
     delay: float = 0.0  # seconds before answering a submit
     requests: list[dict[str, str]] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)
@@ -29,60 +40,75 @@ class FakeWebsmppState:
     _counter: Any = field(default_factory=lambda: itertools.count(2541524))
 
 
-def _text(body: str) -> Response:
-    return Response(body, media_type=None, headers={"content-type": "text/html; charset=UTF-8"})
+def _suits(kind: str, text: str) -> bool:
+    if kind == "1":
+        return set(text) <= ENGLISH
+    if kind == "3":
+        return set(text) <= GSM and "&" not in text and "#" not in text
+    if kind == "2":
+        try:
+            return len(text) % 4 == 0 and bool(bytes.fromhex(text).decode("utf-16-be"))
+        except ValueError:
+            return False
+    return True
 
 
-def create_app(state: FakeWebsmppState) -> Starlette:
-    async def websms(request: Request) -> Response:
-        params = dict(request.query_params)
-        if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.form()).items()})
-        state.requests.append(params)
-        if state.delay:
-            await asyncio.sleep(state.delay)
-        for key in ("user", "pass", "sid", "mno", "type", "text"):
-            if key not in params:
-                return _text("ERROR - HTTP02")
-        if params["user"] != state.user:
-            return _text("ERROR - HTTP05")
-        if params["pass"] != state.password:
-            return _text("ERROR - HTTP04")
-        if params["type"] not in ("1", "2", "3", "4"):
-            return _text("ERROR - HTTP07")
-        if state.request_error:
-            return _text(f"ERROR - {state.request_error}")
-        numbers = params["mno"].split(",")
-        if len(numbers) > (10_000 if request.method == "POST" else 100):
-            return _text("ERROR - HTTP24")
-        lines = []
-        for number in numbers:
-            error = next((v for k, v in state.forced.items() if number.endswith(k)), None)
-            if error:
-                lines.append(f"ERROR - {error}")
-                continue
-            mid = str(next(state._counter))
-            state.ids[mid] = number
-            lines.append(f"Response: {mid}")
-        return _text("\n".join(lines))
+def _websms(state: FakeWebsmppState, params: dict[str, str], post: bool) -> str:
+    for key in ("user", "pass", "sid", "mno", "type", "text"):
+        if key not in params:
+            return "ERROR - HTTP02"
+    if params["user"] != state.user:
+        return "ERROR - HTTP05"
+    if params["pass"] != state.password:
+        return "ERROR - HTTP04"
+    if params["type"] not in ("1", "2", "3", "4"):
+        return "ERROR - HTTP07"
+    if not _suits(params["type"], params["text"]):
+        return "ERROR - HTTP19"
+    if state.request_error:
+        return f"ERROR - {state.request_error}"
+    numbers = params["mno"].split(",")
+    limit = min(10_000 if post else 100, state.max_destinations or 10_000)
+    if len(numbers) > limit:
+        return "ERROR - HTTP24"
+    lines = []
+    for number in numbers:
+        error = next((v for k, v in state.forced.items() if number.endswith(k)), None)
+        if error:
+            lines.append(f"ERROR - {error}")
+            continue
+        mid = str(next(state._counter))
+        state.ids[mid] = number
+        lines.append(mid if state.bare_ids else f"Response: {mid}")
+    return "\n".join(lines)
 
-    async def status(request: Request) -> Response:
-        mid = request.query_params.get("respId", "")
-        number = state.ids.get(mid)
-        if number is None:
-            return _text("ERROR - HTTP25")
-        n = state.queries.get(mid, 0)
-        state.queries[mid] = n + 1
-        seq = next((v for k, v in state.dest_statuses.items() if number.endswith(k)), state.statuses)
-        return _text(seq[min(n, len(seq) - 1)])
 
-    async def balance(request: Request) -> Response:
-        if request.query_params.get("userid") != state.user or request.query_params.get("password") != state.password:
-            return _text("ERROR - HTTP15")
-        return _text(state.balance)
+def _status(state: FakeWebsmppState, mid: str) -> str:
+    number = state.ids.get(mid)
+    if number is None:
+        return "ERROR - HTTP25"
+    n = state.queries.get(mid, 0)
+    state.queries[mid] = n + 1
+    seq = next((v for k, v in state.dest_statuses.items() if number.endswith(k)), state.statuses)
+    return seq[min(n, len(seq) - 1)]
 
-    return Starlette(routes=[
-        Route("/websmpp/websms", websms, methods=["GET", "POST"]),
-        Route("/websmpp/websmsstatus", status, methods=["GET"]),
-        Route("/websmpp/balanceReport", balance, methods=["GET"]),
-    ])
+
+def create_app(state: FakeWebsmppState) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path, params = scope["path"], await read_params(scope, receive)
+        if path == "/websmpp/websms":
+            state.requests.append(params)
+            if state.delay:
+                await asyncio.sleep(state.delay)
+            await respond(send, 200, _websms(state, params, scope["method"] == "POST"))
+        elif path == "/websmpp/websmsstatus":
+            await respond(send, 200, _status(state, params.get("respId", "")))
+        elif path == "/websmpp/balanceReport":
+            ok = params.get("userid") == state.user and params.get("password") == state.password
+            await respond(send, 200, state.balance if ok else "ERROR - HTTP15")
+        else:
+            await respond(send, 404, "Not Found")
+
+    return app

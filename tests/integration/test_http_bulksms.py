@@ -10,9 +10,11 @@ from dataclasses import dataclass, fields
 
 import httpx
 import pytest
+from conftest import api_settings, running_app
 from fakes.bulksms import BulksmsFakeState, create_app
 from fakes.server import LoopbackServer
 from pydantic import SecretStr
+from support.gateway import wait_status
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
@@ -427,3 +429,28 @@ async def test_password_never_reaches_logs_or_errors(env: Env, caplog: pytest.Lo
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
     assert all(PASSWORD not in e for e in errors)
     assert PASSWORD not in repr(env.provider.state())
+
+
+async def test_through_the_gateway_1715_fails_with_code_1715_and_reports_arrive_on_the_webhook(
+        module_db_url: str, env: Env) -> None:
+    settings = api_settings(
+        module_db_url, broker_url="stomp://127.0.0.1:1", webhook_auth="token:hook",
+        providers=[{"name": "bulk", "type": "http", "dialect": "bulksms", "url": env.endpoint,
+                    "username": "user", "password": PASSWORD, "default_from": "Acme"}],
+        routes=[{"channel": "bulk", "providers": ["bulk"]}], default_channel="bulk")
+    env.state.forced["96170000715"] = "1715"
+    async with running_app(settings, start_workers=True) as client:
+        timeout = (await client.post("/msg-client/send", json={"To": "+96170000715", "Body": "x"})).json()
+        ok = (await client.post("/msg-client/send", json={"To": "+96170000001", "Body": "x"})).json()
+        m = await wait_status(client, timeout["MessageSid"], {"failed"})
+        assert (m["Status"], m["ProviderStatusCode"]) == ("failed", "1715")
+        sent = await wait_status(client, ok["MessageSid"], {"sent"})
+        assert sent["Status"] == "sent" and env.state.requests[-1]["dlr"] == "1"
+        # The vendor's report, pushed (as agreed with them) to our webhook with its message id.
+        (upstream,) = sent["UpstreamIds"]
+        r = await client.post("/msg-client/delivery-notification", headers={"X-Webhook-Token": "hook"},
+                              data={"MessageSid": upstream, "SmsStatus": "delivered"})
+        assert r.status_code == 200, r.text
+        m = await wait_status(client, ok["MessageSid"], {"delivered"})
+        assert m["Status"] == "delivered"
+    assert sum(1 for q in env.state.requests if q["destination"] == "96170000715") == 1  # never resubmitted

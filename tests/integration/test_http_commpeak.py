@@ -15,6 +15,7 @@ from fakes.bulksms import BulksmsFakeState
 from fakes.bulksms import create_app as bulksms_app
 from fakes.commpeak import FakeCommpeakState, create_app
 from fakes.server import LoopbackServer
+from support.gateway import wait_status
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
@@ -97,13 +98,23 @@ async def test_errors_are_classified(fake: tuple[FakeCommpeakState, str], caplog
     assert p.last_error is not None and PASSWORD not in p.last_error
 
 
-async def wait_status(client: Any, sid: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] in statuses or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
+@pytest.mark.parametrize(("setup", "code", "text"), [
+    ({"username": "nobody"}, "HTTP400", "Unknown username"),
+    ({"password": "other"}, "HTTP401", "Incorrect password"),
+    ({"no_routes_prefixes": ("961",)}, "HTTP400", "NO ROUTES"),
+])
+async def test_refusal_code_is_the_http_status_and_the_text_its_message(
+        fake: tuple[FakeCommpeakState, str], setup: dict[str, Any], code: str, text: str) -> None:
+    state, url = fake
+    for key, value in setup.items():
+        setattr(state, key, value)
+    p = provider(url)
+    await p.start(None)  # type: ignore[arg-type]
+    with pytest.raises(RouteError) as info:
+        await p.submit(msg())
+    assert (info.value.code, info.value.message) == (code, text)  # the upstream's text is not a code
+    assert p.state().last_error == f"{code}: {text}"
+    await p.stop()
 
 
 async def test_gateway_polls_to_final_and_fails_over(module_db_url: str, fake: tuple[FakeCommpeakState, str],

@@ -131,3 +131,53 @@ async def test_gateway_polls_websmpp_to_final(module_db_url: str, fake: tuple[Fa
                     break
                 await asyncio.sleep(0.05)
             assert (m["Status"], m["ProviderStatusCode"]) == (want, code)
+
+
+async def test_seed_type3_example_goes_out_as_type_3_and_the_fake_accepts_it(
+        fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    p = await started(url)
+    result = await p.submit(msg("+9617000001", "testing $@ Character"))
+    assert isinstance(result, SubmitResult)
+    assert (state.requests[-1]["type"], state.requests[-1]["text"]) == ("3", "testing $@ Character")
+    result = await p.submit(msg("+9617000001", "Prix: 10 © 2026"))  # Latin-1 outside GSM: type 2, hex
+    assert isinstance(result, SubmitResult) and state.requests[-1]["type"] == "2"
+    await p.stop()
+
+
+async def test_a_bare_id_reply_is_accepted_like_response_id(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    state.bare_ids = True
+    p = await started(url)
+    out = await p.submit_many([msg("+9617000001"), msg("+9617000002")])
+    assert [r.upstream_ids for r in out if isinstance(r, SubmitResult)] == [
+        (UpstreamId("2541524"),), (UpstreamId("2541525"),)]
+    await p.stop()
+
+
+@pytest.mark.parametrize(("body", "kind", "sent_length"), [
+    ("a" * 200, "1", 160), ("[" * 100, "3", 80), ("Ж" * 100, "2", 70 * 4)])
+async def test_cut_sends_one_message_of_its_type(fake: tuple[FakeWebsmppState, str], body: str, kind: str,
+                                                 sent_length: int) -> None:
+    state, url = fake
+    p = await started(url)
+    m = OutboundMessage(sid=MessageSid("SM1"), to="+9617000001", sender="Test", body=body,
+                        encoding=choose_encoding(body), long_message_mode=LongMessageMode.CUT)
+    assert isinstance(await p.submit(m), SubmitResult)
+    assert (state.requests[-1]["type"], len(state.requests[-1]["text"])) == (kind, sent_length)
+    await p.stop()
+
+
+async def test_http24_splits_the_request_in_halves_and_sends_them_again(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    state.max_destinations = 3
+    p = await started(url)
+    out = await p.submit_many([msg(f"+96170000{i:02d}") for i in range(10)])
+    assert all(isinstance(r, SubmitResult) for r in out), out
+    accepted = [len(r["mno"].split(",")) for r in state.requests if len(r["mno"].split(",")) <= 3]
+    assert sum(accepted) == 10 and len(state.requests) == 1 + 2 + 4  # 10 → 5+5 → 2+3+2+3
+    assert len(set(state.ids.values())) == 10  # each number accepted once
+    state.max_destinations, state.request_error = None, "HTTP24"  # even one destination is too many
+    (single,) = await p.submit_many([msg("+9617000001")])
+    assert isinstance(single, PermanentError) and single.code == "HTTP24"
+    await p.stop()

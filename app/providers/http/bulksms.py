@@ -28,7 +28,7 @@ arrives on `/msg-client/delivery-notification` as `MessageSid=<the 1701 message 
 delivered|undelivered|failed[&ErrorCode=…]` (the vendor's push is configured to that shape), and
 a message with no report after `receipt_timeout_seconds` becomes `undelivered` (NO_RECEIPT).
 
-Type follows encoding and flash; `Segments` as the seed counts (flash 140, parts of 153 / 67:
+Type follows encoding and flash; `Segments` as the seed counts (flash 140 in one message:
 app/domain/capability.py, BULKSMS). The upstream concatenates long texts itself, so every
 LongMessageMode but `cut` sends the whole text (`cut` truncates it to one message of its type).
 """
