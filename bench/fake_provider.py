@@ -14,7 +14,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
-    state = FakeCommpeakState(username="bench", password="secret", statuses=["DELIVRD"])
+    state = FakeCommpeakState(username="bench", password="secret", statuses=["DELIVRD"], record=False)
     uvicorn.run(create_app(state), host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop",
                 http="httptools", access_log=False)
 

@@ -423,7 +423,7 @@ async def test_password_never_reaches_logs_or_errors(env: Env, caplog: pytest.Lo
     await refused.stop()
     errors.append(repr(conn.value))
 
-    assert "HTTP Request: GET" in caplog.text  # httpx did log the request line...
+    assert "HTTP request: GET" in caplog.text  # the transport did log the request line...
     assert "password=***" in caplog.text  # ...with the password redacted
     assert PASSWORD not in caplog.text
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)

@@ -1,16 +1,16 @@
-"""What every HTTP dialect shares: one transport (pooled client, throttle, the one table from httpx
-errors to ProviderErrors, error counting, state) and a base class, so that a dialect module holds
-only its request building and its reply parsing.
+"""What every HTTP dialect shares: one transport (pooled keep-alive client, throttle, the one table
+from transport errors to ProviderErrors, error counting, state) and a base class, so that a dialect
+module holds only its request building and its reply parsing.
 
 These provider APIs carry passwords and keys in query strings, so nothing here ever logs or raises
-with a raw URL: `redact()` replaces the value of every secret-looking parameter, and exceptions
-from httpx (whose messages include the URL) are re-raised as ProviderErrors with a redacted text.
+with a raw URL: `redact()` replaces the value of every secret-looking parameter, and transport
+errors are re-raised as ProviderErrors that name only the provider and the error's kind.
 
-    httpx exception                                   ProviderError       code
-    ConnectError, ConnectTimeout, PoolTimeout         RetryableError      CONNECT   (nothing left)
-    InvalidURL, UnsupportedProtocol                   RouteError          BAD_URL   (misconfigured)
-    ReadTimeout, WriteTimeout                         UnknownOutcomeError TIMEOUT   (it may have it)
-    any other TransportError (connection dropped…)    UnknownOutcomeError TRANSPORT
+    transport error (wire.py)                         ProviderError       code
+    ConnectFailed (refused, connect/pool timeout)     RetryableError      CONNECT   (nothing left)
+    BadUrl                                            RouteError          BAD_URL   (misconfigured)
+    ReplyTimeout                                      UnknownOutcomeError TIMEOUT   (it may have it)
+    ReplyBroken (connection dropped, not HTTP)        UnknownOutcomeError TRANSPORT
 
     HTTP status (after the dialect read what it knows) ProviderError      code
     429, 500, 502, 503                                RetryableError      HTTP<n> (Retry-After kept)
@@ -27,13 +27,13 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
-
-import httpx
+from urllib.parse import urlencode
 
 from app.config import HttpProviderConfig
 from app.domain.ids import UpstreamId
 from app.domain.status import RECEIPT_STAT, REPORTED
 from app.providers import base
+from app.providers.http import wire
 
 SECRET_PARAMS = ("password", "pass", "pwd", "auth_token", "token", "api_key", "apikey", "key", "secret")
 _SECRET_RE = re.compile(
@@ -48,17 +48,6 @@ def redact(text: str, *secrets: str | None) -> str:
         if s:
             out = out.replace(s, "***")
     return out
-
-
-def make_client(timeout: float, max_connections: int) -> httpx.AsyncClient:
-    """One pooled client per provider: keep-alive connections, explicit timeouts, no redirects."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                            keepalive_expiry=30.0),
-        follow_redirects=False,
-        trust_env=False,
-    )
 
 
 class TokenBucket:
@@ -102,6 +91,7 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+log = logging.getLogger("smsgw.providers.http")
 _LOG_FILTER = _RedactingFilter()
 _FILTERED_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
 
@@ -116,22 +106,18 @@ def protect_logs(secret: str | None) -> None:
             logger.addFilter(_LOG_FILTER)
 
 
-# The one table from httpx exceptions to what the dispatcher does; the first matching row wins
-# (ConnectTimeout is also a TimeoutException: it must match as "nothing was sent").
+# The one table from transport exceptions to what the dispatcher does.
 EXCEPTION_TABLE: tuple[tuple[type[Exception], type[base.ProviderError], str], ...] = (
-    (httpx.ConnectError, base.RetryableError, "CONNECT"),
-    (httpx.ConnectTimeout, base.RetryableError, "CONNECT"),
-    (httpx.PoolTimeout, base.RetryableError, "CONNECT"),
-    (httpx.InvalidURL, base.RouteError, "BAD_URL"),
-    (httpx.UnsupportedProtocol, base.RouteError, "BAD_URL"),
-    (httpx.TimeoutException, base.UnknownOutcomeError, "TIMEOUT"),
-    (httpx.TransportError, base.UnknownOutcomeError, "TRANSPORT"),
+    (wire.ConnectFailed, base.RetryableError, "CONNECT"),
+    (wire.BadUrl, base.RouteError, "BAD_URL"),
+    (wire.ReplyTimeout, base.UnknownOutcomeError, "TIMEOUT"),
+    (wire.ReplyBroken, base.UnknownOutcomeError, "TRANSPORT"),
 )
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503})
 
 
 def map_exception(exc: Exception, provider: str) -> base.ProviderError | None:
-    """The ProviderError an httpx exception stands for (EXCEPTION_TABLE), None if it is not httpx's."""
+    """The ProviderError a transport exception stands for (EXCEPTION_TABLE), None for any other."""
     for kind, error, code in EXCEPTION_TABLE:
         if isinstance(exc, kind):
             return error(code, f"{provider}: {type(exc).__name__}")
@@ -152,7 +138,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def status_error(response: httpx.Response, provider: str) -> base.ProviderError:
+def status_error(response: wire.Reply, provider: str) -> base.ProviderError:
     """The ProviderError for an HTTP status the dialect has no words of its own for."""
     status = response.status_code
     code = f"HTTP{status}"
@@ -181,7 +167,7 @@ class HttpTransport:
         self._config = config
         self._secret = secret
         self._bucket = TokenBucket(config.throughput)
-        self._client: httpx.AsyncClient | None = None
+        self._client: wire.WireClient | None = None
         self.in_flight = 0
         self.submitted = 0
         self.errors = 0
@@ -194,22 +180,27 @@ class HttpTransport:
     async def start(self) -> None:
         protect_logs(self._secret)
         if self._client is None:
-            self._client = make_client(self._config.timeout, self._config.concurrency)
+            self._client = wire.WireClient(self._config.timeout, self._config.concurrency)
 
     async def stop(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    async def request(self, method: str, url: str, *, throttle: bool = True, **kwargs: Any) -> httpx.Response:
-        """Send one request; httpx's exceptions come out as ProviderErrors (EXCEPTION_TABLE), counted."""
+    async def request(self, method: str, url: str, *, throttle: bool = True, **kwargs: Any) -> wire.Reply:
+        """Send one request; transport errors come out as ProviderErrors (EXCEPTION_TABLE), counted."""
         if self._client is None:
             raise self.fail(base.RetryableError("NOT_STARTED", f"provider {self.name} is not started"))
         if throttle:
             await self._bucket.acquire()
         self.in_flight += 1
         try:
-            return await self._client.request(method, url, **kwargs)
+            reply = await self._client.request(method, url, **kwargs)
+            if log.isEnabledFor(logging.DEBUG):
+                query = urlencode(kwargs.get("params") or {})
+                log.debug("HTTP request: %s %s -> %d", method,
+                          redact(url + ("?" + query if query else ""), self._secret), reply.status_code)
+            return reply
         except Exception as exc:
             mapped = map_exception(exc, self.name)
             if mapped is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from app.config import HttpProviderConfig
@@ -25,6 +24,7 @@ from app.domain.capability import COMMPEAK
 from app.domain.ids import UpstreamId
 from app.providers.base import OutboundMessage, ProviderError, Receipt, RouteError, SubmitResult, UnknownOutcomeError
 from app.providers.http.common import HttpProvider, final_receipt, redact, status_error
+from app.providers.http.wire import Reply
 
 
 class CommpeakProvider(HttpProvider):
@@ -34,13 +34,13 @@ class CommpeakProvider(HttpProvider):
     def __init__(self, config: HttpProviderConfig) -> None:
         super().__init__(config, config.password.get_secret_value() if config.password else "")
 
-    async def _call(self, params: dict[str, str], throttle: bool) -> httpx.Response:
+    async def _call(self, params: dict[str, str], throttle: bool) -> Reply:
         full = {"username": self.config.username or "", "password": self._secret or "", **params}
         if self.config.method == "POST":
             return await self.http.request("POST", self.config.url, data=full, throttle=throttle)
         return await self.http.request("GET", self.config.url, params=full, throttle=throttle)
 
-    def _refusal(self, r: httpx.Response) -> ProviderError:
+    def _refusal(self, r: Reply) -> ProviderError:
         if r.status_code in (400, 401):
             reason = redact(r.text.strip()[:200], self._secret) or r.reason_phrase
             return self.http.fail(RouteError(f"HTTP{r.status_code}", reason))

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from app.config import HttpProviderConfig
 from app.domain.capability import TWILIO
 from app.domain.encoding import EncodingError, LongMessageMode
@@ -40,6 +38,7 @@ from app.domain.status import REPORTED, WEBHOOK_STATUS
 from app.providers import base
 from app.providers.base import OutboundMessage, PermanentError, ProviderError, RouteError, SubmitResult
 from app.providers.http.common import HttpProvider, retry_after_seconds
+from app.providers.http.wire import Reply
 
 API_VERSION = "2010-04-01"
 CALLBACK_PATH = "/msg-client/delivery-notification"
@@ -70,7 +69,7 @@ def error_for(status: int, body: Any, retry_after: float | None = None) -> Provi
     return PermanentError(label, text)
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: Reply) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -141,6 +140,6 @@ class TwilioProvider(HttpProvider):
             extra={"error_message": payload.get("error_message")} if payload.get("error_message") else {},
         )
 
-    async def _request(self, method: str, url: str, data: dict[str, str] | None = None) -> httpx.Response:
+    async def _request(self, method: str, url: str, data: dict[str, str] | None = None) -> Reply:
         return await self.http.request(method, url, data=data, auth=(self._account_sid, self._secret or ""),
                                        headers={"accept": "application/json"})
