@@ -46,6 +46,9 @@ from bench.harness import (
 )
 
 SCENARIOS = ("accept", "bulk", "e2e-smpp", "e2e-http")
+# One database per runner: the PostgreSQL server is shared, and a fixed name let one engineer's run
+# drop (WITH FORCE) the database under another's.
+BENCH_DB = f"smsgw_bench_{os.getpid()}"
 
 
 @dataclass
@@ -67,7 +70,7 @@ class Stack:
 
 async def start_stack(args: argparse.Namespace, scenario: str, upstream: str = "smpp") -> Stack:
     env = services_env()
-    database_url = await fresh_database(env["SMSGW_TEST_PG_URL"], "smsgw_bench")
+    database_url = await fresh_database(env["SMSGW_TEST_PG_URL"], BENCH_DB)
     stomp_url = env["SMSGW_TEST_STOMP_URL"]
     queue = f"bench-{scenario}-{secrets.token_hex(3)}"
     upstream_port, control_port, port = free_port(), free_port(), free_port()
@@ -368,6 +371,22 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.quick:
         harness.use_results_dir(harness.ROOT / "bench" / "results" / "quick")
     results: dict[str, dict[str, Any]] = {}
+    try:
+        await _run_scenarios(args, results)
+    finally:
+        import asyncpg
+
+        conn = await asyncpg.connect(services_env()["SMSGW_TEST_PG_URL"].replace("postgresql+asyncpg://", "postgresql://"))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        await conn.close()
+    failed = [s for s, r in results.items() if not r.get("ok")]
+    if failed:
+        print(f"\nFAILED (lost, duplicated or refused messages): {', '.join(failed)}")
+        return 1
+    return 0
+
+
+async def _run_scenarios(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     for scenario in args.scenarios:
         print(f"\n=== {scenario} ===", flush=True)
         if scenario == "accept":
@@ -380,11 +399,6 @@ async def main_async(args: argparse.Namespace) -> int:
         path = write_result(result["scenario"], result)
         print(f"-> {path.relative_to(harness.ROOT)} and .png", flush=True)
         results[scenario] = result
-    failed = [s for s, r in results.items() if not r.get("ok")]
-    if failed:
-        print(f"\nFAILED (lost, duplicated or refused messages): {', '.join(failed)}")
-        return 1
-    return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
