@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import api_settings, running_app
 from fakes.bulksms import BulksmsFakeState
@@ -151,3 +152,23 @@ async def test_gateway_polls_to_final_and_fails_over(module_db_url: str, fake: t
             m4 = await wait_status(client, r["MessageSid"], {"sent", "failed"})
             assert (m4["Status"], m4["Provider"]) == ("sent", "bulk")  # commpeak down: failed over
     assert PASSWORD not in caplog.text
+
+
+async def test_fake_answers_byte_for_byte_as_the_seed_samples(fake: tuple[FakeCommpeakState, str]) -> None:
+    state, url = fake
+    creds = {"username": "user", "password": PASSWORD}
+    async with httpx.AsyncClient() as client:
+        ok = await client.get(url, params={**creds, "ani": "Acme", "dnis": "96170123456", "message": "hi",
+                                           "command": "submit", "serviceType": "", "longMessageMode": "split"})
+        mid = ok.json()["message_id"]
+        status = await client.get(url, params={**creds, "messageId": mid, "command": "query"})
+        unknown = await client.get(url, params={**creds, "messageId": "alss-some-message-id", "command": "query"})
+        user = await client.get(url, params={"username": "x", "password": PASSWORD, "command": "query"})
+        password = await client.post(url, data={"username": "user", "password": "x", "command": "submit"})
+    for r in (ok, status, unknown, user, password):
+        assert r.headers["content-type"] == "text/html; charset=UTF-8"
+    assert ok.status_code == 200 and ok.content == b'{"message_id":"' + mid.encode() + b'"}'
+    assert status.content == b'{"status":"ENROUTE"}'
+    assert unknown.content == b'{"status":"message ID alss-some-message-id not found"}'
+    assert (user.status_code, user.content) == (400, b"Unknown username")
+    assert (password.status_code, password.content) == (401, b"Incorrect password")

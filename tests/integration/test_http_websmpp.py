@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import api_settings, running_app
 from fakes.server import LoopbackServer
@@ -181,3 +182,14 @@ async def test_http24_splits_the_request_in_halves_and_sends_them_again(fake: tu
     (single,) = await p.submit_many([msg("+9617000001")])
     assert isinstance(single, PermanentError) and single.code == "HTTP24"
     await p.stop()
+
+
+async def test_fake_answers_as_the_seed_shows(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    async with httpx.AsyncClient() as client:
+        ok = await client.get(f"{url}/websms", params={"user": "user", "pass": PASSWORD, "sid": "Test",
+                                                      "mno": "96170000001", "type": "3", "text": "testing $@ Character"})
+        bad = await client.get(f"{url}/websms", params={"user": "user", "pass": "x", "sid": "Test",
+                                                       "mno": "96170000001", "type": "1", "text": "x"})
+        status = await client.get(f"{url}/websmsstatus", params={"respId": "2541524"})
+    assert ok.content == b"Response: 2541524" and bad.content == b"ERROR - HTTP04" and status.content == b"ATES"
