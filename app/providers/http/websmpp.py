@@ -91,9 +91,9 @@ def error_for(code: str) -> ProviderError:
 
 def _outgoing(m: OutboundMessage) -> tuple[str, str]:
     """(type, text as sent) after `cut`: one message's worth of the text in its type's encoding."""
-    kind, _ = message_type(m.body, m.encoding)
+    kind, text = message_type(m.body, m.encoding)
     if m.long_message_mode is not LongMessageMode.CUT:
-        return message_type(m.body, m.encoding)
+        return kind, text
     wire = Encoding.GSM7 if kind in ("1", "3") else Encoding.UCS2
     return message_type(WEBSMPP.cut(m.body, wire), wire)
 
