@@ -125,3 +125,41 @@ async def test_errors_before_and_after_the_request_left() -> None:
         with pytest.raises(wire.BadUrl):
             await client.request("GET", bad)
     await client.aclose()
+
+
+async def test_a_reused_connection_closed_before_any_answer_is_sent_again_once_on_a_new_one() -> None:
+    log: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first_connection = not log
+        async for _ in _requests(reader):
+            if first_connection and log == ["answered"]:
+                log.append("closed without a byte")  # the idle-timeout race of a kept-alive connection
+                return
+            log.append("answered")
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server, url, connections = await _serve(handler)
+    client = wire.WireClient(timeout=2.0, max_connections=1)
+    assert (await client.request("GET", url)).text == "ok"  # the interim 100 answer is skipped
+    assert (await client.request("GET", url)).text == "ok"
+    assert log == ["answered", "closed without a byte", "answered"] and len(connections) == 2
+    await client.aclose()
+    server.close()
+
+
+async def test_a_new_connection_closed_before_any_answer_is_not_sent_again() -> None:
+    requests: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for _ in _requests(reader):
+            requests.append(1)
+            return
+
+    server, url, _ = await _serve(handler)
+    client = wire.WireClient(timeout=2.0, max_connections=1)
+    with pytest.raises(wire.ReplyBroken):
+        await client.request("GET", url)
+    assert requests == [1]
+    await client.aclose()
+    server.close()

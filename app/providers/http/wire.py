@@ -13,6 +13,10 @@ UnknownOutcome in one table:
     ├── BadUrl           the configured URL cannot be requested
     ├── ReplyTimeout     the request left and no (complete) answer came in time
     └── ReplyBroken      the connection dropped or the answer was not HTTP after the request left
+
+A kept-alive connection the server closes just as it is reused (its idle timeout) ends before a
+single byte of answer: the request goes again, once, on a new connection. Connections idle longer
+than IDLE_EXPIRY are not reused at all, which makes that race rare.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class ReplyTimeout(WireError):
 
 class ReplyBroken(WireError):
     pass
+
+
+class _NothingCameBack(Exception):
+    """The connection ended before a single byte of the answer (see WireClient.request)."""
 
 
 @dataclass(slots=True)
@@ -147,8 +155,19 @@ class WireClient:
         except TimeoutError:
             raise ConnectFailed("no free connection (pool timeout)") from None
         try:
-            conn = await self._connection(origin)
-            reply, keep = await self._exchange(conn, raw, method)
+            conn, reused = await self._connection(origin)
+            try:
+                reply, keep = await self._exchange(conn, raw, method)
+            except _NothingCameBack:
+                if not reused:
+                    raise ReplyBroken("connection closed before any answer") from None
+                # A kept-alive connection the server closed as we reused it: it never read this request
+                # (a server that had would answer), so it goes again, once, on a new connection.
+                conn, _ = await self._connection(origin, fresh=True)
+                try:
+                    reply, keep = await self._exchange(conn, raw, method)
+                except _NothingCameBack:
+                    raise ReplyBroken("connection closed before any answer") from None
             if keep:
                 conn.idle_since = time.monotonic()
                 self._idle.setdefault(origin, collections.deque()).append(conn)
@@ -158,12 +177,13 @@ class WireClient:
         finally:
             slots.release()
 
-    async def _connection(self, origin: _Origin) -> _Conn:
+    async def _connection(self, origin: _Origin, fresh: bool = False) -> tuple[_Conn, bool]:
+        """A connection to `origin` and whether it is a kept-alive one."""
         idle = self._idle.get(origin)
-        while idle:
+        while idle and not fresh:
             conn = idle.pop()  # the most recently used: the likeliest to be alive
             if conn.usable():
-                return conn
+                return conn, True
             conn.close()
         if origin.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
@@ -173,7 +193,7 @@ class WireClient:
                     origin.host, origin.port, ssl=self._ssl if origin.tls else None, limit=2**20)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectFailed(type(exc).__name__) from None
-        return _Conn(reader, writer)
+        return _Conn(reader, writer), False
 
     async def _exchange(self, conn: _Conn, raw: bytes, method: str) -> tuple[Reply, bool]:
         try:
@@ -183,9 +203,15 @@ class WireClient:
         except TimeoutError:
             conn.close()
             raise ReplyTimeout("no answer in time") from None
+        except _NothingCameBack:
+            conn.close()
+            raise
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             conn.close()
             raise ReplyBroken(type(exc).__name__) from None
+        except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
+            conn.close()
+            raise
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
@@ -194,7 +220,16 @@ class WireClient:
 
 
 async def _read_reply(reader: asyncio.StreamReader, method: str) -> tuple[Reply, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        raise _NothingCameBack from None
+    except (ConnectionResetError, BrokenPipeError):
+        raise _NothingCameBack from None
+    while head.startswith(b"HTTP/1.1 1") and not head.startswith(b"HTTP/1.1 101"):
+        head = await reader.readuntil(b"\r\n\r\n")  # an interim answer (100 Continue): the real one follows
     if len(head) > MAX_HEAD:
         raise ValueError("reply head too large")
     lines = head.decode("latin-1").split("\r\n")
