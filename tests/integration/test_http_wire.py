@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -162,4 +165,26 @@ async def test_a_new_connection_closed_before_any_answer_is_not_sent_again() -> 
         await client.request("GET", url)
     assert requests == [1]
     await client.aclose()
+    server.close()
+
+
+async def test_https_with_certificate_checks(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for _ in _requests(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n1701")
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/bulksms"
+    trusting = wire.WireClient(timeout=2.0, max_connections=1, ssl_context=ssl.create_default_context(cafile=cert))
+    assert (await trusting.request("GET", url)).text == "1701"
+    with pytest.raises(wire.ConnectFailed):  # the system's CAs do not know this certificate
+        await wire.WireClient(timeout=2.0, max_connections=1).request("GET", url)
+    await trusting.aclose()
     server.close()

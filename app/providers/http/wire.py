@@ -124,13 +124,14 @@ def _origin_and_target(url: str) -> tuple[_Origin, str]:
 class WireClient:
     """Pooled keep-alive connections (at most `max_connections` per origin), timeouts in seconds."""
 
-    def __init__(self, timeout: float, max_connections: int, connect_timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float, max_connections: int, connect_timeout: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._timeout = timeout
         self._connect_timeout = min(timeout, connect_timeout)
         self._max = max_connections
         self._idle: dict[_Origin, collections.deque[_Conn]] = {}
         self._slots: dict[_Origin, asyncio.Semaphore] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's CAs, made on the first https request
 
     async def request(self, method: str, url: str, *, params: dict[str, str] | None = None,
                       data: dict[str, str] | None = None, auth: tuple[str, str] | None = None,
