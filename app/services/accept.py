@@ -23,6 +23,7 @@ from app.api.schemas import SendRequest
 from app.config import Settings
 from app.db.tables import IdempotencyRecord, Message, utcnow
 from app.domain import encoding as enc
+from app.domain.capability import CapabilityError
 from app.domain.ids import new_message_sid
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
@@ -141,8 +142,11 @@ def plan(req: SendRequest, settings: Settings, now: datetime) -> _Plan:
 
     send_at = _parse_send_at(req.SendAt, now) if req.SendAt else None
     callback = _check_url(req.StatusCallback) if req.StatusCallback else None
-    per_to = shapes(settings, channel, recipients, req.Body, requested, req.Flash, mode, sender,
-                    Shape(encoding, segments))
+    try:
+        per_to = shapes(settings, channel, recipients, req.Body, requested, req.Flash, mode, sender,
+                        Shape(encoding, segments))
+    except CapabilityError as exc:
+        raise BadRequest(str(exc), exc.field) from None
     return _Plan(recipients, req.Body, sender, channel, encoding, segments, mode, req.Flash, validity,
                  send_at, callback, per_to)
 

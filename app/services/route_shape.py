@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.api.errors import BadRequest
 from app.config import HttpProviderConfig, Settings
 from app.domain.capability import CAPABILITIES, SMPP, Capability, CapabilityError
 from app.domain.encoding import Encoding, LongMessageMode
@@ -41,7 +40,7 @@ def _route_label(channel: str, to: str, routes: Sequence[Route]) -> str:
 def shapes(settings: Settings, channel: str, recipients: Sequence[str], body: str,
            requested: Encoding | None, flash: bool, mode: LongMessageMode, sender: str | None,
            default: Shape) -> list[Shape]:
-    """One Shape per recipient; raises BadRequest naming the field and the route."""
+    """One Shape per recipient; raises CapabilityError naming the field, the route and the provider."""
     routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
     by_route: dict[tuple[str, ...], Shape] = {}
     out: list[Shape] = []
@@ -61,14 +60,14 @@ def _shape(settings: Settings, names: tuple[str, ...], body: str, requested: Enc
         return default  # no route: the dispatcher fails it with NO_ROUTE
     caps = [_capability(settings, n) for n in names]
     if sender is None and all(cap.needs_sender and not has_from for cap, has_from in caps):
-        raise BadRequest(f"route {where} has no default sender and its providers ({', '.join(names)}) need "
-                         f"one: give From", "From")
+        raise CapabilityError("From", f"route {where} has no default sender and its providers "
+                                      f"({', '.join(names)}) need one: give From")
     first: Shape | None = None
     for name, (cap, _) in zip(names, caps, strict=True):
         try:
             encoding, segments = cap.outgoing(body, requested, flash, mode)
         except CapabilityError as exc:
-            raise BadRequest(f"route {where}, provider {name}: {exc}", exc.field) from None
+            raise CapabilityError(exc.field, f"route {where}, provider {name}: {exc}") from None
         first = first or Shape(encoding, segments)
     assert first is not None
     return first
