@@ -28,8 +28,10 @@ async def read_params(scope: Scope, receive: Receive) -> dict[str, str]:
     return params
 
 
-async def respond(send: Send, status: int, body: str, content_type: bytes = PHP_TEXT) -> None:
+async def respond(send: Send, status: int, body: str, content_type: bytes = PHP_TEXT,
+                  headers: dict[str, str] | None = None) -> None:
     data = body.encode("utf-8")
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode()), *extra]})
     await send({"type": "http.response.body", "body": data})
