@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import psutil
 
 from bench import harness
 from bench.harness import (
@@ -45,6 +46,9 @@ from bench.harness import (
 )
 
 SCENARIOS = ("accept", "bulk", "e2e-smpp", "e2e-http")
+# One database per runner: the PostgreSQL server is shared, and a fixed name let one engineer's run
+# drop (WITH FORCE) the database under another's.
+BENCH_DB = f"smsgw_bench_{os.getpid()}"
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Stack:
 
 async def start_stack(args: argparse.Namespace, scenario: str, upstream: str = "smpp") -> Stack:
     env = services_env()
-    database_url = await fresh_database(env["SMSGW_TEST_PG_URL"], "smsgw_bench")
+    database_url = await fresh_database(env["SMSGW_TEST_PG_URL"], BENCH_DB)
     stomp_url = env["SMSGW_TEST_STOMP_URL"]
     queue = f"bench-{scenario}-{secrets.token_hex(3)}"
     upstream_port, control_port, port = free_port(), free_port(), free_port()
@@ -82,7 +86,7 @@ async def start_stack(args: argparse.Namespace, scenario: str, upstream: str = "
                   dict(os.environ))
         providers = [{"name": "commpeak", "type": "http", "dialect": "commpeak",
                       "url": f"http://127.0.0.1:{upstream_port}/api", "username": "bench", "password": "secret",
-                      "concurrency": 64, "poll_interval": 1.0}]
+                      "concurrency": 64, "poll_interval": 1.0, "default_from": "Bench"}]
         routes = [{"channel": "smpp", "providers": ["commpeak"]}]
     gw_env = {
         **os.environ,
@@ -264,6 +268,15 @@ async def scenario_bulk(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _cpu_seconds(proc: Proc) -> float:
+    """User + system CPU seconds so far of a process and its children (uvicorn workers)."""
+    try:
+        p = psutil.Process(proc.pid)
+        return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+    except psutil.Error:
+        return 0.0
+
+
 async def scenario_e2e(args: argparse.Namespace, upstream: str) -> dict[str, Any]:
     name = f"e2e-{upstream}"
     stack = await start_stack(args, name, upstream)
@@ -275,6 +288,7 @@ async def scenario_e2e(args: argparse.Namespace, upstream: str) -> dict[str, Any
     accepted: list[float] = []
     accept_errors = 0
     sent_at: dict[str, float] = {}
+    cpu_start = {p.name: _cpu_seconds(p) for p in (stack.gateway, stack.upstream)}
     start = time.monotonic()
     try:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -306,6 +320,7 @@ async def scenario_e2e(args: argparse.Namespace, upstream: str) -> dict[str, Any
                 last_progress, last_count = time.monotonic(), consumer.unique
         await asyncio.sleep(1.0)  # a duplicate would arrive now
         sim = await simulator_stats(stack.control_port) if upstream == "smpp" else {}
+        cpu = {p.name: _cpu_seconds(p) - cpu_start[p.name] for p in (stack.gateway, stack.upstream)}
     finally:
         await rss.stop()
         await consumer.stop()
@@ -326,6 +341,7 @@ async def scenario_e2e(args: argparse.Namespace, upstream: str) -> dict[str, Any
         "peak_rss_mb": rss.peak_mb, "workers": args.workers, "window": args.window, "sessions": args.sessions,
         "submit_sm": sim.get("submit_sm"), "resubmits": (sim["submit_sm"] - n) if sim else None,
         "machine": machine(),
+        "cpu_ms_per_msg": {k.rsplit("-", 1)[-1]: round(1000 * v / max(1, consumer.unique), 3) for k, v in cpu.items()},
     }
     result["ok"] = lost == 0 and consumer.duplicates == 0 and accept_errors == 0 and consumer.headers_ok
     print_table(f"{name}: {n:,} messages, accept -> upstream -> receipts -> reports on ActiveMQ", [
@@ -333,6 +349,7 @@ async def scenario_e2e(args: argparse.Namespace, upstream: str) -> dict[str, Any
         ("reports (unique)", f"{consumer.unique:,}"), ("lost", lost), ("duplicate reports", consumer.duplicates),
         ("first accept -> last report (s)", result["first_accept_to_last_report_s"]),
         ("sustained msg/s", result["msg_per_s"]), ("gateway peak RSS MB", rss.peak_mb),
+        *((f"CPU ms per message: {k}", v) for k, v in result["cpu_ms_per_msg"].items()),
         *((("submit_sm at the SMSC", sim.get("submit_sm")),) if sim else ()),
     ])
     lat_by_second: dict[int, list[float]] = {}
@@ -354,6 +371,22 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.quick:
         harness.use_results_dir(harness.ROOT / "bench" / "results" / "quick")
     results: dict[str, dict[str, Any]] = {}
+    try:
+        await _run_scenarios(args, results)
+    finally:
+        import asyncpg
+
+        conn = await asyncpg.connect(services_env()["SMSGW_TEST_PG_URL"].replace("postgresql+asyncpg://", "postgresql://"))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        await conn.close()
+    failed = [s for s, r in results.items() if not r.get("ok")]
+    if failed:
+        print(f"\nFAILED (lost, duplicated or refused messages): {', '.join(failed)}")
+        return 1
+    return 0
+
+
+async def _run_scenarios(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     for scenario in args.scenarios:
         print(f"\n=== {scenario} ===", flush=True)
         if scenario == "accept":
@@ -366,11 +399,6 @@ async def main_async(args: argparse.Namespace) -> int:
         path = write_result(result["scenario"], result)
         print(f"-> {path.relative_to(harness.ROOT)} and .png", flush=True)
         results[scenario] = result
-    failed = [s for s, r in results.items() if not r.get("ok")]
-    if failed:
-        print(f"\nFAILED (lost, duplicated or refused messages): {', '.join(failed)}")
-        return 1
-    return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -140,7 +140,7 @@ def api_settings(database_url: str, **overrides: object) -> Settings:
         "providers": [
             {"name": "smsc-main", "type": "smpp", "system_id": "smppclient1", "password": "password"},
             {"name": "twilio", "type": "http", "dialect": "twilio", "url": "http://127.0.0.1:9",
-             "account_sid": "AC" + "0" * 32, "auth_token": TWILIO_TOKEN},
+             "account_sid": "AC" + "0" * 32, "auth_token": TWILIO_TOKEN, "default_from": "+14155550000"},
         ],
         "routes": [{"channel": "smpp", "providers": ["smsc-main"]},
                    {"channel": "http", "providers": ["twilio"]}],

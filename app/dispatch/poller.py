@@ -93,8 +93,8 @@ class StatusPoller:
                 delay = max(cfg.poll_interval, min(age / 4, 3600.0))
                 reschedule.append((pid, now + timedelta(seconds=delay)))
         async with self._sessions() as s:
-            for pid, when in reschedule:
-                await s.execute(update(MessagePart).where(MessagePart.id == pid).values(next_poll_at=when))
+            if reschedule:  # one executemany by primary key, not a statement per part
+                await s.execute(update(MessagePart), [{"id": pid, "next_poll_at": when} for pid, when in reschedule])
             counts: Counter[str] = Counter()
             await apply_receipts(s, receipts, self._settings, counts)
             # Polled parts that reached a final status stop being polled (apply_receipts clears it);

@@ -22,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.tables import IdempotencyRecord, Message, utcnow
 from app.domain import encoding as enc
+from app.domain.capability import CapabilityError
 from app.domain.commands import SendCommand
 from app.domain.ids import new_message_sid
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
 from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher
+from app.services.route_shape import Shape, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 MAX_VALIDITY_SECONDS = 31 * 24 * 3600
@@ -56,6 +58,7 @@ class _Plan:
     validity: int | None
     send_at: datetime | None
     callback: str | None
+    shapes: list[Shape]  # per recipient: Encoding and Segments as its route's provider sends them
 
 
 def _parse_send_at(raw: str, now: datetime) -> datetime | None:
@@ -140,8 +143,13 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
 
     send_at = _parse_send_at(req.SendAt, now) if req.SendAt else None
     callback = _check_url(req.StatusCallback) if req.StatusCallback else None
+    try:
+        per_to = shapes(settings, channel, recipients, req.Body, requested, req.Flash, mode, sender,
+                        Shape(encoding, segments))
+    except CapabilityError as exc:
+        raise BadRequest(str(exc), exc.field) from None
     return _Plan(recipients, req.Body, sender, channel, encoding, segments, mode, req.Flash, validity,
-                 send_at, callback)
+                 send_at, callback, per_to)
 
 
 def request_hash(req: SendCommand) -> str:
@@ -185,18 +193,18 @@ async def accept(
     batch_sid = new_message_sid() if len(p.recipients) > 1 else None
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    for to in p.recipients:
+    for to, shape in zip(p.recipients, p.shapes, strict=True):
         sid = new_message_sid()
         rows.append({
             "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status.value,
-            "to_number": to, "from_addr": p.sender, "body": p.body, "encoding": p.encoding.value,
-            "segments": p.segments, "long_message_mode": p.mode.value, "flash": p.flash,
+            "to_number": to, "from_addr": p.sender, "body": p.body, "encoding": shape.encoding.value,
+            "segments": shape.segments, "long_message_mode": p.mode.value, "flash": p.flash,
             "validity_period": p.validity, "channel": p.channel, "status_callback": p.callback,
             "attempts": 0, "send_at": p.send_at, "due_at": p.send_at or now,
             "created_at": now, "updated_at": now,
         })
-        results.append({"MessageSid": sid, "Status": status.value, "To": to, "Segments": p.segments,
-                        "Encoding": p.encoding.value})
+        results.append({"MessageSid": sid, "Status": status.value, "To": to, "Segments": shape.segments,
+                        "Encoding": shape.encoding.value})
     body: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
 

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from conftest import STOMP_URL, api_settings, running_app
+from fakes.commpeak import FakeCommpeakState
+from fakes.commpeak import create_app as commpeak_app
+from fakes.server import LoopbackServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.fakes.commpeak import FakeCommpeakState
-from app.fakes.commpeak import create_app as commpeak_app
-from app.fakes.server import LoopbackServer
 from app.logs import JsonFormatter, RedactFilter, settings_secrets
 from app.simulator import SimulatorConfig, SmscSimulator
 
@@ -56,7 +56,8 @@ async def test_no_secret_leaks(module_db_url: str, module_sessions: async_sessio
                 {"name": "smsc-main", "type": "smpp", "port": sim.port, "system_id": "acme",
                  "password": SECRETS["smpp_password"]},
                 {"name": "commpeak", "type": "http", "dialect": "commpeak", "url": f"{fake.url}/api",
-                 "username": "user", "password": SECRETS["http_password"], "poll_interval": 0.2},
+                 "username": "user", "password": SECRETS["http_password"], "poll_interval": 0.2,
+                 "default_from": "Acme"},
                 {"name": "twilio", "type": "http", "dialect": "twilio", "url": "http://127.0.0.1:9",
                  "account_sid": "AC" + "0" * 32, "auth_token": SECRETS["twilio_token"]},
             ],

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 from conftest import API_KEY, api_settings
+from fakes.server import LoopbackServer
+from fakes.twilio import TwilioFakeState
+from fakes.twilio import create_app as twilio_app
 
-from app.fakes.server import LoopbackServer
-from app.fakes.twilio import TwilioFakeState
-from app.fakes.twilio import create_app as twilio_app
 from app.main import create_app
 
 TOKEN = "tw-" + secrets.token_hex(8)

@@ -10,13 +10,15 @@ from dataclasses import dataclass, fields
 
 import httpx
 import pytest
+from conftest import api_settings, running_app
+from fakes.bulksms import BulksmsFakeState, create_app
+from fakes.server import LoopbackServer
 from pydantic import SecretStr
+from support.gateway import wait_status
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid
-from app.fakes.bulksms import BulksmsFakeState, create_app
-from app.fakes.server import LoopbackServer
 from app.providers.base import (
     BatchProvider,
     InboundSms,
@@ -195,7 +197,7 @@ async def test_one_request_for_many_destinations_maps_replies_back(env: Env, sep
         if i == 3:
             assert isinstance(result, PermanentError) and result.code == "1706"
         elif i == 4:
-            assert isinstance(result, UnknownOutcomeError) and result.code == "1715"
+            assert type(result) is PermanentError and result.code == "1715"
         else:
             assert isinstance(result, SubmitResult)
             assert env.state.accepted[result.upstream_ids[0]]["destination"] == f"9617000000{i}"
@@ -255,11 +257,11 @@ async def test_request_level_codes(env: Env, code: str, error_class: type[Provid
     assert len(env.state.requests) == 1  # the provider itself never retries
 
 
-async def test_1715_is_never_resubmitted(env: Env) -> None:
+async def test_1715_fails_with_its_code_and_is_never_resubmitted(env: Env) -> None:
     env.state.forced["96170123456"] = "1715"
-    with pytest.raises(UnknownOutcomeError) as info:
+    with pytest.raises(PermanentError) as info:
         await env.provider.submit(msg())
-    assert info.value.code == "1715"
+    assert info.value.code == "1715" and not isinstance(info.value, RouteError)  # no failover either
     assert len(env.state.requests) == 1
 
 
@@ -421,9 +423,34 @@ async def test_password_never_reaches_logs_or_errors(env: Env, caplog: pytest.Lo
     await refused.stop()
     errors.append(repr(conn.value))
 
-    assert "HTTP Request: GET" in caplog.text  # httpx did log the request line...
+    assert "HTTP request: GET" in caplog.text  # the transport did log the request line...
     assert "password=***" in caplog.text  # ...with the password redacted
     assert PASSWORD not in caplog.text
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
     assert all(PASSWORD not in e for e in errors)
     assert PASSWORD not in repr(env.provider.state())
+
+
+async def test_through_the_gateway_1715_fails_with_code_1715_and_reports_arrive_on_the_webhook(
+        module_db_url: str, env: Env) -> None:
+    settings = api_settings(
+        module_db_url, broker_url="stomp://127.0.0.1:1", webhook_auth="token:hook",
+        providers=[{"name": "bulk", "type": "http", "dialect": "bulksms", "url": env.endpoint,
+                    "username": "user", "password": PASSWORD, "default_from": "Acme"}],
+        routes=[{"channel": "bulk", "providers": ["bulk"]}], default_channel="bulk")
+    env.state.forced["96170000715"] = "1715"
+    async with running_app(settings, start_workers=True) as client:
+        timeout = (await client.post("/msg-client/send", json={"To": "+96170000715", "Body": "x"})).json()
+        ok = (await client.post("/msg-client/send", json={"To": "+96170000001", "Body": "x"})).json()
+        m = await wait_status(client, timeout["MessageSid"], {"failed"})
+        assert (m["Status"], m["ProviderStatusCode"]) == ("failed", "1715")
+        sent = await wait_status(client, ok["MessageSid"], {"sent"})
+        assert sent["Status"] == "sent" and env.state.requests[-1]["dlr"] == "1"
+        # The vendor's report, pushed (as agreed with them) to our webhook with its message id.
+        (upstream,) = sent["UpstreamIds"]
+        r = await client.post("/msg-client/delivery-notification", headers={"X-Webhook-Token": "hook"},
+                              data={"MessageSid": upstream, "SmsStatus": "delivered"})
+        assert r.status_code == 200, r.text
+        m = await wait_status(client, ok["MessageSid"], {"delivered"})
+        assert m["Status"] == "delivered"
+    assert sum(1 for q in env.state.requests if q["destination"] == "96170000715") == 1  # never resubmitted

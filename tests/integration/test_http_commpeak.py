@@ -9,16 +9,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import api_settings, running_app
+from fakes.bulksms import BulksmsFakeState
+from fakes.bulksms import create_app as bulksms_app
+from fakes.commpeak import FakeCommpeakState, create_app
+from fakes.server import LoopbackServer
+from support.gateway import wait_status
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId
-from app.fakes.bulksms import BulksmsFakeState
-from app.fakes.bulksms import create_app as bulksms_app
-from app.fakes.commpeak import FakeCommpeakState, create_app
-from app.fakes.server import LoopbackServer
 from app.providers.base import OutboundMessage, RetryableError, RouteError, UnknownOutcomeError
 from app.providers.http.commpeak import CommpeakProvider
 
@@ -97,13 +99,23 @@ async def test_errors_are_classified(fake: tuple[FakeCommpeakState, str], caplog
     assert p.last_error is not None and PASSWORD not in p.last_error
 
 
-async def wait_status(client: Any, sid: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] in statuses or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
+@pytest.mark.parametrize(("setup", "code", "text"), [
+    ({"username": "nobody"}, "HTTP400", "Unknown username"),
+    ({"password": "other"}, "HTTP401", "Incorrect password"),
+    ({"no_routes_prefixes": ("961",)}, "HTTP400", "NO ROUTES"),
+])
+async def test_refusal_code_is_the_http_status_and_the_text_its_message(
+        fake: tuple[FakeCommpeakState, str], setup: dict[str, Any], code: str, text: str) -> None:
+    state, url = fake
+    for key, value in setup.items():
+        setattr(state, key, value)
+    p = provider(url)
+    await p.start(None)  # type: ignore[arg-type]
+    with pytest.raises(RouteError) as info:
+        await p.submit(msg())
+    assert (info.value.code, info.value.message) == (code, text)  # the upstream's text is not a code
+    assert p.state().last_error == f"{code}: {text}"
+    await p.stop()
 
 
 async def test_gateway_polls_to_final_and_fails_over(module_db_url: str, fake: tuple[FakeCommpeakState, str],
@@ -140,3 +152,23 @@ async def test_gateway_polls_to_final_and_fails_over(module_db_url: str, fake: t
             m4 = await wait_status(client, r["MessageSid"], {"sent", "failed"})
             assert (m4["Status"], m4["Provider"]) == ("sent", "bulk")  # commpeak down: failed over
     assert PASSWORD not in caplog.text
+
+
+async def test_fake_answers_byte_for_byte_as_the_seed_samples(fake: tuple[FakeCommpeakState, str]) -> None:
+    state, url = fake
+    creds = {"username": "user", "password": PASSWORD}
+    async with httpx.AsyncClient() as client:
+        ok = await client.get(url, params={**creds, "ani": "Acme", "dnis": "96170123456", "message": "hi",
+                                           "command": "submit", "serviceType": "", "longMessageMode": "split"})
+        mid = ok.json()["message_id"]
+        status = await client.get(url, params={**creds, "messageId": mid, "command": "query"})
+        unknown = await client.get(url, params={**creds, "messageId": "alss-some-message-id", "command": "query"})
+        user = await client.get(url, params={"username": "x", "password": PASSWORD, "command": "query"})
+        password = await client.post(url, data={"username": "user", "password": "x", "command": "submit"})
+    for r in (ok, status, unknown, user, password):
+        assert r.headers["content-type"] == "text/html; charset=UTF-8"
+    assert ok.status_code == 200 and ok.content == b'{"message_id":"' + mid.encode() + b'"}'
+    assert status.content == b'{"status":"ENROUTE"}'
+    assert unknown.content == b'{"status":"message ID alss-some-message-id not found"}'
+    assert (user.status_code, user.content) == (400, b"Unknown username")
+    assert (password.status_code, password.content) == (401, b"Incorrect password")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 
 import httpx
 import pytest
+from fakes.server import LoopbackServer
+from fakes.twilio import FakeError, TwilioFakeState, create_app
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,8 +23,6 @@ from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId
 from app.domain.status import Status
 from app.domain.twilio_signature import validate_signature
-from app.fakes.server import LoopbackServer
-from app.fakes.twilio import FakeError, TwilioFakeState, create_app
 from app.providers.base import (
     InboundSms,
     OutboundMessage,

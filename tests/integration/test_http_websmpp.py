@@ -8,14 +8,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import api_settings, running_app
+from fakes.server import LoopbackServer
+from fakes.websmpp import FakeWebsmppState, create_app
 
 from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode, choose_encoding
 from app.domain.ids import MessageSid, UpstreamId
-from app.fakes.server import LoopbackServer
-from app.fakes.websmpp import FakeWebsmppState, create_app
 from app.providers.base import (
     OutboundMessage,
     PermanentError,
@@ -51,7 +52,9 @@ async def started(url: str, **kw: Any) -> WebsmppProvider:
 @pytest.mark.parametrize(("text", "kind", "sent"), [
     ("testing English message", "1", "testing English message"),
     ("testing unicode message", "1", "testing unicode message"),
-    ("Prix: 10 © 2026", "3", "Prix: 10 © 2026"),
+    ("testing $@ Character", "3", "testing $@ Character"),  # the seed's own type-3 example
+    ("Prix: 10£ {net}", "3", "Prix: 10£ {net}"),
+    ("Prix: 10 © 2026", "2", "Prix: 10 © 2026".encode("utf-16-be").hex().upper()),  # © is not GSM 03.38
     ("اختبار رسالة عربية", "4", "اختبار رسالة عربية"),
     ("Привет", "2", "Привет".encode("utf-16-be").hex().upper()),
     ("A&B #1", "2", "A&B #1".encode("utf-16-be").hex().upper()),
@@ -129,3 +132,64 @@ async def test_gateway_polls_websmpp_to_final(module_db_url: str, fake: tuple[Fa
                     break
                 await asyncio.sleep(0.05)
             assert (m["Status"], m["ProviderStatusCode"]) == (want, code)
+
+
+async def test_seed_type3_example_goes_out_as_type_3_and_the_fake_accepts_it(
+        fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    p = await started(url)
+    result = await p.submit(msg("+9617000001", "testing $@ Character"))
+    assert isinstance(result, SubmitResult)
+    assert (state.requests[-1]["type"], state.requests[-1]["text"]) == ("3", "testing $@ Character")
+    result = await p.submit(msg("+9617000001", "Prix: 10 © 2026"))  # Latin-1 outside GSM: type 2, hex
+    assert isinstance(result, SubmitResult) and state.requests[-1]["type"] == "2"
+    await p.stop()
+
+
+async def test_a_bare_id_reply_is_accepted_like_response_id(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    state.bare_ids = True
+    p = await started(url)
+    out = await p.submit_many([msg("+9617000001"), msg("+9617000002")])
+    assert [r.upstream_ids for r in out if isinstance(r, SubmitResult)] == [
+        (UpstreamId("2541524"),), (UpstreamId("2541525"),)]
+    await p.stop()
+
+
+@pytest.mark.parametrize(("body", "kind", "sent_length"), [
+    ("a" * 200, "1", 160), ("[" * 100, "3", 80), ("Ж" * 100, "2", 70 * 4)])
+async def test_cut_sends_one_message_of_its_type(fake: tuple[FakeWebsmppState, str], body: str, kind: str,
+                                                 sent_length: int) -> None:
+    state, url = fake
+    p = await started(url)
+    m = OutboundMessage(sid=MessageSid("SM1"), to="+9617000001", sender="Test", body=body,
+                        encoding=choose_encoding(body), long_message_mode=LongMessageMode.CUT)
+    assert isinstance(await p.submit(m), SubmitResult)
+    assert (state.requests[-1]["type"], len(state.requests[-1]["text"])) == (kind, sent_length)
+    await p.stop()
+
+
+async def test_http24_splits_the_request_in_halves_and_sends_them_again(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    state.max_destinations = 3
+    p = await started(url)
+    out = await p.submit_many([msg(f"+96170000{i:02d}") for i in range(10)])
+    assert all(isinstance(r, SubmitResult) for r in out), out
+    accepted = [len(r["mno"].split(",")) for r in state.requests if len(r["mno"].split(",")) <= 3]
+    assert sum(accepted) == 10 and len(state.requests) == 1 + 2 + 4  # 10 → 5+5 → 2+3+2+3
+    assert len(set(state.ids.values())) == 10  # each number accepted once
+    state.max_destinations, state.request_error = None, "HTTP24"  # even one destination is too many
+    (single,) = await p.submit_many([msg("+9617000001")])
+    assert isinstance(single, PermanentError) and single.code == "HTTP24"
+    await p.stop()
+
+
+async def test_fake_answers_as_the_seed_shows(fake: tuple[FakeWebsmppState, str]) -> None:
+    state, url = fake
+    async with httpx.AsyncClient() as client:
+        ok = await client.get(f"{url}/websms", params={"user": "user", "pass": PASSWORD, "sid": "Test",
+                                                      "mno": "96170000001", "type": "3", "text": "testing $@ Character"})
+        bad = await client.get(f"{url}/websms", params={"user": "user", "pass": "x", "sid": "Test",
+                                                       "mno": "96170000001", "type": "1", "text": "x"})
+        status = await client.get(f"{url}/websmsstatus", params={"respId": "2541524"})
+    assert ok.content == b"Response: 2541524" and bad.content == b"ERROR - HTTP04" and status.content == b"ATES"

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import stomp
 from conftest import STOMP_URL
+from fakes.server import LoopbackServer
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -31,7 +32,6 @@ from app.domain.status import Status
 from app.domain.twilio_signature import validate_signature
 from app.events import outbox
 from app.events.stomp_publisher import CallbackSender, OutboxPublisher
-from app.fakes.server import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

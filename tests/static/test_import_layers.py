@@ -41,6 +41,7 @@ def test_the_project_keeps_every_contract(tree: Path) -> None:
     ("app/providers/smpp/planted.py", "from app.simulator import server\n", "adapters never import"),
     ("app/dispatch/planted.py", "from app.runtime import Runtime\n", "adapters never import"),
     ("app/api/planted.py", "import app.simulator.server\n", "the simulator is a test tool"),
+    ("app/providers/http/planted.py", "from tests.fakes import commpeak\n", "nothing in app imports the test doubles"),
 ])
 def test_a_planted_violation_breaks_its_contract(tree: Path, where: str, planted: str, contract: str) -> None:
     (tree / where).write_text(planted)

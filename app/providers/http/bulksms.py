@@ -12,23 +12,25 @@ Reply codes (the seed: only 1709 may be retried, 1715 must never be resubmitted)
 
     1701                   accepted                 SubmitResult(message id)
     1709                   user validation failed   RetryableError
-    1715                   response timeout         UnknownOutcomeError (never resubmitted)
     1703, 1725, 16, 18     bad credentials, no      RouteError: this account cannot send at all,
                            credit, IP blacklisted/  the message itself is fine, so the route fails
                            not whitelisted          over to its next provider (failed if none)
-    anything else          1702 1704-1708 1710 1732 PermanentError with the code as
-                           1028 1041 1042 1033 69 8 ProviderStatusCode
-                           and SMPP error codes
+    anything else          1702 1704-1708 1710 1715 PermanentError with the code as
+                           1732 1028 1041 1042 1033 ProviderStatusCode: failed, never resubmitted
+                           69 8 and SMPP error codes (1715 included: the seed forbids it)
 
-HTTP level: connection refused/connect timeout → Retryable; 429, 500, 502, 503 → Retryable;
-504 and a read timeout or broken connection after the request left → UnknownOutcome; other
-statuses (401, 403, 404, …) → RouteError (the endpoint or account is misconfigured).
+HTTP statuses and transport errors: the shared table (app/providers/http/common.py).
 
-The seed has no status query API (`query_status` returns None); with `dlr=1` delivery reports are
-pushed by the vendor to a URL set up with them out of band, in a format the seed does not give.
+Delivery reports. The seed has no status query, and the vendor pushes reports (with `dlr=1`) to a
+URL agreed with them out of band, in a shape the seed does not give. The gateway's lifecycle for
+such a message (README, "bulksms delivery reports"): it stays `sent` until the vendor's report
+arrives on `/msg-client/delivery-notification` as `MessageSid=<the 1701 message id>&SmsStatus=
+delivered|undelivered|failed[&ErrorCode=…]` (the vendor's push is configured to that shape), and
+a message with no report after `receipt_timeout_seconds` becomes `undelivered` (NO_RECEIPT).
 
-Flash and encoding select `type`; the upstream concatenates long texts itself, so every
-LongMessageMode but `cut` sends the whole text (`cut` truncates it to one segment first).
+Type follows encoding and flash; `Segments` as the seed counts (flash 140 in one message:
+app/domain/capability.py, BULKSMS). The upstream concatenates long texts itself, so every
+LongMessageMode but `cut` sends the whole text (`cut` truncates it to one message of its type).
 """
 
 from __future__ import annotations
@@ -40,30 +42,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-import httpx
-
 from app.config import HttpProviderConfig
-from app.domain.encoding import Encoding, EncodingError, LongMessageMode, cut_text
+from app.domain.capability import BULKSMS
+from app.domain.encoding import Encoding, EncodingError, LongMessageMode
 from app.domain.ids import UpstreamId
-from app.providers.base import (
-    OutboundMessage,
-    PermanentError,
-    ProviderError,
-    ProviderState,
-    Receipt,
-    ReportSink,
-    RetryableError,
-    RouteError,
-    SubmitResult,
-    UnknownOutcomeError,
-)
-from app.providers.http.common import TokenBucket, make_client, protect_logs, redact
+from app.providers import base
+from app.providers.base import OutboundMessage, PermanentError, ProviderError, SubmitResult
+from app.providers.http.common import BatchHttpProvider, redact, status_error
 
 log = logging.getLogger(__name__)
 
 SUCCESS = "1701"
 RETRYABLE_CODES = frozenset({"1709"})
-UNKNOWN_OUTCOME_CODES = frozenset({"1715"})
 ROUTE_CODES = frozenset({"1703", "1725", "16", "18"})
 CODE_TEXT: dict[str, str] = {
     "1701": "submitted", "1702": "invalid URL (a parameter missing or blank)",
@@ -123,11 +113,9 @@ def error_for(code: str) -> ProviderError:
     """The ProviderError a non-1701 reply code stands for (see the module table)."""
     text = CODE_TEXT.get(code, "upstream error")
     if code in RETRYABLE_CODES:
-        return RetryableError(code, text)
-    if code in UNKNOWN_OUTCOME_CODES:
-        return UnknownOutcomeError(code, text)
+        return base.RetryableError(code, text)
     if code in ROUTE_CODES:
-        return RouteError(code, text)
+        return base.RouteError(code, text)
     return PermanentError(code, text)
 
 
@@ -157,7 +145,7 @@ def assign_reply(
         for i, item in zip(empty, leftovers, strict=True):
             results[i] = _result(item)
     return [
-        r if r is not None else UnknownOutcomeError("NO_REPLY", "no reply item for this destination")
+        r if r is not None else base.UnknownOutcomeError("NO_REPLY", "no reply item for this destination")
         for r in results
     ]
 
@@ -201,69 +189,32 @@ def _place(batches: list[_Batch], index: int, destination: str) -> None:
     batches.append(_Batch([index], {destination}, len(destination) + 1))
 
 
-class BulksmsProvider:
+class BulksmsProvider(BatchHttpProvider):
     """A BatchProvider for the seed-001 API (see the module docstring for the error table)."""
 
-    type = "http"
+    dialect = "bulksms"
+    capability = BULKSMS
 
     def __init__(self, config: HttpProviderConfig) -> None:
         if config.username is None or config.password is None:
             raise ValueError(f"provider {config.name}: bulksms needs username and password")
-        self.name = config.name
-        self.max_in_flight = config.concurrency
-        self._config = config
-        self._username = config.username
-        self._password = config.password.get_secret_value()
-        self._bucket = TokenBucket(config.throughput)
-        self._client: httpx.AsyncClient | None = None
-        self._in_flight = 0
-        self._submitted = 0
-        self._errors = 0
-        self._last_error: str | None = None
-
-    async def start(self, sink: ReportSink) -> None:
-        # No receipts come back through this API (see the module docstring): the sink is unused.
-        protect_logs(self._password)
-        if self._client is None:
-            self._client = make_client(self._config.timeout, self._config.concurrency)
-
-    async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def is_available(self) -> bool:
-        return self._client is not None
-
-    async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
-        return None  # the seed has no status query
-
-    def state(self) -> ProviderState:
-        return ProviderState(
-            name=self.name, type=self.type, connected=self._client is not None, in_flight=self._in_flight,
-            submitted=self._submitted, errors=self._errors, last_error=self._last_error,
-            detail={"dialect": "bulksms", "url": redact(self._config.url, self._password)},
-        )
-
-    async def submit(self, message: OutboundMessage) -> SubmitResult:
-        result = (await self.submit_many([message]))[0]
-        if isinstance(result, ProviderError):
-            raise result
-        return result
+        super().__init__(config, config.password.get_secret_value())
 
     async def submit_many(self, messages: Sequence[OutboundMessage]) -> list[SubmitResult | ProviderError]:
         """Messages with the same text, sender and type share requests (comma-separated destinations)."""
         results: list[SubmitResult | ProviderError | None] = [None] * len(messages)
         batches: dict[tuple[str, str, int], list[_Batch]] = {}
         for i, msg in enumerate(messages):
-            source = msg.sender or self._config.default_from
+            source = msg.sender or self.config.default_from
             if not source:
-                results[i] = RouteError("NO_SOURCE", "no sender and no default_from for this provider")
+                results[i] = self.http.fail(base.RouteError("NO_SOURCE", "no sender and no default_from"))
                 continue
             try:
-                text = cut_text(msg.body, msg.encoding) if msg.long_message_mode is LongMessageMode.CUT else msg.body
+                text = msg.body
+                if msg.long_message_mode is LongMessageMode.CUT:
+                    text = BULKSMS.cut(msg.body, msg.encoding, msg.flash)
             except EncodingError as exc:
-                results[i] = PermanentError("ENCODING", str(exc))
+                results[i] = self.http.fail(PermanentError("ENCODING", str(exc)))
                 continue
             key = (text, source, message_type(msg.encoding, msg.flash))
             _place(batches.setdefault(key, []), i, _digits(msg.to))
@@ -285,33 +236,23 @@ class BulksmsProvider:
     ) -> list[SubmitResult | ProviderError]:
         text, source, mtype = key
         destinations = [m.to.lstrip("+") for m in chunk]
-        self._in_flight += len(chunk)
         try:
             body = await self._get(text, source, mtype, destinations)
-            try:
-                outcome = assign_reply(parse_reply(body), destinations)
-            except BadReply as exc:
-                outcome = [UnknownOutcomeError("BAD_REPLY", f"unreadable reply: {redact(str(exc))}")] * len(chunk)
         except ProviderError as exc:
-            outcome = [exc] * len(chunk)
-        finally:
-            self._in_flight -= len(chunk)
-        for r in outcome:
-            if isinstance(r, ProviderError):
-                self._errors += 1
-                self._last_error = f"{r.code}: {r.message}"
-            else:
-                self._submitted += 1
+            return [exc] * len(chunk)  # counted once, by the transport
+        try:
+            outcome = assign_reply(parse_reply(body), destinations)
+        except BadReply as exc:
+            outcome = [base.UnknownOutcomeError("BAD_REPLY", f"unreadable reply: {redact(str(exc))}")] * len(chunk)
+        self.http.count(outcome)
         log.debug("bulksms %s: %d destination(s), type %d", self.name, len(chunk), mtype)
         return outcome
 
     async def _get(self, text: str, source: str, mtype: int, destinations: list[str]) -> str:
-        if self._client is None:
-            raise RetryableError("NOT_STARTED", f"provider {self.name} is not started")
         query = urlencode(
             [
-                ("username", self._username),
-                ("password", self._password),
+                ("username", self.config.username or ""),
+                ("password", self._secret or ""),
                 ("type", str(mtype)),
                 ("dlr", "1"),
                 ("destination", ",".join(destinations)),
@@ -321,29 +262,8 @@ class BulksmsProvider:
             quote_via=quote,
             safe="",
         )
-        url = self._config.url + ("&" if "?" in self._config.url else "?") + query
-        await self._bucket.acquire()
-        try:
-            response = await self._client.get(url)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise RetryableError("CONNECT", f"cannot reach {self.name}: {type(exc).__name__}") from None
-        except httpx.TimeoutException as exc:
-            raise UnknownOutcomeError("TIMEOUT", f"no answer from {self.name}: {type(exc).__name__}") from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise RouteError("BAD_URL", f"provider {self.name}: bad url ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UnknownOutcomeError("TRANSPORT", f"{self.name}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 200:
+        url = self.config.url + ("&" if "?" in self.config.url else "?") + query
+        response = await self.http.request("GET", url)
+        if response.status_code == 200:
             return response.text
-        code = f"HTTP{status}"
-        if status in (429, 500, 502, 503):
-            raise RetryableError(code, f"{self.name} answered {status}", _retry_after(response))
-        if status == 504:
-            raise UnknownOutcomeError(code, f"{self.name}: gateway timeout")
-        raise RouteError(code, f"{self.name} answered {status}")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else None
+        raise self.http.fail(status_error(response, self.name))

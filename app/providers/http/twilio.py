@@ -28,29 +28,17 @@ exactly the case where another provider of the route can still deliver.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from typing import Any
 
-import httpx
-
 from app.config import HttpProviderConfig
-from app.domain.encoding import EncodingError, LongMessageMode, cut_text
+from app.domain.capability import TWILIO
+from app.domain.encoding import EncodingError, LongMessageMode
 from app.domain.ids import UpstreamId
 from app.domain.status import REPORTED, WEBHOOK_STATUS
-from app.providers.base import (
-    OutboundMessage,
-    PermanentError,
-    ProviderError,
-    ProviderState,
-    Receipt,
-    ReportSink,
-    RetryableError,
-    RouteError,
-    SubmitResult,
-    UnknownOutcomeError,
-)
-from app.providers.http.common import TokenBucket, make_client, redact
+from app.providers import base
+from app.providers.base import OutboundMessage, PermanentError, ProviderError, RouteError, SubmitResult
+from app.providers.http.common import HttpProvider, retry_after_seconds
+from app.providers.http.wire import Reply
 
 API_VERSION = "2010-04-01"
 CALLBACK_PATH = "/msg-client/delivery-notification"
@@ -58,6 +46,7 @@ MAX_VALIDITY = 36_000  # seconds, Twilio's upper bound for ValidityPeriod
 
 RETRYABLE_CODES = frozenset({20429, 21611})
 ROUTE_CODES = frozenset({20003, 20005, 20404, 21408, 21606, 21659, 21660})
+__all__ = ["TwilioProvider", "error_for", "retry_after_seconds"]
 
 
 def error_for(status: int, body: Any, retry_after: float | None = None) -> ProviderError:
@@ -72,109 +61,66 @@ def error_for(status: int, body: Any, retry_after: float | None = None) -> Provi
             text = body["message"]
     label = str(code) if code is not None else f"HTTP{status}"
     if status == 504:
-        return UnknownOutcomeError(label, text)
+        return base.UnknownOutcomeError(label, text)
     if code in RETRYABLE_CODES or status == 429 or status >= 500:
-        return RetryableError(label, text, retry_after)
+        return base.RetryableError(label, text, retry_after)
     if code in ROUTE_CODES or status == 401 or (code is None and status in (403, 404)):
         return RouteError(label, text)
     return PermanentError(label, text)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json(response: httpx.Response) -> Any:
+def _json(response: Reply) -> Any:
     try:
         return response.json()
     except ValueError:
         return None
 
 
-class TwilioProvider:
-    """A Provider for Twilio's Messages API (see the module docstring for the error table)."""
+class TwilioProvider(HttpProvider):
+    """A Provider for Twilio's Messages API (see the module docstring for the error table).
 
-    type = "http"
+    Status comes back on /msg-client/delivery-notification (the webhook), not through the sink."""
+
+    dialect = "twilio"
+    capability = TWILIO
 
     def __init__(self, config: HttpProviderConfig, public_url: str) -> None:
         if not config.account_sid or config.auth_token is None:
             raise ValueError(f"provider {config.name}: twilio needs account_sid and auth_token")
-        self.name = config.name
-        self.max_in_flight = config.concurrency
-        self._config = config
+        super().__init__(config, config.auth_token.get_secret_value())
         self._account_sid = config.account_sid
-        self._token = config.auth_token.get_secret_value()
         self._base = f"{config.url.rstrip('/')}/{API_VERSION}/Accounts/{self._account_sid}"
         self.status_callback = public_url.rstrip("/") + CALLBACK_PATH
-        self._bucket = TokenBucket(config.throughput)
-        self._client: httpx.AsyncClient | None = None
-        self._in_flight = 0
-        self._submitted = 0
-        self._errors = 0
-        self._last_error: str | None = None
 
-    async def start(self, sink: ReportSink) -> None:
-        # Status comes back on /msg-client/delivery-notification (the webhook), not through the sink.
-        if self._client is None:
-            self._client = make_client(self._config.timeout, self._config.concurrency)
-
-    async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def is_available(self) -> bool:
-        return self._client is not None
-
-    def state(self) -> ProviderState:
-        return ProviderState(
-            name=self.name, type=self.type, connected=self._client is not None, in_flight=self._in_flight,
-            submitted=self._submitted, errors=self._errors, last_error=self._last_error,
-            detail={"dialect": "twilio", "url": self._config.url, "account_sid": self._account_sid},
-        )
+    def detail(self) -> dict[str, Any]:
+        return {**super().detail(), "account_sid": self._account_sid}
 
     async def submit(self, message: OutboundMessage) -> SubmitResult:
-        sender = message.sender or self._config.default_from
+        sender = message.sender or self.config.default_from
         if not sender:
-            raise self._count(RouteError("NO_SOURCE", "no sender and no default_from for this provider"))
+            raise self.http.fail(RouteError("NO_SOURCE", "no sender and no default_from for this provider"))
         body = message.body
         if message.long_message_mode is LongMessageMode.CUT:
             try:
-                body = cut_text(body, message.encoding)
+                body = TWILIO.cut(body, message.encoding)
             except EncodingError as exc:
-                raise self._count(PermanentError("ENCODING", str(exc))) from None
+                raise self.http.fail(PermanentError("ENCODING", str(exc))) from None
         form = {"To": message.to, "From": sender, "Body": body, "StatusCallback": self.status_callback}
         if message.validity_period:
             form["ValidityPeriod"] = str(max(1, min(message.validity_period, MAX_VALIDITY)))
-        self._in_flight += 1
-        try:
-            response = await self._request("POST", f"{self._base}/Messages.json", data=form)
-        except ProviderError as exc:
-            raise self._count(exc) from None
-        finally:
-            self._in_flight -= 1
+        response = await self._request("POST", f"{self._base}/Messages.json", data=form)
         payload = _json(response)
         if response.status_code in (200, 201):
             sid = payload.get("sid") if isinstance(payload, dict) else None
             if not isinstance(sid, str) or not sid:
-                raise self._count(UnknownOutcomeError("BAD_REPLY", "Twilio accepted but sent no sid"))
-            self._submitted += 1
+                raise self.http.fail(base.UnknownOutcomeError("BAD_REPLY", "Twilio accepted but sent no sid"))
+            self.http.submitted += 1
             status = payload.get("status")
             return SubmitResult((UpstreamId(sid),), provider_status_code=status if isinstance(status, str) else None)
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        raise self._count(error_for(response.status_code, payload, retry_after))
+        raise self.http.fail(error_for(response.status_code, payload, retry_after))
 
-    async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
+    async def query_status(self, upstream_id: UpstreamId) -> base.Receipt | None:
         """GET the Message resource; a Receipt once it is delivered, undelivered or failed."""
         response = await self._request("GET", f"{self._base}/Messages/{upstream_id}.json")
         if response.status_code == 404:
@@ -188,31 +134,12 @@ class TwilioProvider:
             return None
         error_code = payload.get("error_code")
         error = str(error_code) if error_code not in (None, "", 0) else None
-        return Receipt(
+        return base.Receipt(
             provider=self.name, upstream_id=str(payload.get("sid") or upstream_id), status=status,
             provider_status_code=error or word, source=f"poll:{self.name}", error_code=error,
             extra={"error_message": payload.get("error_message")} if payload.get("error_message") else {},
         )
 
-    def _count(self, exc: ProviderError) -> ProviderError:
-        self._errors += 1
-        self._last_error = f"{exc.code}: {exc.message}"
-        return exc
-
-    async def _request(self, method: str, url: str, data: dict[str, str] | None = None) -> httpx.Response:
-        if self._client is None:
-            raise RetryableError("NOT_STARTED", f"provider {self.name} is not started")
-        await self._bucket.acquire()
-        try:
-            return await self._client.request(
-                method, url, data=data, auth=(self._account_sid, self._token),
-                headers={"accept": "application/json"},
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise RetryableError("CONNECT", f"cannot reach {self.name}: {type(exc).__name__}") from None
-        except httpx.TimeoutException as exc:
-            raise UnknownOutcomeError("TIMEOUT", f"no answer from {self.name}: {type(exc).__name__}") from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise RouteError("BAD_URL", f"provider {self.name}: bad url ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UnknownOutcomeError("TRANSPORT", redact(f"{self.name}: {type(exc).__name__}", self._token)) from None
+    async def _request(self, method: str, url: str, data: dict[str, str] | None = None) -> Reply:
+        return await self.http.request(method, url, data=data, auth=(self._account_sid, self._secret or ""),
+                                       headers={"accept": "application/json"})

@@ -26,16 +26,16 @@ from email.utils import format_datetime
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from app.domain.encoding import choose_encoding, count_segments
 from app.domain.twilio_signature import compute_signature
 
+from .asgi import Receive, Scope, Send, read_params, respond
+
 API_VERSION = "2010-04-01"
 _E164 = re.compile(r"\+?[1-9]\d{6,14}")
+_PATH = re.compile(rf"/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages(?:/(?P<sid>[^/]+))?\.json")
+Answer = tuple[int, str, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _now() -> str:
     return format_datetime(datetime.now(UTC).replace(microsecond=0))
 
 
-def _error(status: int, code: int, message: str, retry_after: int | None = None) -> Response:
+def _error(status: int, code: int, message: str, retry_after: int | None = None) -> Answer:
     body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
             "status": status}
     headers: dict[str, str] = {}
@@ -92,14 +92,12 @@ def _error(status: int, code: int, message: str, retry_after: int | None = None)
     return _json(body, status, headers)
 
 
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    headers = {"Twilio-Request-Id": "RQ" + secrets.token_hex(16), **(headers or {})}
-    headers["Content-Type"] = "application/json; charset=utf-8"
-    return Response(json.dumps(body), status_code=status, headers=headers)
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    return status, json.dumps(body), {"Twilio-Request-Id": "RQ" + secrets.token_hex(16), **(headers or {})}
 
 
-def _authenticated(state: TwilioFakeState, request: Request) -> bool:
-    header = request.headers.get("authorization", "")
+def _authenticated(state: TwilioFakeState, scope: Scope) -> bool:
+    header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
     if not header.lower().startswith("basic "):
         return False
     try:
@@ -173,47 +171,49 @@ async def _callbacks(state: TwilioFakeState, url: str, msg: dict[str, Any]) -> N
             await _post_callback(state, client, url, msg, status, err)
 
 
-def create_app(state: TwilioFakeState) -> Starlette:
-    async def create(request: Request) -> Response:
-        if state.delay:
-            await asyncio.sleep(state.delay)
-        if state.down:
-            return _error(503, 20503, "Service Unavailable")
-        if not _authenticated(state, request):
-            return _error(401, 20003, "Authenticate")
-        if request.path_params["account"] != state.account_sid:
-            return _error(404, 20404, f"The requested resource {request.url.path} was not found")
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        state.requests.append(form)
-        err = state.forced.get(form.get("To", "")) or _validate(form)
-        if err is not None:
-            return _error(err.status, err.code, err.message, err.retry_after)
-        sid = "SM" + secrets.token_hex(16)
-        msg = state.messages[sid] = _resource(state, sid, form)
-        callback = form.get("StatusCallback")
-        if callback and state.send_callbacks:
-            task = asyncio.create_task(_callbacks(state, callback, msg))
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
-        return _json(msg, 201)
+def _create(state: TwilioFakeState, form: dict[str, str]) -> Answer:
+    state.requests.append(form)
+    err = state.forced.get(form.get("To", "")) or _validate(form)
+    if err is not None:
+        return _error(err.status, err.code, err.message, err.retry_after)
+    sid = "SM" + secrets.token_hex(16)
+    msg = state.messages[sid] = _resource(state, sid, form)
+    callback = form.get("StatusCallback")
+    if callback and state.send_callbacks:
+        task = asyncio.create_task(_callbacks(state, callback, msg))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+    return _json(msg, 201)
 
-    async def fetch(request: Request) -> Response:
-        if state.delay:
-            await asyncio.sleep(state.delay)
-        if state.down:
-            return _error(503, 20503, "Service Unavailable")
-        if not _authenticated(state, request):
-            return _error(401, 20003, "Authenticate")
-        msg = state.messages.get(request.path_params["sid"])
-        if request.path_params["account"] != state.account_sid or msg is None:
-            return _error(404, 20404, f"The requested resource {request.url.path} was not found")
+
+async def _answer(state: TwilioFakeState, scope: Scope, receive: Receive) -> Answer:
+    path = scope["path"]
+    match = _PATH.fullmatch(path)
+    create = match is not None and match["sid"] is None and scope["method"] == "POST"
+    fetch = match is not None and match["sid"] is not None and scope["method"] == "GET"
+    if not (create or fetch):
+        return _error(404, 20404, f"The requested resource {path} was not found")
+    if state.delay:
+        await asyncio.sleep(state.delay)
+    if state.down:
+        return _error(503, 20503, "Service Unavailable")
+    if not _authenticated(state, scope):
+        return _error(401, 20003, "Authenticate")
+    assert match is not None
+    msg = state.messages.get(match["sid"] or "")
+    if match["account"] != state.account_sid or (fetch and msg is None):
+        return _error(404, 20404, f"The requested resource {path} was not found")
+    if fetch:
+        assert msg is not None
         return _json(msg)
+    return _create(state, await read_params({**scope, "query_string": b""}, receive))
 
-    async def not_found(request: Request, exc: Any) -> Response:
-        return _error(404, 20404, f"The requested resource {request.url.path} was not found")
 
-    base = f"/{API_VERSION}/Accounts/{{account}}/Messages"
-    return Starlette(
-        routes=[Route(base + ".json", create, methods=["POST"]), Route(base + "/{sid}.json", fetch, methods=["GET"])],
-        exception_handlers={404: not_found},
-    )
+def create_app(state: TwilioFakeState) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        status, body, headers = await _answer(state, scope, receive)
+        await respond(send, status, body, b"application/json; charset=utf-8", headers)
+
+    return app

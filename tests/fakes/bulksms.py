@@ -18,19 +18,13 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from .alphabet import GSM, LATIN1
+from .asgi import Receive, Scope, Send, respond
 
-from app.domain.encoding import Encoding, encode
-
-CONTENT_TYPE = "text/html; charset=UTF-8"
 REQUIRED = ("username", "password", "type", "dlr", "destination", "source", "message")
-_TYPE_CHARSET: dict[str, Encoding | None] = {
-    "0": Encoding.GSM7, "1": Encoding.GSM7, "2": None, "5": Encoding.LATIN1, "6": None, "7": Encoding.LATIN1,
-}
+_TYPE_CHARSET: dict[str, frozenset[str] | None] = {"0": GSM, "1": GSM, "2": None, "5": LATIN1, "6": None, "7": LATIN1}
 
 
 @dataclass
@@ -52,13 +46,8 @@ class BulksmsFakeState:
         return str(uuid.uuid4())
 
 
-def _html(status: int, text: str) -> Response:
-    body = f"<html><head><title>{status} {text}</title></head><body><h1>{text}</h1></body></html>"
-    return Response(body, status_code=status, headers={"content-type": CONTENT_TYPE})
-
-
-def _plain(body: str) -> Response:
-    return Response(body, status_code=200, headers={"content-type": CONTENT_TYPE})
+def _html(status: int, text: str) -> tuple[int, str]:
+    return status, f"<html><head><title>{status} {text}</title></head><body><h1>{text}</h1></body></html>"
 
 
 def _digits(number: str) -> str:
@@ -72,14 +61,8 @@ def _valid_source(source: str) -> bool:
     return len(source) <= 11 and all(ch.isascii() and (ch.isalnum() or ch in " .-_&") for ch in source)
 
 
-def _fits(text: str, charset: Encoding | None) -> bool:
-    if charset is None:
-        return True
-    try:
-        encode(text, charset)
-    except (ValueError, UnicodeError):
-        return False
-    return True
+def _fits(text: str, charset: frozenset[str] | None) -> bool:
+    return charset is None or set(text) <= charset
 
 
 def _request_error(state: BulksmsFakeState, p: dict[str, str]) -> str | None:
@@ -120,23 +103,24 @@ def _answer(state: BulksmsFakeState, p: dict[str, str]) -> str:
     return state.separator.join(items)
 
 
-def create_app(state: BulksmsFakeState) -> Starlette:
-    async def submit(request: Request) -> Response:
-        state.raw_queries.append(request.scope.get("query_string", b""))
-        params = dict(request.query_params)
+def create_app(state: BulksmsFakeState) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] not in ("/bulksms/bulksms", "/bulksms") or scope["method"] != "GET":
+            await respond(send, *_html(404, "Not Found"))
+            return
+        query: bytes = scope.get("query_string", b"")
+        state.raw_queries.append(query)
+        params = dict(parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True))
         state.requests.append(params)
         if state.delay:
             await asyncio.sleep(state.delay)
         if state.down:
-            return _html(503, "Service Unavailable")
-        if state.status_override is not None:
-            return _html(state.status_override, "Error")
-        return _plain(_answer(state, params))
+            await respond(send, *_html(503, "Service Unavailable"))
+        elif state.status_override is not None:
+            await respond(send, *_html(state.status_override, "Error"))
+        else:
+            await respond(send, 200, _answer(state, params))
 
-    async def not_found(request: Request, exc: Any) -> Response:
-        return _html(404, "Not Found")
-
-    return Starlette(
-        routes=[Route("/bulksms/bulksms", submit, methods=["GET"]), Route("/bulksms", submit, methods=["GET"])],
-        exception_handlers={404: not_found},
-    )
+    return app

@@ -1,0 +1,73 @@
+"""What a message will look like on its route's providers: the `Encoding` and `Segments` `/send`
+answers, and the 400s for what the route cannot honour (contract §2).
+
+The primary provider of the recipient's route decides `Encoding` and `Segments` (it is what sends
+and bills unless it fails over). An explicit Encoding or Flash must be honoured by every provider of
+the route (a failover must not silently drop it), and at least one provider must have a sender when
+the request gives no `From`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.config import HttpProviderConfig, Settings
+from app.domain.capability import CAPABILITIES, SMPP, Capability, CapabilityError
+from app.domain.encoding import Encoding, LongMessageMode
+from app.domain.routing import Route, providers_for
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    encoding: Encoding
+    segments: int
+
+
+def _capability(settings: Settings, name: str) -> tuple[Capability, bool]:
+    """The provider's capability and whether it has a default sender."""
+    cfg = settings.provider(name)
+    cap = CAPABILITIES[cfg.dialect] if isinstance(cfg, HttpProviderConfig) else SMPP
+    return cap, bool(cfg.default_from)
+
+
+def _route_label(channel: str, to: str, routes: Sequence[Route]) -> str:
+    best = max((r for r in routes if r.channel == channel and to.startswith(r.prefix)),
+               key=lambda r: len(r.prefix), default=None)
+    return f"{channel!r}" + (f" (prefix {best.prefix})" if best and best.prefix else "")
+
+
+def shapes(settings: Settings, channel: str, recipients: Sequence[str], body: str,
+           requested: Encoding | None, flash: bool, mode: LongMessageMode, sender: str | None,
+           default: Shape) -> list[Shape]:
+    """One Shape per recipient; raises CapabilityError naming the field, the route and the provider."""
+    routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
+    by_route: dict[tuple[str, ...], Shape] = {}
+    out: list[Shape] = []
+    for to in recipients:
+        names = providers_for(routes, channel, to)
+        shape = by_route.get(names)
+        if shape is None:
+            where = _route_label(channel, to, routes)
+            shape = by_route[names] = _shape(settings, names, body, requested, flash, mode, sender, default, where)
+        out.append(shape)
+    return out
+
+
+def _shape(settings: Settings, names: tuple[str, ...], body: str, requested: Encoding | None, flash: bool,
+           mode: LongMessageMode, sender: str | None, default: Shape, where: str) -> Shape:
+    if not names:
+        return default  # no route: the dispatcher fails it with NO_ROUTE
+    caps = [_capability(settings, n) for n in names]
+    if sender is None and all(cap.needs_sender and not has_from for cap, has_from in caps):
+        raise CapabilityError("From", f"route {where} has no default sender and its providers "
+                                      f"({', '.join(names)}) need one: give From")
+    first: Shape | None = None
+    for name, (cap, _) in zip(names, caps, strict=True):
+        try:
+            encoding, segments = cap.outgoing(body, requested, flash, mode)
+        except CapabilityError as exc:
+            raise CapabilityError(exc.field, f"route {where}, provider {name}: {exc}") from None
+        first = first or Shape(encoding, segments)
+    assert first is not None
+    return first
