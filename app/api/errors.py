@@ -65,8 +65,9 @@ def database_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | OSError | TimeoutError
-                      | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
-                      | asyncpg.InterfaceError | asyncpg.AdminShutdownError):
+                      | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      # 57xxx: shutting down, starting up, crashed; 53xxx: out of connection slots, memory, disk
+                      | asyncpg.OperatorInterventionError | asyncpg.InsufficientResourcesError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, the body size limit (413), and request timing."""
+"""Pure ASGI middleware: request ids, the body size limit (413), request timing, and the 503 gate while
+the gateway waits for its database at start."""
 
 from __future__ import annotations
 
@@ -105,3 +106,30 @@ class RequestContextMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.observe(scope.get("method", ""), path, status_holder[0], time.perf_counter() - started)
+
+
+# What answers while the gateway waits for its database: the probes and the documentation.
+_OPEN_WHILE_STARTING = ("/health/", "/metrics", "/docs", "/openapi.json", "/redoc")
+
+
+class StartupGate:
+    """Until `started()` is true, every request but `_OPEN_WHILE_STARTING` gets 503 with `Retry-After`:
+    nothing can be authenticated, stored or looked up before the database is there (and the keys from
+    `SMSGW_API_KEYS` are in it), so a 401 or a 500 would be a wrong answer."""
+
+    RETRY_AFTER = b"2"
+
+    def __init__(self, app: Any, started: Callable[[], bool]) -> None:
+        self.app = app
+        self.started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.started() or scope.get("path", "").startswith(_OPEN_WHILE_STARTING):
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps(error_body("unavailable", "the gateway is starting and its database is not reachable "
+                                                      "yet; retry shortly"))
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.RETRY_AFTER)]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,127 @@
+"""The gateway against a PostgreSQL that goes away: a cluster of this module's own (tests/support),
+run with `synchronous_commit=off` server-side as many clusters are, so that only the gateway's own
+`SET LOCAL synchronous_commit = on` stands between a 200 and a lost message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+import pytest
+from conftest import API_KEY
+from support.gateway import Gateway, KeepAliveClient
+from support.pg_cluster import PrivateCluster
+
+from app.db.migrate import upgrade_to_head
+
+WIRE_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError)
+
+
+@pytest.fixture(scope="module")
+async def cluster() -> AsyncIterator[PrivateCluster]:
+    # The WAL writer flushes asynchronous commits every wal_writer_delay: at its maximum (10 s) a crash
+    # loses whatever was committed without a flush in between, as a busy server's last commits would be.
+    pg = PrivateCluster({"synchronous_commit": "off", "wal_writer_delay": "10000ms"})
+    await pg.init()
+    await pg.start()
+    conn = await asyncpg.connect(pg.admin_url.replace("+asyncpg", ""))
+    await conn.execute("CREATE DATABASE smsgw")
+    await conn.close()
+    await asyncio.to_thread(upgrade_to_head, pg.admin_url.rsplit("/", 1)[0] + "/smsgw")
+    conn = await asyncpg.connect(pg.admin_url.replace("+asyncpg", ""))
+    await conn.execute("CHECKPOINT")  # the schema itself was committed asynchronously: a crash must not take it
+    await conn.close()
+    yield pg
+    await pg.destroy()
+
+
+def gateway_env(pg: PrivateCluster) -> dict[str, str]:
+    return {
+        "SMSGW_DATABASE_URL": pg.admin_url.rsplit("/", 1)[0] + "/smsgw", "SMSGW_API_KEYS": API_KEY,
+        "SMSGW_WORKERS_ENABLED": "false", "SMSGW_WEBHOOK_AUTH": "token:outage", "SMSGW_LOG_LEVEL": "INFO",
+        "SMSGW_DATABASE_POOL_SIZE": "5",
+        "SMSGW_PROVIDERS": orjson.dumps([{"name": "smsc-main", "type": "smpp", "system_id": "smppclient1",
+                                          "password": "password"}]).decode(),
+        "SMSGW_ROUTES": orjson.dumps([{"channel": "smpp", "providers": ["smsc-main"]}]).decode(),
+    }
+
+
+async def stored_sids(pg: PrivateCluster) -> set[str]:
+    conn = await asyncpg.connect(pg.admin_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/smsgw")
+    try:
+        return {r["sid"] for r in await conn.fetch("SELECT sid FROM message")}
+    finally:
+        await conn.close()
+
+
+def send_body(to: str) -> bytes:
+    return orjson.dumps({"To": to, "Body": "outage test"})
+
+
+async def test_gateway_started_without_its_database_answers_503_then_becomes_ready(cluster: PrivateCluster) -> None:
+    await cluster.stop()
+    gw = Gateway(gateway_env(cluster))
+    try:
+        await gw.wait_listening()
+        client = KeepAliveClient(gw.port, {"X-API-Key": API_KEY})
+        ready = await client.request("GET", "/health/ready")
+        assert ready.status == 503
+        assert ready.json()["checks"]["startup"]["ok"] is False  # type: ignore[index]
+        sent = await client.request("POST", "/msg-client/send", send_body("+15550100001"))
+        assert sent.status == 503 and int(sent.headers["retry-after"]) >= 1
+        assert sent.json()["error"]["code"] == "unavailable"  # type: ignore[index]
+        assert client.connections == 1  # the 503s kept the connection open
+        await asyncio.sleep(1.5)  # a few retries against nothing
+        assert gw.alive()
+
+        await cluster.start()
+        up = time.monotonic()
+        while (probe := await client.request("GET", "/health/ready")).status != 200:
+            assert time.monotonic() - up < 15, f"not ready 15 s after the database came back: {probe.body!r}"
+            await asyncio.sleep(0.2)
+        sent = await client.request("POST", "/msg-client/send", send_body("+15550100002"))
+        assert sent.status == 200, sent.body
+        assert sent.json()["MessageSid"] in await stored_sids(cluster)  # type: ignore[index]
+        await client.close()
+    finally:
+        await gw.stop()
+
+
+async def test_kill_9_of_the_postmaster_loses_no_message_answered_200(cluster: PrivateCluster) -> None:
+    gw = Gateway(gateway_env(cluster))
+    accepted: list[str] = []
+    stop = asyncio.Event()
+
+    async def client(i: int) -> None:
+        c = KeepAliveClient(gw.port, {"X-API-Key": API_KEY})
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                r = await c.request("POST", "/msg-client/send", send_body(f"+1555{i:02d}{n:05d}"), timeout=15)
+            except WIRE_ERRORS:
+                await c.close()
+                await asyncio.sleep(0.05)
+                continue
+            if r.status == 200:
+                accepted.append(str(r.json()["MessageSid"]))  # type: ignore[index]
+        await c.close()
+
+    try:
+        await gw.wait_listening()
+        tasks = [asyncio.create_task(client(i)) for i in range(16)]
+        await asyncio.sleep(2.0)
+        await cluster.kill9()  # mid-load: commits are in flight and answers on their way
+        before_restart = len(accepted)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await gw.stop()
+    await cluster.start()  # crash recovery replays what reached the WAL
+    lost = set(accepted) - await stored_sids(cluster)
+    assert before_restart > 200, f"too little load to mean anything: {before_restart}"
+    assert not lost, f"{len(lost)} of {len(accepted)} messages answered 200 are gone"
