@@ -3,6 +3,7 @@ the gateway waits for its database at start."""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from app.api.errors import error_body
+from app.api.errors import error_body, unexpected_error_response
 from app.logs import request_id_var
 
 Scope = dict[str, Any]
@@ -21,6 +22,8 @@ Send = Callable[[dict[str, Any]], Any]
 
 # A client's own X-Request-ID is kept when it is a plain token (a UUID, a trace id); anything else
 # (spaces, control characters) is replaced, since the id goes into every log line of the request.
+log = logging.getLogger("smsgw.api")
+
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,64}")
 
 
@@ -51,6 +54,7 @@ class RequestContextMiddleware:
         context = request_id_var.set(request_id)
         status_holder = [500]
         started_response = [False]
+        finished_response = [False]
         # Set when the body passed `max_body`; `replaced` once the 413 went out in place of the app's answer.
         over_limit = [False]
         replaced = [False]
@@ -61,6 +65,8 @@ class RequestContextMiddleware:
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished_response[0] = True
             await send(message)
 
         async def reject_413() -> None:
@@ -101,6 +107,20 @@ class RequestContextMiddleware:
             except _TooLarge:
                 if not started_response[0]:
                     await reject_413()
+            except Exception as exc:
+                # Answered here rather than by Starlette's outermost handler, which re-raises to the server:
+                # uvicorn then drops the keep-alive connection, and clients that had already sent their
+                # next request on it get a reset instead of their answer.
+                if not started_response[0]:
+                    response = unexpected_error_response(exc, request_id, scope.get("path", ""))
+                    await forward({"type": "http.response.start", "status": response.status_code,
+                                   "headers": list(response.raw_headers)})
+                    await forward({"type": "http.response.body", "body": bytes(response.body)})
+                elif finished_response[0]:  # e.g. a dependency's clean-up after the answer went out
+                    log.error("error after the response was sent", exc_info=exc,
+                              extra={"request_id": request_id, "path": scope.get("path", "")})
+                else:
+                    raise  # a half-sent answer: only closing the connection tells the client
         finally:
             request_id_var.reset(context)
             route = scope.get("route")

@@ -125,3 +125,37 @@ async def test_kill_9_of_the_postmaster_loses_no_message_answered_200(cluster: P
     lost = set(accepted) - await stored_sids(cluster)
     assert before_restart > 200, f"too little load to mean anything: {before_restart}"
     assert not lost, f"{len(lost)} of {len(accepted)} messages answered 200 are gone"
+
+
+async def test_every_client_gets_its_503_during_an_outage_on_a_connection_that_stays_open(
+        cluster: PrivateCluster) -> None:
+    gw = Gateway(gateway_env(cluster))
+    clients = [KeepAliveClient(gw.port, {"X-API-Key": API_KEY}) for _ in range(100)]
+    try:
+        await gw.wait_listening()
+        warm = await asyncio.gather(*(c.request("POST", "/msg-client/send", send_body(f"+155501{i:05d}"))
+                                      for i, c in enumerate(clients)))
+        assert {r.status for r in warm} == {200}
+        await cluster.stop()
+        outcomes: list[str] = []
+
+        async def twice(i: int, c: KeepAliveClient) -> None:
+            for n in range(2):  # the second request proves the connection survived the first 503
+                try:
+                    r = await c.request("POST", "/msg-client/send", send_body(f"+155502{i:03d}{n:02d}"))
+                    outcomes.append(f"{r.status} retry-after={'retry-after' in r.headers}")
+                except WIRE_ERRORS as exc:
+                    outcomes.append(type(exc).__name__)
+                    await c.close()
+
+        await asyncio.gather(*(twice(i, c) for i, c in enumerate(clients)))
+        counts = {o: outcomes.count(o) for o in set(outcomes)}
+        assert counts == {"503 retry-after=True": 200}, counts
+        assert all(c.connections == 1 for c in clients), "a connection was closed under a client"
+        assert "Exception in ASGI application" not in gw.output()
+    finally:
+        for c in clients:
+            await c.close()
+        await gw.stop()
+        if cluster.postmaster_pid() is None:
+            await cluster.start()
