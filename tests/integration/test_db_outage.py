@@ -159,3 +159,37 @@ async def test_every_client_gets_its_503_during_an_outage_on_a_connection_that_s
         await gw.stop()
         if cluster.postmaster_pid() is None:
             await cluster.start()
+
+
+async def test_gateway_started_while_every_connection_slot_is_taken_waits_then_becomes_ready(
+        cluster: PrivateCluster) -> None:
+    dsn = cluster.admin_url.replace("+asyncpg", "")
+    hogs: list[asyncpg.Connection] = []
+    while True:  # every slot, the superuser's reserved ones included
+        try:
+            hogs.append(await asyncpg.connect(dsn))
+        except asyncpg.TooManyConnectionsError:
+            break
+    gw = Gateway(gateway_env(cluster))
+    try:
+        await gw.wait_listening()
+        client = KeepAliveClient(gw.port, {"X-API-Key": API_KEY})
+        sent = await client.request("POST", "/msg-client/send", send_body("+15550100003"))
+        assert sent.status == 503 and "retry-after" in sent.headers
+        ready = await client.request("GET", "/health/ready")
+        assert ready.status == 503 and "too many clients" in str(ready.json()["checks"]["startup"]["error"])  # type: ignore[index]
+
+        for hog in hogs:
+            await hog.close()
+        hogs.clear()
+        up = time.monotonic()
+        while (await client.request("GET", "/health/ready")).status != 200:
+            assert time.monotonic() - up < 15, "not ready 15 s after connection slots were freed"
+            await asyncio.sleep(0.2)
+        assert (await client.request("POST", "/msg-client/send", send_body("+15550100004"))).status == 200
+        assert client.connections == 1
+        await client.close()
+    finally:
+        for hog in hogs:
+            await hog.close()
+        await gw.stop()
