@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -90,10 +91,39 @@ async def test_gateway_started_without_its_database_answers_503_then_becomes_rea
         await gw.stop()
 
 
-async def test_kill_9_of_the_postmaster_loses_no_message_answered_200(cluster: PrivateCluster) -> None:
+async def stored_inbound(pg: PrivateCluster) -> set[str]:
+    conn = await asyncpg.connect(pg.admin_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/smsgw")
+    try:
+        return {r["upstream_sid"] for r in await conn.fetch("SELECT upstream_sid FROM inbound_message")}
+    finally:
+        await conn.close()
+
+
+async def test_kill_9_of_the_postmaster_loses_nothing_answered_200(cluster: PrivateCluster) -> None:
+    """Neither a message a client got 200 for, nor an inbound SMS an upstream's webhook got 200 for
+    (that upstream will not send it again)."""
     gw = Gateway(gateway_env(cluster))
     accepted: list[str] = []
+    received: list[str] = []
     stop = asyncio.Event()
+
+    async def upstream(i: int) -> None:
+        c = KeepAliveClient(gw.port, {"X-Webhook-Token": "outage"})
+        n = 0
+        while not stop.is_set():
+            n += 1
+            sms_sid = f"SM{i:02d}{n:06d}"
+            form = urlencode({"SmsSid": sms_sid, "From": "+15557770001", "To": "+15557770002", "Body": "mo"})
+            try:
+                r = await c.request("POST", "/msg-client/receive", form.encode(), timeout=15,
+                                    content_type="application/x-www-form-urlencoded")
+            except WIRE_ERRORS:
+                await c.close()
+                await asyncio.sleep(0.05)
+                continue
+            if r.status == 200:
+                received.append(sms_sid)
+        await c.close()
 
     async def client(i: int) -> None:
         c = KeepAliveClient(gw.port, {"X-API-Key": API_KEY})
@@ -112,10 +142,11 @@ async def test_kill_9_of_the_postmaster_loses_no_message_answered_200(cluster: P
 
     try:
         await gw.wait_listening()
-        tasks = [asyncio.create_task(client(i)) for i in range(16)]
-        await asyncio.sleep(2.0)
+        tasks = [asyncio.create_task(client(i)) for i in range(12)]
+        tasks += [asyncio.create_task(upstream(i)) for i in range(6)]
+        await asyncio.sleep(3.0)
         await cluster.kill9()  # mid-load: commits are in flight and answers on their way
-        before_restart = len(accepted)
+        before_restart = len(accepted), len(received)
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*tasks)
@@ -123,8 +154,10 @@ async def test_kill_9_of_the_postmaster_loses_no_message_answered_200(cluster: P
         await gw.stop()
     await cluster.start()  # crash recovery replays what reached the WAL
     lost = set(accepted) - await stored_sids(cluster)
-    assert before_restart > 200, f"too little load to mean anything: {before_restart}"
+    lost_inbound = set(received) - await stored_inbound(cluster)
+    assert before_restart[0] > 30 and before_restart[1] > 30, f"too little load to mean anything: {before_restart}"
     assert not lost, f"{len(lost)} of {len(accepted)} messages answered 200 are gone"
+    assert not lost_inbound, f"{len(lost_inbound)} of {len(received)} inbound SMS answered 200 are gone"
 
 
 async def test_every_client_gets_its_503_during_an_outage_on_a_connection_that_stays_open(

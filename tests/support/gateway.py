@@ -81,13 +81,14 @@ class KeepAliveClient:
         self.writer: asyncio.StreamWriter | None = None
         self.connections = 0  # TCP connections opened: 1 means keep-alive survived every answer
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 30.0) -> Response:
+    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 30.0,
+                      content_type: str = "application/json") -> Response:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
             self.connections += 1
         assert self.reader is not None
         head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.headers}"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
         self.writer.write(head.encode() + body)
         raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
         lines = raw.decode("latin-1").split("\r\n")
