@@ -226,3 +226,47 @@ async def test_gateway_started_while_every_connection_slot_is_taken_waits_then_b
         for hog in hogs:
             await hog.close()
         await gw.stop()
+
+
+async def test_kill_9_loses_no_mo_the_receipt_sink_returned_for(cluster: PrivateCluster) -> None:
+    """`DbReportSink` returning is what lets the SMPP provider send deliver_sm_resp: after that the
+    SMSC will not send the MO again, so it must be on disk."""
+    from app.config import Settings
+    from app.db.engine import create_engine, session_factory
+    from app.domain.messages import InboundSms
+    from app.metrics import Metrics
+    from app.services.sink import DbReportSink
+
+    url = cluster.admin_url.rsplit("/", 1)[0] + "/smsgw"
+    engine = create_engine(url, pool_size=8)
+    sink = DbReportSink(session_factory(engine), Settings(database_url=url), Metrics())
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+
+    async def smsc(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            upstream_id = f"mo-{i:02d}-{n:06d}"
+            try:
+                await sink.inbound(InboundSms(source="smsc-main", upstream_sid=upstream_id, from_number="+15557770003",
+                                              to_number="+15557770004", body="mo over smpp"))
+            except Exception:  # the database is gone: no deliver_sm_resp, the SMSC would retry
+                await asyncio.sleep(0.05)
+                continue
+            acknowledged.append(upstream_id)
+
+    try:
+        tasks = [asyncio.create_task(smsc(i)) for i in range(8)]
+        await asyncio.sleep(2.0)
+        await cluster.kill9()
+        before_restart = len(acknowledged)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await engine.dispose()
+    await cluster.start()
+    lost = set(acknowledged) - await stored_inbound(cluster)
+    assert before_restart > 30, f"too little load to mean anything: {before_restart}"
+    assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged MOs are gone"
