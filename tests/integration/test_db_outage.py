@@ -14,7 +14,7 @@ import orjson
 import pytest
 from conftest import API_KEY
 from support.gateway import Gateway, KeepAliveClient
-from support.pg_cluster import PrivateCluster
+from support.pg_cluster import PrivateCluster, free_port
 
 from app.db.migrate import upgrade_to_head
 
@@ -270,3 +270,28 @@ async def test_kill_9_loses_no_mo_the_receipt_sink_returned_for(cluster: Private
     lost = set(acknowledged) - await stored_inbound(cluster)
     assert before_restart > 30, f"too little load to mean anything: {before_restart}"
     assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged MOs are gone"
+
+
+async def test_workers_start_once_the_database_is_there(cluster: PrivateCluster) -> None:
+    await cluster.stop()
+    broker_port = free_port()
+    env = {**gateway_env(cluster), "SMSGW_WORKERS_ENABLED": "true", "SMSGW_PROVIDERS": "[]", "SMSGW_ROUTES": "[]",
+           "SMSGW_BROKER_URL": f"embedded://127.0.0.1:{broker_port}"}
+    gw = Gateway(env)
+    try:
+        await gw.wait_listening()
+        client = KeepAliveClient(gw.port)
+        waiting = await client.request("GET", "/health/ready")
+        assert waiting.status == 503 and "broker" not in waiting.json()["checks"]  # type: ignore[operator]
+        with pytest.raises(OSError):  # the workers (here: the embedded broker) wait for the database
+            await asyncio.open_connection("127.0.0.1", broker_port)
+
+        await cluster.start()
+        up = time.monotonic()
+        while (probe := await client.request("GET", "/health/ready")).status != 200:
+            assert time.monotonic() - up < 15, f"not ready 15 s after the database came back: {probe.body!r}"
+            await asyncio.sleep(0.2)
+        assert probe.json()["checks"]["broker"]["connected"] is True  # type: ignore[index]
+        await client.close()
+    finally:
+        await gw.stop()
