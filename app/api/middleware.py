@@ -20,10 +20,10 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
-# A client's own X-Request-ID is kept when it is a plain token (a UUID, a trace id); anything else
-# (spaces, control characters) is replaced, since the id goes into every log line of the request.
 log = logging.getLogger("smsgw.api")
 
+# A client's own X-Request-ID is kept when it is a plain token (a UUID, a trace id); anything else
+# (spaces, control characters) is replaced, since the id goes into every log line of the request.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,64}")
 
 

@@ -317,7 +317,7 @@ class OutboxPublisher(_Claimer):
         self.conn: StompConnection | None = None
         self.published = 0
         self.recovered = 0  # in-doubt rows found on the broker and marked without sending again
-        self.connect_attempts = 0  # rounds over `urls`, counted for /metrics and the outage tests
+        self.connect_attempts = 0  # rounds over `urls` (the "back" log line says how many an outage took)
         self._down_since: float | None = None
         self._attempts_when_lost = 0
         self._stopped = asyncio.Event()
