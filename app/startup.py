@@ -49,8 +49,8 @@ async def database_step(engine: AsyncEngine, bootstrap: Callable[[], Awaitable[N
 async def wait_for_database(startup: Startup, engine: AsyncEngine, bootstrap: Callable[[], Awaitable[None]],
                             then: Callable[[], Awaitable[None]]) -> None:
     """Retry `database_step` with capped exponential backoff (and jitter, so replicas restarted together
-    do not knock in step), then run `then` (the workers). One log line when waiting starts and one when
-    it ends, whatever the number of attempts in between."""
+    do not knock in step), then run `then` (the workers). A log line when waiting starts, when the error
+    changes, and when it ends, whatever the number of attempts in between."""
     delay = FIRST_RETRY_SECONDS
     startup.waiting_since = startup.waiting_since or time.monotonic()
     while True:
@@ -60,8 +60,14 @@ async def wait_for_database(startup: Startup, engine: AsyncEngine, bootstrap: Ca
         try:
             await database_step(engine, bootstrap)
         except Exception as exc:  # down, refusing, out of slots, not migrated yet: all mean "not yet"
-            startup.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.debug("database still unavailable (attempt %d): %s", startup.attempts, startup.last_error)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            # A new kind of error (refused, then a wrong password) is worth a line; the same again is not.
+            same = startup.last_error is not None and startup.last_error.split(":", 1)[0] == type(exc).__name__
+            startup.last_error = error
+            if same:
+                log.debug("database still unavailable (attempt %d): %s", startup.attempts, error)
+            else:
+                log.warning("database still unavailable, now: %s", error)
             continue
         break
     waited = time.monotonic() - startup.waiting_since
