@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=0, ge=0, description="per API key, 0 = unlimited")
     rate_limit_burst: int = 0
     default_country: str | None = Field(default=None, description="region for numbers without + (e.g. LB)")
+    # The request head under `smsgw serve` (app/api/http_limits.py): 431 over a size, 408 when too slow.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="request line + headers, bytes")
+    max_headers: int = Field(default=100, ge=10, description="request headers per request")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description="to receive a request's headers")
 
     workers_enabled: bool = True
     dispatch_batch: int = 500

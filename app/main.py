@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +14,7 @@ from fastapi import FastAPI
 from app.api import health, messages, providers, send, webhooks
 from app.api.deps import AppContext
 from app.api.errors import install_error_handlers
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware, StartupGate
 from app.api.openapi_examples import install_openapi
 from app.api.ratelimit import RateLimiter
 from app.api.webhook_auth import WebhookAuth
@@ -21,6 +23,7 @@ from app.db.engine import create_engine, session_factory
 from app.metrics import Metrics
 from app.services.accept_batch import AcceptBatcher
 from app.services.api_keys import KeyStore
+from app.startup import Startup, database_step, wait_for_database
 
 log = logging.getLogger("smsgw")
 
@@ -41,25 +44,50 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     if webhook_auth.allow_any:
         log.warning("webhook authentication is OFF (SMSGW_WEBHOOK_AUTH=none): development only")
 
+    startup = Startup()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.database_pool_size)
         sessions = session_factory(engine)
         keys = KeyStore(sessions)
-        await keys.bootstrap(settings.api_key_list())
         ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys, metrics=metrics,
                          accept_batcher=AcceptBatcher(sessions),
                          limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
                          webhook_auth=webhook_auth)
         app.state.ctx = ctx
-        if run_workers:
-            from app.workers import Workers
+        app.state.startup = startup
 
-            ctx.workers = Workers(ctx)
-            await ctx.workers.start()
+        async def bootstrap() -> None:
+            await keys.bootstrap(settings.api_key_list())
+
+        async def start_workers() -> None:
+            if run_workers:
+                from app.workers import Workers
+
+                ctx.workers = Workers(ctx)
+                await ctx.workers.start()
+
+        waiting: asyncio.Task[None] | None = None
+        try:
+            await database_step(engine, bootstrap)
+        except Exception as exc:
+            # Not a reason to exit: start, answer 503, and keep trying (app/startup.py).
+            startup.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("database unavailable at start (%s); serving 503 and retrying with backoff",
+                        startup.last_error)
+            waiting = asyncio.create_task(wait_for_database(startup, engine, bootstrap, start_workers),
+                                          name="wait-for-database")
+        else:
+            await start_workers()  # with the database there, a broken configuration still fails the start
+            startup.done = True
         try:
             yield
         finally:
+            if waiting is not None:
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
             await ctx.accept_batcher.close()
             if ctx.workers is not None:
                 await ctx.workers.stop()
@@ -82,6 +110,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     app.include_router(messages.router)
     app.include_router(providers.router)
     app.include_router(health.router)
+    # Inside the request context (its 503 carries X-Request-ID), in front of every route.
+    app.add_middleware(StartupGate, started=lambda: startup.done)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes,
                        observe=metrics.observe_http)
     return app

@@ -66,8 +66,9 @@ def database_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | OSError | TimeoutError
-                      | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
-                      | asyncpg.InterfaceError | asyncpg.AdminShutdownError):
+                      | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      # 57xxx: shutting down, starting up, crashed; 53xxx: out of connection slots, memory, disk
+                      | asyncpg.OperatorInterventionError | asyncpg.InsufficientResourcesError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -130,13 +131,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Json:
-        request_id = getattr(request.state, "request_id", "-")
-        if database_unavailable(exc):
-            # Nothing was committed: the client may retry; 503, never a 200 for what is not stored.
-            log.warning("database unavailable: %s", type(exc).__name__,
-                        extra={"request_id": request_id, "path": request.url.path})
-            response = error_response(503, "unavailable", "the database is unavailable; retry shortly")
-            response.headers["Retry-After"] = "1"
-            return response
-        log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
-        return error_response(500, "internal_error", f"internal error (request id {request_id})")
+        # Reached only for what RequestContextMiddleware did not see (it answers the rest itself, because
+        # Starlette re-raises after this handler and uvicorn then closes the client's connection).
+        return unexpected_error_response(exc, getattr(request.state, "request_id", "-"), request.url.path)
+
+
+def unexpected_error_response(exc: BaseException, request_id: str, path: str) -> Json:
+    """The answer to an exception no handler claimed: 503 when the database is away (nothing was
+    committed, the client may retry), else 500; logged with the request id, no stack trace in the body."""
+    if database_unavailable(exc):
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id, "path": path})
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly",
+                              headers={"Retry-After": "1"})
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id, "path": path})
+    return error_response(500, "internal_error", f"internal error (request id {request_id})")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import Ctx
 from app.api.responses import Json
+from app.startup import Startup
 
 router = APIRouter(tags=["operations"])
 
@@ -19,9 +20,12 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def readiness(ctx: Ctx) -> tuple[bool, dict[str, Any]]:
+async def readiness(ctx: Ctx, startup: Startup | None = None) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     ok = True
+    if startup is not None and not startup.done:  # still waiting for the database (app/startup.py)
+        ok = False
+        checks["startup"] = startup.state()
     try:
         async with ctx.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -37,8 +41,8 @@ async def readiness(ctx: Ctx) -> tuple[bool, dict[str, Any]]:
 
 
 @router.get("/health/ready", summary="Database, broker, upstream binds and outbox lag")
-async def ready(ctx: Ctx) -> Json:
-    ok, checks = await readiness(ctx)
+async def ready(ctx: Ctx, request: Request) -> Json:
+    ok, checks = await readiness(ctx, getattr(request.app.state, "startup", None))
     return Json({"status": "ok" if ok else "unavailable", "checks": checks},
                           status_code=200 if ok else 503)
 

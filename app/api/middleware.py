@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: request ids, the body size limit (413), and request timing."""
+"""Pure ASGI middleware: request ids, the body size limit (413), request timing, and the 503 gate while
+the gateway waits for its database at start."""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -10,13 +12,15 @@ from typing import Any
 
 import orjson
 
-from app.api.errors import error_body
+from app.api.errors import error_body, unexpected_error_response
 from app.logs import request_id_var
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
+
+log = logging.getLogger("smsgw.api")
 
 # A client's own X-Request-ID is kept when it is a plain token (a UUID, a trace id); anything else
 # (spaces, control characters) is replaced, since the id goes into every log line of the request.
@@ -50,6 +54,7 @@ class RequestContextMiddleware:
         context = request_id_var.set(request_id)
         status_holder = [500]
         started_response = [False]
+        finished_response = [False]
         # Set when the body passed `max_body`; `replaced` once the 413 went out in place of the app's answer.
         over_limit = [False]
         replaced = [False]
@@ -60,6 +65,8 @@ class RequestContextMiddleware:
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished_response[0] = True
             await send(message)
 
         async def reject_413() -> None:
@@ -100,8 +107,49 @@ class RequestContextMiddleware:
             except _TooLarge:
                 if not started_response[0]:
                     await reject_413()
+            except Exception as exc:
+                # Answered here rather than by Starlette's outermost handler, which re-raises to the server:
+                # uvicorn then drops the keep-alive connection, and clients that had already sent their
+                # next request on it get a reset instead of their answer.
+                if not started_response[0]:
+                    response = unexpected_error_response(exc, request_id, scope.get("path", ""))
+                    await forward({"type": "http.response.start", "status": response.status_code,
+                                   "headers": list(response.raw_headers)})
+                    await forward({"type": "http.response.body", "body": bytes(response.body)})
+                elif finished_response[0]:  # e.g. a dependency's clean-up after the answer went out
+                    log.error("error after the response was sent", exc_info=exc,
+                              extra={"request_id": request_id, "path": scope.get("path", "")})
+                else:
+                    raise  # a half-sent answer: only closing the connection tells the client
         finally:
             request_id_var.reset(context)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.observe(scope.get("method", ""), path, status_holder[0], time.perf_counter() - started)
+
+
+# What answers while the gateway waits for its database: the probes and the documentation.
+_OPEN_WHILE_STARTING = ("/health/", "/metrics", "/docs", "/openapi.json", "/redoc")
+
+
+class StartupGate:
+    """Until `started()` is true, every request but `_OPEN_WHILE_STARTING` gets 503 with `Retry-After`:
+    nothing can be authenticated, stored or looked up before the database is there (and the keys from
+    `SMSGW_API_KEYS` are in it), so a 401 or a 500 would be a wrong answer."""
+
+    RETRY_AFTER = b"2"
+
+    def __init__(self, app: Any, started: Callable[[], bool]) -> None:
+        self.app = app
+        self.started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.started() or scope.get("path", "").startswith(_OPEN_WHILE_STARTING):
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps(error_body("unavailable", "the gateway is starting and its database is not reachable "
+                                                      "yet; retry shortly"))
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.RETRY_AFTER)]})
+        await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ from app.api.schemas import error_responses, storable
 from app.domain.messages import InboundSms, Receipt
 from app.domain.status import WEBHOOK_STATUS
 from app.errors import BadRequest
+from app.services.durable import commit_durably
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 
@@ -108,7 +109,7 @@ async def receive(request: Request, ctx: Ctx) -> Json:
     )
     async with ctx.sessions() as session:
         sid, new = await store_inbound(session, msg, ctx.settings)
-        await session.commit()
+        await commit_durably(session)  # the upstream's 200 follows
     return Json({"Sid": sid, "SmsSid": upstream_sid, "Duplicate": not new})
 
 
@@ -130,6 +131,6 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     counts: Counter[str] = Counter()
     async with ctx.sessions() as session:
         await apply_receipts(session, [receipt], ctx.settings, counts)
-        await session.commit()
+        await commit_durably(session)  # the upstream's 200 follows
     ctx.metrics.count_reports(counts)
     return Json({"MessageSid": upstream_id, "Status": status.value})

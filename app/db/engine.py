@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -19,7 +21,9 @@ def create_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEng
         # One writer at a time in SQLite: wait for the lock rather than fail with "database is locked".
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
+        # A database that does not answer must cost a request seconds, not asyncpg's default minute.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+                      connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
 

@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 import re
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -42,6 +43,9 @@ from app.domain.twilio_signature import compute_signature
 log = logging.getLogger("smsgw.outbox")
 
 LEASE_SECONDS = 30.0
+# Broker reconnects: 1 s, 3 s, 9 s, then every 15 s (±20 % jitter, so replicas do not knock in step).
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 15.0
 BROKER_KINDS = ("report", "inbound")
 HTTP_KINDS = ("callback", "forward")
 # A JMS-selectable copy of the row's dedupe key (a property name must be a Java identifier, so not the
@@ -299,7 +303,13 @@ class _Claimer:
 
 
 class OutboxPublisher(_Claimer):
-    """Reports and inbound SMS to the broker; broker URLs are tried in order, with backoff."""
+    """Reports and inbound SMS to the broker; broker URLs are tried in order, with backoff.
+
+    While the broker is away the publisher tries once per backoff period (1 s, 3 s, 9 s, then every
+    15 s, with jitter): new reports wake an idle publisher at once, but never cut a backoff short, or
+    every receipt would be a fresh connect attempt. It logs one line when the broker goes and one when it
+    is back, with the number of rows that waited in the outbox meanwhile.
+    """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str) -> None:
         super().__init__(sessions, settings, owner, BROKER_KINDS)
@@ -307,6 +317,19 @@ class OutboxPublisher(_Claimer):
         self.conn: StompConnection | None = None
         self.published = 0
         self.recovered = 0  # in-doubt rows found on the broker and marked without sending again
+        self.connect_attempts = 0  # rounds over `urls` (the "back" log line says how many an outage took)
+        self._down_since: float | None = None
+        self._attempts_when_lost = 0
+        self._stopped = asyncio.Event()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        await super().stop()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait out a backoff: only stopping ends it early, `notify()` does not."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     @property
     def connected(self) -> bool:
@@ -334,11 +357,12 @@ class OutboxPublisher(_Claimer):
                     row_id = keys.get(headers.get(DEDUPE_PROPERTY, ""))
                     if row_id is not None:
                         found.add(row_id)
-        if rows:
+        if found:  # (none found is the common case after an outage: a line per batch would be noise)
             log.info("%d of %d in-doubt outbox rows were already on the broker", len(found), len(rows))
         return found
 
     async def _connect(self) -> StompConnection:
+        self.connect_attempts += 1
         password = self.settings.broker_password.get_secret_value() if self.settings.broker_password else None
         last: Exception | None = None
         for url in self.urls:
@@ -348,20 +372,51 @@ class OutboxPublisher(_Claimer):
                 last = exc
         raise ConnectionError(f"no broker reachable ({type(last).__name__}: {last})")
 
+    async def _held(self) -> int:
+        try:
+            async with self.sessions() as s:
+                return int(await s.scalar(select(func.count()).select_from(OutboxEvent).where(
+                    OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds))) or 0)
+        except Exception:  # the count is for a log line only
+            return -1
+
+    def _broker_lost(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._attempts_when_lost = self.connect_attempts
+            log.warning("the broker is unreachable (%s): reports wait in the outbox; retrying every %.0fs at most",
+                        exc, MAX_BACKOFF_SECONDS)
+
+    def _broker_works(self, held: int) -> None:
+        """Called once the broker took a batch (or the connection stood with nothing to send)."""
+        if self._down_since is None:
+            return
+        log.warning("the broker is back after %.1fs (%d connect attempts); publishing the %d reports held meanwhile",
+                    time.monotonic() - self._down_since, self.connect_attempts - self._attempts_when_lost, held)
+        self._down_since = None
+
     async def run(self) -> None:
-        backoff = 0.2
+        backoff = FIRST_BACKOFF_SECONDS
+        held = 0
         while not self._stopping:
+            broker_step = True  # whether a failure now is the broker's (else the database's)
             try:
                 if not self.connected:
                     self.conn = await self._connect()
-                    log.info("connected to the broker")
-                    backoff = 0.2
+                    if self._down_since is None:
+                        log.info("connected to the broker")
+                    else:
+                        held = await self._held()
+                broker_step = False
                 rows = await self.claim(self.settings.outbox_batch, count_attempt=True)
                 if not rows:
+                    self._broker_works(held)
+                    backoff = FIRST_BACKOFF_SECONDS
                     await self._idle(0.2)
                     continue
                 assert self.conn is not None
                 try:
+                    broker_step = True
                     already = await self._already_on_broker(self.conn, [r for r in rows if r.attempts > 0])
                     if already:
                         await self.mark_published(sorted(already))
@@ -369,20 +424,26 @@ class OutboxPublisher(_Claimer):
                         rows = [r for r in rows if r.id not in already]
                     if rows:
                         await self.conn.send_transaction([(r.destination, self._headers(r), r.body) for r in rows])
+                    broker_step = False
                 except BaseException:
                     await self.release([r.id for r in rows])
                     raise
+                self._broker_works(held)
+                backoff = FIRST_BACKOFF_SECONDS
                 await self.mark_published([r.id for r in rows])
                 self.published += len(rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("publishing to the broker failed, retrying in %.1fs: %s", backoff, exc)
-                if self.conn is not None:
-                    await self.conn.close()
-                    self.conn = None
-                await self._idle(backoff + random.random() * backoff)
-                backoff = min(backoff * 2, 10.0)
+                if broker_step:
+                    self._broker_lost(exc)
+                    if self.conn is not None:
+                        await self.conn.close()
+                        self.conn = None
+                else:
+                    log.warning("the outbox could not be read or marked, retrying in %.1fs: %s", backoff, exc)
+                await self._pause(backoff * (0.8 + random.random() * 0.4))
+                backoff = min(backoff * 3, MAX_BACKOFF_SECONDS)
         if self.conn is not None:
             await self.conn.close()
 

@@ -29,6 +29,7 @@ from app.domain.phone import PhoneError, normalise_e164, split_recipients, valid
 from app.domain.status import Status
 from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher
+from app.services.durable import commit_durably
 from app.services.route_shape import Shape, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
@@ -216,7 +217,7 @@ async def accept(
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
                                       status_code=200, response=body, created_at=now))
     try:
-        await session.commit()
+        await commit_durably(session)
     except IntegrityError:
         # The same Idempotency-Key committed by a concurrent request first: answer as it did.
         await session.rollback()

@@ -21,6 +21,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.tables import Message
+from app.services.durable import commit_durably
 
 MAX_ROWS_PER_COMMIT = 20_000
 
@@ -58,7 +59,7 @@ class AcceptBatcher:
             try:
                 async with self._sessions() as s:
                     await s.execute(insert(Message), [r for item in batch for r in item.rows])
-                    await s.commit()
+                    await commit_durably(s)
             except Exception as exc:
                 for item in batch:
                     if not item.done.done():

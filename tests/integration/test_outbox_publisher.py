@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from support.outbox import write_reports
 
 from app.config import Settings
 from app.db.tables import OutboxEvent
@@ -69,17 +70,6 @@ async def wait_count(listener: Collector, n: int, timeout: float = 60.0) -> list
 
 def stomp_port(url: str = STOMP_URL) -> int:
     return int(url.rsplit(":", 1)[1])
-
-
-async def write_reports(sessions: async_sessionmaker[AsyncSession], queue: str, n: int) -> list[str]:
-    sids = ["SM" + secrets.token_hex(16) for _ in range(n)]
-    rows = [outbox.report_event(queue=queue, message_sid=sid, status=Status.DELIVERED, provider_status_code="DELIVRD",
-                                channel="smpp", to="+96170123456", provider="smsc-main", error_code=None)
-            for sid in sids]
-    async with sessions() as s:
-        await s.execute(insert(OutboxEvent), rows)
-        await s.commit()
-    return sids
 
 
 async def run_publishers(pubs: list[OutboxPublisher]) -> list[asyncio.Task[None]]:

@@ -1,11 +1,112 @@
-"""Waiting on a running gateway (`conftest.running_app`) for a message to reach a status."""
+"""`smsgw serve` as a real process, a keep-alive HTTP/1.1 client that reports what the wire did, and
+waiting on a running gateway for a message to reach a status.
+
+The client never retries: a test that counts resets must see every one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+
+from support.pg_cluster import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Gateway:
+    """One `smsgw serve` on a free loopback port; its output goes to `log_path`."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="smsgw-serve-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)], cwd=ROOT,
+                                     env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    async def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.alive(), f"smsgw serve exited:\n{self.output()[-3000:]}"
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"smsgw serve not listening:\n{self.output()[-3000:]}")
+
+    async def stop(self) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> object:
+        return orjson.loads(self.body)
+
+
+class KeepAliveClient:
+    """One TCP connection, requests one after another on it; raises when the server cuts it."""
+
+    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.connections = 0  # TCP connections opened: 1 means keep-alive survived every answer
+
+    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 30.0,
+                      content_type: str = "application/json") -> Response:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.connections += 1
+        assert self.reader is not None
+        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.headers}"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.writer.write(head.encode() + body)
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = raw.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        data = await asyncio.wait_for(self.reader.readexactly(int(headers.get("content-length", "0"))), timeout)
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return Response(int(lines[0].split()[1]), headers, data)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
 
 
 async def wait_status(client: httpx.AsyncClient, sid: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""`smsgw serve` over real TCP: the request head is bounded in size, count and time, and an unexpected
+error (500) is answered on a keep-alive connection that stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import uvicorn
+from conftest import API_KEY, api_settings
+from support.gateway import Gateway, KeepAliveClient
+from support.pg_cluster import free_port
+
+from app.api.http_limits import BoundedHttpToolsProtocol, HeadLimits
+
+HEADER_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+async def gateway(module_db_url: str) -> AsyncIterator[Gateway]:
+    gw = Gateway({"SMSGW_DATABASE_URL": module_db_url, "SMSGW_API_KEYS": API_KEY, "SMSGW_WORKERS_ENABLED": "false",
+                  "SMSGW_WEBHOOK_AUTH": "token:limits", "SMSGW_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)})
+    await gw.wait_listening()
+    yield gw
+    await gw.stop()
+
+
+async def exchange(port: int, chunks: list[bytes], pause: float = 0.0) -> tuple[bytes, float]:
+    """Write `chunks` (with `pause` between them) while reading; returns what the server answered before
+    it closed, and when (seconds after connecting). Stops writing once an answer has come."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    answer = bytearray()
+
+    async def read() -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                answer.extend(data)
+
+    reading = asyncio.create_task(read())
+    with contextlib.suppress(ConnectionError):
+        for chunk in chunks:
+            if answer or reading.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(pause)
+    await asyncio.wait_for(reading, 10)
+    elapsed = time.monotonic() - started
+    writer.close()
+    return bytes(answer), elapsed
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+async def test_a_1_mb_header_is_refused_with_431(gateway: Gateway) -> None:
+    head = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+    answer, _ = await exchange(gateway.port, [head] + [b"a" * 16384] * 64 + [b"\r\n\r\n"])
+    assert status_of(answer) == 431, answer[:200]
+    body = orjson.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "headers_too_large"
+
+
+async def test_a_head_just_over_the_size_limit_is_refused_and_one_under_it_is_served(gateway: Gateway) -> None:
+    over = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(17)) + b"\r\n"
+    assert status_of((await exchange(gateway.port, [over]))[0]) == 431
+    under = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(14)) + b"\r\n"
+    assert status_of((await exchange(gateway.port, [under]))[0]) == 200
+
+
+async def test_5000_headers_are_refused_with_431_and_90_are_served(gateway: Gateway) -> None:
+    many = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
+        b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n"
+    answer, _ = await exchange(gateway.port, [many])
+    assert status_of(answer) == 431 and b"more than 100 request headers" in answer
+    fine = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + b"".join(
+        b"X-H%d: v\r\n" % i for i in range(90)) + b"\r\n"
+    assert status_of((await exchange(gateway.port, [fine]))[0]) == 200
+
+
+async def test_headers_trickled_slowly_are_cut_off_with_408(gateway: Gateway) -> None:
+    trickle = [b"GET /health/live HTTP/1.1\r\n"] + [b"X-Slow-%d: v\r\n" % i for i in range(40)]
+    answer, elapsed = await exchange(gateway.port, trickle, pause=0.3)  # 12 s if never cut off
+    assert status_of(answer) == 408, answer[:200]
+    assert HEADER_TIMEOUT - 0.2 <= elapsed <= HEADER_TIMEOUT + 1.5
+
+
+async def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
+    answer, elapsed = await exchange(gateway.port, [])
+    assert answer == b"" and elapsed <= HEADER_TIMEOUT + 1.5
+
+
+async def test_a_slow_body_is_not_a_slow_head(gateway: Gateway) -> None:
+    """The head timeout bounds the headers only: a request whose headers came at once is served even
+    when its body takes longer than the head timeout."""
+    body = orjson.dumps({"To": "not-a-number", "Body": "x"})
+    head = (f"POST /msg-client/send HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    answer, _ = await exchange(gateway.port, [head, body[:5], body[5:]], pause=HEADER_TIMEOUT)
+    assert status_of(answer) == 400, answer[:300]  # the body's own error, not a 408
+
+
+async def test_a_500_is_answered_and_the_keep_alive_connection_survives(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.api.send as send_module
+    from app.main import create_app
+
+    async def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(send_module, "accept", boom)
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "limits", HeadLimits(16384, 100, 10.0))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(api_settings(db_url), start_workers=False), host="127.0.0.1",
+                                           port=port, http=BoundedHttpToolsProtocol, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        client = KeepAliveClient(port, {"X-API-Key": API_KEY})
+        for _ in range(3):
+            r = await client.request("POST", "/msg-client/send", orjson.dumps({"To": "+14155550131", "Body": "x"}))
+            assert r.status == 500 and b"secret internals" not in r.body
+        ok = await client.request("GET", "/health/live")
+        assert ok.status == 200 and client.connections == 1
+        await client.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
