@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -60,7 +60,11 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return out
 
 
-async def check_callback(url: str, allow: Sequence[IPNetwork]) -> tuple[CallbackTarget, IPAddress]:
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+async def check_callback(url: str, allow: Sequence[IPNetwork],
+                         resolver: Resolver = resolve) -> tuple[CallbackTarget, IPAddress]:
     """The parsed URL and the one address to connect to; raises CallbackRefused."""
     target = parse_callback_url(url)
     if target.address is not None:
@@ -68,7 +72,7 @@ async def check_callback(url: str, allow: Sequence[IPNetwork]) -> tuple[Callback
     elif is_local_name(target.host):  # loopback whatever /etc/hosts or a resolver says
         addresses = list(_LOOPBACK)
     else:
-        addresses = await resolve(target.host, target.port)
+        addresses = await resolver(target.host, target.port)
     return target, check_addresses(target, addresses, allow)
 
 
@@ -87,9 +91,11 @@ def pinned_request(target: CallbackTarget, address: IPAddress) -> tuple[str, dic
 class CallbackSender(_Claimer):
     """StatusCallback form POSTs and inbound forwards, retried with backoff, given up after N tries."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
+                 resolver: Resolver = resolve) -> None:
         super().__init__(sessions, settings, owner, HTTP_KINDS)
         self.allow = settings.callback_networks()
+        self.resolver = resolver  # the system's; tests give one that answers what a rebinding DNS would
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False,
                                         follow_redirects=False, limits=httpx.Limits(max_connections=50))
 
@@ -107,7 +113,7 @@ class CallbackSender(_Claimer):
         url, extensions = row.destination, dict[str, Any]()
         if row.kind == "callback":
             try:
-                target, address = await check_callback(row.destination, self.allow)
+                target, address = await check_callback(row.destination, self.allow, self.resolver)
             except CallbackRefused as exc:
                 log.warning("status callback refused: %s", exc, extra={"message_sid": row.message_sid})
                 return f"refused: {exc}", True
