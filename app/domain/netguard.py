@@ -41,6 +41,10 @@ class CallbackRefused(ValueError):
     """The URL is not one the gateway will POST to; the message says why."""
 
 
+class CallbackUnresolved(CallbackRefused):
+    """The host does not resolve (now): nothing to judge, and nothing to connect to."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackTarget:
     scheme: str
@@ -157,7 +161,7 @@ def check_addresses(target: CallbackTarget, addresses: Sequence[IPAddress],
     """The address to connect to: every one the host resolves to must be allowed (a name that also
     resolves to a private address is refused, whichever one a connect would pick)."""
     if not addresses:
-        raise CallbackRefused(f"StatusCallback host {target.host!r} does not resolve")
+        raise CallbackUnresolved(f"StatusCallback host {target.host!r} does not resolve")
     for address in addresses:
         if not is_allowed(address, allow):
             where = "is" if target.address is not None else f"resolves to {address}, which is"

@@ -5,8 +5,8 @@ POST goes out (DNS rebinding: a short TTL, then a private address). So each POST
 again, checks every address (app/domain/netguard.py), and connects to the checked address itself,
 with the name kept for the `Host` header and TLS (SNI and certificate check): the address judged is
 the address connected to. Redirects are never followed (a 3xx is a failed attempt), and a URL the
-guard refuses is given up at once rather than retried. Inbound forwards go to the operator's own
-`SMSGW_INBOUND_FORWARD_URL` and are not restricted.
+guard refuses is given up at once rather than retried (a name that does not resolve is retried).
+Inbound forwards go to the operator's own `SMSGW_INBOUND_FORWARD_URL` and are not restricted.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from app.db.tables import OutboxEvent, utcnow
 from app.domain.netguard import (
     CallbackRefused,
     CallbackTarget,
+    CallbackUnresolved,
     IPAddress,
     IPNetwork,
     check_addresses,
@@ -114,6 +115,8 @@ class CallbackSender(_Claimer):
         if row.kind == "callback":
             try:
                 target, address = await check_callback(row.destination, self.allow, self.resolver)
+            except CallbackUnresolved as exc:
+                return str(exc), False  # DNS may answer on a later attempt
             except CallbackRefused as exc:
                 log.warning("status callback refused: %s", exc, extra={"message_sid": row.message_sid})
                 return f"refused: {exc}", True

@@ -10,7 +10,8 @@ each message (queued/scheduled, by the API) is not written as a row: it is the m
 
 A StatusCallback must be an http(s) URL of at most 2,048 characters, without userinfo, whose host is
 (in any numeric spelling) or resolves to a public address, or one in `SMSGW_CALLBACK_ALLOW_NETWORKS`
-(app/domain/netguard.py; the callback sender checks again when it connects).
+(app/domain/netguard.py). A name that does not resolve at all is accepted: the callback sender
+resolves and judges it again when it connects.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from app.db.tables import IdempotencyRecord, Message, SendRequest, utcnow
 from app.domain import encoding as enc
 from app.domain.commands import SendCommand
 from app.domain.ids import new_message_sid
-from app.domain.netguard import CallbackRefused, parse_callback_url
+from app.domain.netguard import CallbackRefused, CallbackUnresolved, parse_callback_url
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
 from app.errors import BadRequest
@@ -192,6 +193,8 @@ async def accept(
     if p.callback is not None:
         try:
             await check_callback(p.callback, settings.callback_networks())
+        except CallbackUnresolved:
+            pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
         except CallbackRefused as exc:
             raise BadRequest(str(exc), "StatusCallback") from None
     status = Status.SCHEDULED if p.send_at else Status.QUEUED

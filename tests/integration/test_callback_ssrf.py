@@ -32,7 +32,7 @@ ISSUE_FORMS = [
     "http://localhost/cb", "http://localhost.:8080/cb", "http://app.localhost/cb", "http://2130706433/cb",
     "http://0x7f000001/cb", "http://0/cb", "http://127.1/cb", "http://user:pw@8.8.8.8/cb",
     "http://[::ffff:127.0.0.1]/cb", "http://100.64.0.1/cb", "http://[fe80::1]/cb", "http://[fc00::1]/cb",
-    "http://224.0.0.1/cb", "https://no-such-host.invalid/cb",
+    "http://224.0.0.1/cb",
 ]
 
 
@@ -46,8 +46,9 @@ async def test_send_refuses_every_non_public_callback(api: httpx.AsyncClient,
         assert r.json()["error"]["field"] == "StatusCallback", url
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Message)) == before
-    ok = await api.post(SEND, json={"To": "+14155550401", "Body": "x", "StatusCallback": "https://8.8.8.8/cb"})
-    assert ok.status_code == 200, ok.text
+    for url in ("https://8.8.8.8/cb", "https://crm.example.invalid/cb"):  # public; does not resolve (yet)
+        ok = await api.post(SEND, json={"To": "+14155550401", "Body": "x", "StatusCallback": url})
+        assert ok.status_code == 200, (url, ok.text)
 
 
 async def test_callback_length_is_capped_at_2048(api: httpx.AsyncClient) -> None:
@@ -119,9 +120,11 @@ async def test_sender_refuses_a_name_that_now_resolves_inside(module_db_url: str
     async with LoopbackServer(Starlette(routes=[Route("/{p}", hook.handle, methods=["POST"])])) as server:
         rebind = f"http://rebind.test:{server.port}/hook"  # public when /send checked it; loopback now
         literal = f"http://127.0.0.1:{server.port}/direct"  # e.g. accepted before the rule existed
-        rows = await _deliver(module_sessions, Settings(database_url=module_db_url), [rebind, literal],
+        gone = f"http://gone.test:{server.port}/later"  # does not resolve now: tried again later
+        rows = await _deliver(module_sessions, Settings(database_url=module_db_url), [rebind, literal, gone],
                               {"rebind.test": "127.0.0.1"})
     assert hook.seen == []
+    assert rows[gone].published_at is None and "does not resolve" in (rows[gone].last_error or "")
     for url in (rebind, literal):
         assert rows[url].published_at is not None and "not a public address" in (rows[url].last_error or "")
         assert rows[url].attempts == 1  # given up at once, not retried ten times
