@@ -191,6 +191,8 @@ async def accept(
 
     p = plan(req, settings, now)
     if p.callback is not None:
+        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
+            await session.rollback()
         try:
             await check_callback(p.callback, settings.callback_networks())
         except CallbackUnresolved:

@@ -147,3 +147,15 @@ async def test_sender_connects_to_the_checked_address_and_follows_no_redirect(
     assert rows[named].published_at is not None and rows[named].last_error is None
     assert rows[redirect].published_at is None and rows[redirect].last_error == "HTTP 302"
     assert "credentials" in (rows[userinfo].last_error or "")
+
+
+async def test_idempotent_retry_with_a_callback_is_answered_once(api: httpx.AsyncClient,
+                                                                 sessions: async_sessionmaker[AsyncSession]) -> None:
+    payload = {"To": ["+14155550404", "+14155550405"], "Body": "x", "StatusCallback": "https://8.8.8.8/cb"}
+    key = {"Idempotency-Key": secrets.token_hex(8)}
+    first = await api.post(SEND, json=payload, headers=key)
+    again = await api.post(SEND, json=payload, headers=key)
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    async with sessions() as s:
+        n = await s.scalar(select(func.count()).select_from(Message).where(Message.to_number == "+14155550405"))
+    assert n == 1
