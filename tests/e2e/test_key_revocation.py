@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,14 +23,18 @@ from app.services.api_keys import FALLBACK_TTL, KeyStore, create_key, revoke_key
 BOUND = 2.0
 
 
-async def test_revoked_key_stops_on_two_replicas_within_two_seconds(module_db_url: str, tmp_path: Path) -> None:
+async def _new_key(sessions: async_sessionmaker[AsyncSession], name: str, admin: bool = False) -> tuple[str, int]:
+    async with sessions() as s:
+        key, row = await create_key(s, name, admin=admin)
+        await s.commit()
+    return key, row.id
+
+
+async def test_revoked_key_stops_on_two_replicas_within_two_seconds(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     env = {**os.environ, "SMSGW_DATABASE_URL": module_db_url, "SMSGW_API_KEYS": API_KEY,
            "SMSGW_WORKERS_ENABLED": "false", "SMSGW_WEBHOOK_AUTH": "token:x", "SMSGW_LOG_LEVEL": "WARNING"}
-    code, out, err = await smsgw("keys", "create", "--name", "crm", env=env)
-    assert code == 0, err
-    key_id = re.search(r"id=(\d+)", out)
-    key = next(line for line in out.splitlines() if line.startswith("sk_"))
-    assert key_id is not None
+    key, key_id = await _new_key(module_sessions, "crm")
     urls, procs = [], []
     try:
         for i in range(2):
@@ -45,7 +48,7 @@ async def test_revoked_key_stops_on_two_replicas_within_two_seconds(module_db_ur
             for url in urls:
                 assert (await client.get(f"{url}/msg-client/messages")).status_code == 200
 
-            code, _, err = await smsgw("keys", "revoke", key_id[1], env=env)
+            code, _, err = await smsgw("keys", "revoke", str(key_id), env=env)
             revoked = time.monotonic()
             assert code == 0, err
             took: dict[str, float] = {}
@@ -122,12 +125,14 @@ async def test_on_sqlite_a_revoked_key_stops_within_the_fallback_ttl(sqlite_url:
         await engine.dispose()
 
 
-async def test_cli_keys_status_and_send_follow_the_account_rules(module_db_url: str, tmp_path: Path) -> None:
+async def test_cli_keys_status_and_send_follow_the_account_rules(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     env = {**os.environ, "SMSGW_DATABASE_URL": module_db_url, "SMSGW_API_KEYS": API_KEY,
            "SMSGW_WORKERS_ENABLED": "false", "SMSGW_WEBHOOK_AUTH": "token:x", "SMSGW_LOG_LEVEL": "WARNING"}
     code, out, err = await smsgw("keys", "create", "--name", "ops", "--admin", env=env)
     assert code == 0 and "admin" in out, err
     admin = next(line for line in out.splitlines() if line.startswith("sk_"))
+    other, _ = await _new_key(module_sessions, "other")
     port = free_port()
     proc = serve(port, env, tmp_path / "gateway.log")
     try:
@@ -141,10 +146,6 @@ async def test_cli_keys_status_and_send_follow_the_account_rules(module_db_url: 
         sid = str(orjson.loads(out)["MessageSid"])
         code, out, _ = await smsgw("status", sid, "--api-key", API_KEY, env=cli)
         assert code == 0 and '"Body": "mine"' in out
-        code, out, _ = await smsgw("status", sid, "--api-key", admin, env=cli)
-        assert code == 0 and sid in out
-        code, out, _ = await smsgw("keys", "create", "--name", "other", env=env)
-        other = next(line for line in out.splitlines() if line.startswith("sk_"))
         code, out, _ = await smsgw("status", sid, "--api-key", other, env=cli)
         assert code == 1 and "not_found" in out and "mine" not in out
     finally:
