@@ -20,6 +20,8 @@ DEV_ENV = {
     "SMSGW_API_KEYS": "dev-key",
     "SMSGW_WEBHOOK_AUTH": "none",
     "SMSGW_LOG_FORMAT": "console",
+    # StatusCallbacks to a listener on this machine (refused as SSRF outside development).
+    "SMSGW_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
 }
 DEV_PROVIDERS = [{"name": "smsc-main", "type": "smpp", "host": "127.0.0.1", "port": 2775,
                   "system_id": "smppclient1", "password": "password", "window": 50}]
@@ -330,16 +332,19 @@ async def _keys(args: argparse.Namespace) -> int:
     try:
         async with session_factory(engine)() as s:
             if args.action == "create":
-                key, row = await create_key(s, args.name or "default", args.rate_limit)
+                key, row = await create_key(s, args.name or "default", args.rate_limit, admin=args.admin)
                 await s.commit()
-                print(f"id={row.id} name={row.name}\n{key}\n(store it now: only its hash is kept)")
+                role = "admin (sees every account's messages)" if row.is_admin else "account (sees its own messages)"
+                print(f"id={row.id} name={row.name} {role}\n{key}\n(store it now: only its hash is kept)")
             elif args.action == "list":
                 for k in (await s.scalars(select(ApiKey).order_by(ApiKey.id))).all():
                     state = "revoked" if k.revoked_at else "active"
-                    print(f"{k.id}\t{k.name}\t{k.prefix}…\t{state}\t{k.created_at.isoformat()}")
+                    shown = f"{k.prefix}…" if k.prefix else "-"  # bootstrap keys keep no prefix
+                    role = "admin" if k.is_admin else "account"
+                    print(f"{k.id}\t{k.name}\t{shown}\t{role}\t{state}\t{k.created_at.isoformat()}")
             else:
                 ok = await revoke_key(s, int(args.id))
-                await s.commit()
+                await s.commit()  # running gateways are told at this commit (PostgreSQL NOTIFY)
                 print("revoked" if ok else "no such active key")
                 return 0 if ok else 1
     finally:
@@ -406,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?")
     p.add_argument("--name")
     p.add_argument("--rate-limit", type=float)
+    p.add_argument("--admin", action="store_true", help="create: a key that sees every account's messages")
     p.set_defaults(fn=cmd_keys)
     return parser
 

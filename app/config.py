@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.domain.netguard import IPNetwork, parse_networks
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -141,6 +143,9 @@ class Settings(BaseSettings):
     inbound_queue: str = "inbound-sms"
     inbound_forward_url: str | None = None
     api_keys: SecretStr = SecretStr("")
+    admin_api_keys: SecretStr = Field(
+        default=SecretStr(""), description="bootstrap keys that see every account's messages (admin)",
+    )
     webhook_auth: str = "twilio-signature"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -181,6 +186,15 @@ class Settings(BaseSettings):
     callback_signing_token: SecretStr | None = Field(
         default=None, description="when set, StatusCallback POSTs carry X-Twilio-Signature made with it"
     )
+    callback_allow_networks: str = Field(
+        default="", description="CIDRs, comma-separated, a StatusCallback may reach although not public",
+    )
+
+    @field_validator("callback_allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        parse_networks(value)  # a typo fails at start, not at the first callback
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -206,6 +220,12 @@ class Settings(BaseSettings):
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def admin_api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_api_keys.get_secret_value().split(",") if k.strip()]
+
+    def callback_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.callback_allow_networks)
 
     def broker_urls(self) -> list[str]:
         return [u.strip() for u in self.broker_url.split(",") if u.strip()]

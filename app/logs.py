@@ -114,7 +114,7 @@ def setup_logging(fmt: str = "json", level: str = "INFO", secrets: Iterable[str]
 
 def settings_secrets(settings: Any) -> list[str]:
     """Every secret value in the settings, for the redaction filter."""
-    out: list[str] = [*settings.api_key_list()]
+    out: list[str] = [*settings.api_key_list(), *settings.admin_api_key_list()]
     if settings.broker_password is not None:
         out.append(settings.broker_password.get_secret_value())
     for p in settings.providers:

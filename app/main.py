@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.database_pool_size)
         sessions = session_factory(engine)
-        keys = KeyStore(sessions)
+        keys = KeyStore(sessions, engine)
+        keys.start()  # LISTEN for revocations from other processes (it reconnects on its own)
         ctx = AppContext(settings=settings, engine=engine, sessions=sessions, keys=keys, metrics=metrics,
                          accept_batcher=AcceptBatcher(sessions),
                          limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         app.state.startup = startup
 
         async def bootstrap() -> None:
-            await keys.bootstrap(settings.api_key_list())
+            await keys.bootstrap(settings.api_key_list(), settings.admin_api_key_list())
 
         async def start_workers() -> None:
             if run_workers:
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
             await ctx.accept_batcher.close()
             if ctx.workers is not None:
                 await ctx.workers.stop()
+            await keys.stop()
             await engine.dispose()
 
     app = FastAPI(

@@ -12,7 +12,8 @@ from typing import Any
 
 from app.dispatch.dispatcher import Dispatcher
 from app.dispatch.poller import StatusPoller
-from app.events.stomp_publisher import CallbackSender, OutboxPublisher
+from app.events.callbacks import CallbackSender
+from app.events.stomp_publisher import OutboxPublisher
 from app.metrics import Metrics
 from app.providers.base import Provider
 from app.providers.registry import build_providers

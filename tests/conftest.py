@@ -124,6 +124,8 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 
 
 API_KEY = "test-key-0123456789"
+OTHER_API_KEY = "test-key-other-account"  # a second account, for tenancy tests
+ADMIN_API_KEY = "test-key-admin-sees-all"
 WEBHOOK_TOKEN = "hook-secret-token"
 TWILIO_TOKEN = "twilio-auth-token-xyz"
 
@@ -134,7 +136,8 @@ def api_settings(database_url: str, **overrides: object) -> Settings:
 
     values: dict[str, object] = {
         "database_url": database_url,
-        "api_keys": API_KEY,
+        "api_keys": f"{API_KEY},{OTHER_API_KEY}",
+        "admin_api_keys": ADMIN_API_KEY,
         "webhook_auth": f"twilio-signature,token:{WEBHOOK_TOKEN},basic:hook:hook-pass",
         "public_url": "http://testserver",
         "providers": [

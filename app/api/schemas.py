@@ -8,16 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-
-def storable(text: str) -> bool:
-    """False for text PostgreSQL cannot store: NUL characters, and lone surrogates (JSON `"\\ud800"`)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+from app.domain.text import storable
 
 
 class SendRequest(BaseModel):
@@ -54,8 +45,22 @@ class SendRequest(BaseModel):
         default=None, description="split (default), split_sar, payload, cut",
         json_schema_extra={"enum": ["split", "split_sar", "payload", "cut", None]})
     Flash: bool = Field(default=False, description="class-0 message")
-    StatusCallback: str | None = Field(default=None, description="URL for Twilio-style status callbacks",
-                                       json_schema_extra={"format": "uri"})
+    StatusCallback: str | None = Field(
+        default=None, description="http(s) URL for Twilio-style status callbacks: no userinfo, a public "
+                                  "address unless the operator allows the network (SMSGW_CALLBACK_ALLOW_NETWORKS)",
+        json_schema_extra={"format": "uri", "maxLength": 2048})
+
+    @field_validator("ValidityPeriod", mode="before")
+    @classmethod
+    def _json_number(cls, value: Any) -> Any:
+        # A JSON number only: `true` is not 1 s and `"60"` is not 60 (pydantic's lax mode takes both).
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PydanticCustomError("int_type", "must be a JSON number of seconds")
+        if isinstance(value, float) and not value.is_integer():
+            raise PydanticCustomError("int_type", "must be a whole number of seconds")
+        return int(value)
 
     @field_validator("To", "Body", "From", "channel", "SendAt", "Encoding", "LongMessageMode", "StatusCallback")
     @classmethod

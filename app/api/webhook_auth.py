@@ -7,6 +7,11 @@ Modes, comma-separated; a request passes when any one of them accepts it:
 - `token:<value>`: `Authorization: Bearer <value>` or `X-Webhook-Token: <value>`;
 - `none`: no check, for development only (must be the only mode, and it is logged at start).
 Comparisons are constant-time. No credentials at all → 401; credentials that fail → 403.
+
+`check` returns the name of the Twilio provider whose `auth_token` signed the request, when that is
+what passed: a status it reports then applies only to that provider's messages (one account's
+callbacks cannot move another provider's messages). Basic and token credentials are the operator's
+own and scope nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def _eq(a: str, b: str) -> bool:
 @dataclass(frozen=True)
 class WebhookAuth:
     allow_any: bool = False
-    twilio_tokens: tuple[str, ...] = ()
+    twilio_tokens: tuple[tuple[str, str], ...] = ()  # (provider name, auth_token)
     twilio_enabled: bool = False
     basic: tuple[tuple[str, str], ...] = ()
     tokens: tuple[str, ...] = field(default=())
@@ -63,15 +68,16 @@ class WebhookAuth:
             else:
                 raise WebhookAuthConfigError(f"unknown webhook auth mode {kind!r}")
         twilio_tokens = tuple(
-            p.auth_token.get_secret_value() for p in settings.providers
+            (p.name, p.auth_token.get_secret_value()) for p in settings.providers
             if isinstance(p, HttpProviderConfig) and p.dialect == "twilio" and p.auth_token is not None
         )
         return cls(False, twilio_tokens, twilio, tuple(basic), tuple(tokens))
 
-    def check(self, request: Request, form: Mapping[str, str | list[str]], public_url: str) -> None:
-        """Raises Unauthorized (nothing presented) or Forbidden (presented, wrong)."""
+    def check(self, request: Request, form: Mapping[str, str | list[str]], public_url: str) -> str | None:
+        """The Twilio provider whose signature passed, or None when another mode passed. Raises
+        Unauthorized (nothing presented) or Forbidden (presented, wrong)."""
         if self.allow_any:
-            return
+            return None
         presented = False
         signature = request.headers.get("x-twilio-signature")
         if self.twilio_enabled and signature is not None:
@@ -79,8 +85,11 @@ class WebhookAuth:
             url = public_url.rstrip("/") + request.url.path
             if request.url.query:
                 url += "?" + request.url.query
-            if any(validate_signature(t, url, form, signature) for t in self.twilio_tokens):
-                return
+            signed = [name for name, t in self.twilio_tokens if validate_signature(t, url, form, signature)]
+            if signed:
+                # Two providers with one auth_token are one Twilio account; the first one configured
+                # stands for it.
+                return signed[0]
         authz = request.headers.get("authorization", "")
         if self.basic and authz.lower().startswith("basic "):
             presented = True
@@ -91,14 +100,14 @@ class WebhookAuth:
             # Check every pair, so the time taken does not tell which user exists.
             ok = [(_eq(user, u) & _eq(password, p)) for u, p in self.basic]
             if any(ok):
-                return
+                return None
         if self.tokens:
             bearer = authz[7:].strip() if authz.lower().startswith("bearer ") else None
             for value in (bearer, request.headers.get("x-webhook-token")):
                 if value is not None:
                     presented = True
                     if any([_eq(value, t) for t in self.tokens]):
-                        return
+                        return None
         if presented:
             raise Forbidden("webhook authentication failed", code="webhook_auth_failed")
         raise Unauthorized("webhook authentication required", code="webhook_auth_required")

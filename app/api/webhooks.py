@@ -10,9 +10,10 @@ from starlette.datastructures import FormData
 
 from app.api.deps import Ctx
 from app.api.responses import Json
-from app.api.schemas import error_responses, storable
+from app.api.schemas import error_responses
 from app.domain.messages import InboundSms, Receipt
 from app.domain.status import WEBHOOK_STATUS
+from app.domain.text import storable
 from app.errors import BadRequest
 from app.services.durable import commit_durably
 from app.services.inbound import store_inbound
@@ -53,8 +54,9 @@ _STATUS_BODY = _form_body({
 }, [], ("MessageSid", "SmsSid"), ("SmsStatus", "MessageStatus"))
 
 
-async def _form(request: Request, ctx: Ctx) -> dict[str, Any]:
-    """The form's fields, once the webhook's authentication passed (before anything else is judged)."""
+async def _form(request: Request, ctx: Ctx) -> tuple[dict[str, Any], str | None]:
+    """The form's fields, once the webhook's authentication passed (before anything else is judged), and
+    the Twilio provider whose signature passed (None: another mode)."""
     ctype = request.headers.get("content-type", "")
     if "application/x-www-form-urlencoded" not in ctype and "multipart/form-data" not in ctype:
         ctx.webhook_auth.check(request, {}, ctx.settings.public_url)
@@ -71,11 +73,11 @@ async def _form(request: Request, ctx: Ctx) -> dict[str, Any]:
     for k, v in form.multi_items():
         if isinstance(v, str):
             fields.setdefault(k, v)
-    ctx.webhook_auth.check(request, fields, ctx.settings.public_url)
+    signed_by = ctx.webhook_auth.check(request, fields, ctx.settings.public_url)
     for k, v in fields.items():
         if not (storable(k) and storable(v)):
             raise BadRequest(f"{k!r} must not contain NUL characters", k)
-    return fields
+    return fields, signed_by
 
 
 def _required(fields: dict[str, Any], *names: str, max_length: int | None = None) -> str:
@@ -97,7 +99,7 @@ def _at_most(value: str, name: str, max_length: int | None) -> str:
 async def receive(request: Request, ctx: Ctx) -> Json:
     """Fields `Body`, `From`, `To`, `SmsSid` (Twilio's other fields are kept). Stored and forwarded to
     the `inbound-sms` queue once per `SmsSid`; a repeat answers 200 and forwards nothing."""
-    fields = await _form(request, ctx)
+    fields, _ = await _form(request, ctx)
     upstream_sid = _required(fields, "SmsSid", "MessageSid", "SmsMessageSid", max_length=MAX_UPSTREAM_ID)
     body = fields.get("Body")
     if body is None:
@@ -117,8 +119,9 @@ async def receive(request: Request, ctx: Ctx) -> Json:
              summary="Delivery status from an upstream gateway")
 async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     """Fields `MessageSid` (the upstream's id for our message), `SmsStatus` or `MessageStatus`, optional
-    `ErrorCode`. A report for an id not known yet is kept and applied when the id appears."""
-    fields = await _form(request, ctx)
+    `ErrorCode`. A report for an id not known yet is kept and applied when the id appears. One signed
+    with a Twilio provider's `auth_token` applies only to messages sent through that provider."""
+    fields, signed_by = await _form(request, ctx)
     upstream_id = _required(fields, "MessageSid", "SmsSid", max_length=MAX_UPSTREAM_ID)
     word = _required(fields, "MessageStatus", "SmsStatus").lower()
     status = WEBHOOK_STATUS.get(word)
@@ -126,7 +129,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
         known = ", ".join(sorted(WEBHOOK_STATUS))
         raise BadRequest(f"unknown status {word!r} (known: {known})", "SmsStatus", code="invalid_field")
     error_code = _at_most((fields.get("ErrorCode") or "").strip(), "ErrorCode", MAX_ERROR_CODE) or None
-    receipt = Receipt(provider=None, upstream_id=upstream_id, status=status,
+    receipt = Receipt(provider=signed_by, upstream_id=upstream_id, status=status,
                       provider_status_code=error_code or word, source="webhook", error_code=error_code)
     counts: Counter[str] = Counter()
     async with ctx.sessions() as session:

@@ -8,7 +8,7 @@ Indexes follow the lookups the workers make: the dispatcher's "due" scan, receip
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,10 +23,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    select,
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 # Autoincrementing 64-bit keys that SQLite also understands (it only auto-increments INTEGER).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -75,10 +77,30 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the key
-    prefix: Mapped[str] = mapped_column(String(12))  # first characters, to recognise a key in lists
+    # The first characters of a generated key, to recognise it in lists; empty for keys the operator
+    # chose (SMSGW_API_KEYS), whose beginning may be most of the secret.
+    prefix: Mapped[str] = mapped_column(String(12))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     rate_limit_per_second: Mapped[float | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SendRequest(Base):
+    """What a /send request with several recipients says once for all of them.
+
+    Its messages point to it through `message.batch_sid` and carry NULL in `body` / `status_callback`:
+    a 40 KB text to 10,000 numbers is stored once, not 10,000 times. A single-recipient request keeps
+    them on its message row (no second row to write on the hot path), as do rows written before this
+    table existed; `message_body` / `message_callback` below read either."""
+
+    __tablename__ = "send_request"
+
+    sid: Mapped[str] = mapped_column(String(34), primary_key=True)
+    api_key_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    body: Mapped[str] = mapped_column(Text)
+    status_callback: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Message(Base):
@@ -86,11 +108,11 @@ class Message(Base):
 
     sid: Mapped[str] = mapped_column(String(34), primary_key=True)
     api_key_id: Mapped[int | None] = mapped_column(BigId, default=None)
-    batch_sid: Mapped[str | None] = mapped_column(String(34), default=None)
+    batch_sid: Mapped[str | None] = mapped_column(String(34), default=None)  # its send_request, if any
     status: Mapped[str] = mapped_column(String(16))
     to_number: Mapped[str] = mapped_column(String(20))
     from_addr: Mapped[str | None] = mapped_column(String(20), default=None)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text, default=None)  # NULL: in its send_request
     encoding: Mapped[str] = mapped_column(String(8))
     segments: Mapped[int] = mapped_column(Integer)
     long_message_mode: Mapped[str] = mapped_column(String(12), default="split")
@@ -109,6 +131,9 @@ class Message(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    if TYPE_CHECKING:  # column properties, mapped below (they need SendRequest's columns)
+        full_body: Mapped[str]
+        callback_url: Mapped[str | None]
 
     __table_args__ = (
         # The dispatcher's scan: only rows still waiting for it carry a due_at.
@@ -119,7 +144,21 @@ class Message(Base):
         Index("ix_message_created", "created_at", "sid"),
         Index("ix_message_to_created", "to_number", "created_at"),
         Index("ix_message_status_created", "status", "created_at"),
+        Index("ix_message_key_created", "api_key_id", "created_at", "sid"),  # an account's list
     )
+
+
+def _from_request(column: Any) -> Any:
+    return (select(column).where(SendRequest.sid == Message.batch_sid)
+            .correlate_except(SendRequest).scalar_subquery())
+
+
+# The message's text and StatusCallback, wherever they are stored (see SendRequest). Read-only: use
+# them in SELECTs and RETURNING; write `body` / `status_callback` or a send_request row.
+# `full_body` is deferred: the receipt path loads messages by the hundred and never needs the text.
+Message.full_body = column_property(func.coalesce(Message.body, _from_request(SendRequest.body)), deferred=True)
+Message.callback_url = column_property(
+    func.coalesce(Message.status_callback, _from_request(SendRequest.status_callback)))
 
 
 class MessagePart(Base):

@@ -182,9 +182,9 @@ class Dispatcher:
                 .values(status=Status.SENDING.value, lease_owner=self._owner,
                         lease_expires_at=now + timedelta(seconds=self._settings.dispatch_lease_seconds),
                         due_at=None, attempts=Message.attempts + 1, updated_at=now)
-                .returning(Message.sid, Message.to_number, Message.from_addr, Message.body, Message.encoding,
+                .returning(Message.sid, Message.to_number, Message.from_addr, Message.full_body, Message.encoding,
                            Message.long_message_mode, Message.flash, Message.validity_period, Message.channel,
-                           Message.attempts, Message.status_callback, Message.send_at))
+                           Message.attempts, Message.callback_url, Message.send_at))
         async with self._sessions() as s:
             rows = (await s.execute(stmt, execution_options={"synchronize_session": False})).all()
             claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],

@@ -1,5 +1,5 @@
 """Publishing the outbox: delivery reports and inbound SMS to the broker over STOMP, status callbacks
-and forwards over HTTP.
+and forwards over HTTP (`app/events/callbacks.py`, on the same claiming rules).
 
 Both publishers claim rows the way the dispatcher claims messages (`FOR UPDATE SKIP LOCKED` plus a
 lease), so several replicas never send one row twice in normal operation. A row is marked published
@@ -30,15 +30,13 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.tables import OutboxEvent, utcnow
-from app.domain.twilio_signature import compute_signature
 
 log = logging.getLogger("smsgw.outbox")
 
@@ -446,64 +444,3 @@ class OutboxPublisher(_Claimer):
                 backoff = min(backoff * 3, MAX_BACKOFF_SECONDS)
         if self.conn is not None:
             await self.conn.close()
-
-
-class CallbackSender(_Claimer):
-    """StatusCallback form POSTs and inbound forwards, retried with backoff, given up after N tries."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str) -> None:
-        super().__init__(sessions, settings, owner, HTTP_KINDS)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False,
-                                        limits=httpx.Limits(max_connections=50))
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.client.aclose()
-
-    async def _post(self, row: OutboxEvent) -> str | None:
-        headers = {"content-type": str(row.headers.get("content-type", "application/json"))}
-        token = self.settings.callback_signing_token
-        if token is not None and row.kind == "callback":
-            params = dict(parse_qsl(row.body, keep_blank_values=True))
-            headers["X-Twilio-Signature"] = compute_signature(token.get_secret_value(), row.destination, params)
-        try:
-            r = await self.client.post(row.destination, content=row.body.encode(), headers=headers)
-        except httpx.HTTPError as exc:
-            return type(exc).__name__
-        return None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
-
-    async def run(self) -> None:
-        while not self._stopping:
-            try:
-                rows = await self.claim(100)
-                if not rows:
-                    await self._idle(0.5)
-                    continue
-                results = await asyncio.gather(*(self._post(r) for r in rows))
-                await self._settle(rows, results)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("callback delivery failed")
-                await self._idle(1.0)
-
-    async def _settle(self, rows: list[OutboxEvent], errors: list[str | None]) -> None:
-        now = utcnow()
-        done = [r.id for r, e in zip(rows, errors, strict=True) if e is None]
-        await self.mark_published(done)
-        async with self.sessions() as s:
-            for r, e in zip(rows, errors, strict=True):
-                if e is None:
-                    continue
-                attempts = r.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_error": e, "lease_owner": None,
-                                          "lease_expires_at": None}
-                if attempts >= self.settings.callback_max_attempts:
-                    values.update(published_at=now, last_error=f"gave up after {attempts} attempts: {e}")
-                    log.warning("gave up on a %s after %d attempts", r.kind, attempts,
-                                extra={"message_sid": r.message_sid})
-                else:
-                    delay = min(600.0, 2.0 ** attempts) * (0.5 + random.random() / 2)
-                    values["available_at"] = now + timedelta(seconds=delay)
-                await s.execute(update(OutboxEvent).where(OutboxEvent.id == r.id).values(**values))
-            await s.commit()

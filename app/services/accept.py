@@ -1,8 +1,17 @@
 """Accepting messages from `/send`: validate everything first, then write it all in one transaction.
 
-A request with 10,000 recipients is one multi-row INSERT batch, not 10,000 round trips. The first
-history entry of each message (queued/scheduled, by the API) is not written as a row: it is the
-message's own `created_at`, which the history view shows first.
+A request with 10,000 recipients is one multi-row INSERT batch, not 10,000 round trips. What such a
+request says once for all recipients (the text, the StatusCallback) is stored once, in a
+`send_request` row its messages point to; a single-recipient request keeps them on its one message
+row. A number given twice (after normalisation: `+96170123456` and `96170123456`) gets one message:
+the answer has one entry per distinct number, in the order first given. The first history entry of
+each message (queued/scheduled, by the API) is not written as a row: it is the message's own
+`created_at`, which the history view shows first.
+
+A StatusCallback must be an http(s) URL of at most 2,048 characters, without userinfo, whose host is
+(in any numeric spelling) or resolves to a public address, or one in `SMSGW_CALLBACK_ALLOW_NETWORKS`
+(app/domain/netguard.py). A name that does not resolve at all is accepted: the callback sender
+resolves and judges it again when it connects.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import insert, select
@@ -20,14 +28,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.tables import IdempotencyRecord, Message, utcnow
+from app.db.tables import IdempotencyRecord, Message, SendRequest, utcnow
 from app.domain import encoding as enc
 from app.domain.capability import CapabilityError
 from app.domain.commands import SendCommand
 from app.domain.ids import new_message_sid
+from app.domain.netguard import CallbackRefused, CallbackUnresolved, parse_callback_url
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
 from app.errors import BadRequest
+from app.events.callbacks import check_callback
 from app.services.accept_batch import AcceptBatcher
 from app.services.durable import commit_durably
 from app.services.route_shape import Shape, shapes
@@ -80,12 +90,11 @@ def _parse_send_at(raw: str, now: datetime) -> datetime | None:
 
 
 def _check_url(raw: str) -> str:
+    """The checks that need no resolver (accept() resolves the host)."""
     try:
-        parts = urlsplit(raw.strip())
-    except ValueError:  # e.g. an unclosed IPv6 bracket: `http://[::1`
-        raise BadRequest("StatusCallback must be an http(s) URL", "StatusCallback") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadRequest("StatusCallback must be an http(s) URL", "StatusCallback")
+        parse_callback_url(raw)
+    except CallbackRefused as exc:
+        raise BadRequest(str(exc), "StatusCallback") from None
     return raw.strip()
 
 
@@ -96,10 +105,10 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
         raise BadRequest("To is required", "To", code="missing_field")
     if len(raw_to) > settings.max_recipients:
         raise BadRequest(f"at most {settings.max_recipients} recipients per request", "To")
-    recipients: list[str] = []
+    recipients: dict[str, None] = {}  # ordered and without repeats
     for i, raw in enumerate(raw_to):
         try:
-            recipients.append(normalise_e164(raw, settings.default_country))
+            recipients[normalise_e164(raw, settings.default_country)] = None
         except PhoneError as exc:
             where = "To" if len(raw_to) == 1 else f"To[{i}]"
             raise BadRequest(str(exc), where) from None
@@ -144,12 +153,13 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
 
     send_at = _parse_send_at(req.SendAt, now) if req.SendAt else None
     callback = _check_url(req.StatusCallback) if req.StatusCallback else None
+    unique = list(recipients)
     try:
-        per_to = shapes(settings, channel, recipients, req.Body, requested, req.Flash, mode, sender,
+        per_to = shapes(settings, channel, unique, req.Body, requested, req.Flash, mode, sender,
                         Shape(encoding, segments))
     except CapabilityError as exc:
         raise BadRequest(str(exc), exc.field) from None
-    return _Plan(recipients, req.Body, sender, channel, encoding, segments, mode, req.Flash, validity,
+    return _Plan(unique, req.Body, sender, channel, encoding, segments, mode, req.Flash, validity,
                  send_at, callback, per_to)
 
 
@@ -190,32 +200,51 @@ async def accept(
             return replay
 
     p = plan(req, settings, now)
+    if p.callback is not None:
+        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
+            await session.rollback()
+        try:
+            await check_callback(p.callback, settings.callback_networks())
+        except CallbackUnresolved:
+            pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
+        except CallbackRefused as exc:
+            raise BadRequest(str(exc), "StatusCallback") from None
     status = Status.SCHEDULED if p.send_at else Status.QUEUED
-    batch_sid = new_message_sid() if len(p.recipients) > 1 else None
+    requests: list[dict[str, Any]] = []
+    batch_sid: str | None = None
+    body: str | None = p.body
+    callback = p.callback
+    if len(p.recipients) > 1:  # stored once, in the send_request its messages point to
+        batch_sid = new_message_sid()
+        requests.append({"sid": batch_sid, "api_key_id": api_key_id, "body": p.body, "status_callback": p.callback,
+                         "created_at": now})
+        body = callback = None
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for to, shape in zip(p.recipients, p.shapes, strict=True):
         sid = new_message_sid()
         rows.append({
             "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status.value,
-            "to_number": to, "from_addr": p.sender, "body": p.body, "encoding": shape.encoding.value,
+            "to_number": to, "from_addr": p.sender, "body": body, "encoding": shape.encoding.value,
             "segments": shape.segments, "long_message_mode": p.mode.value, "flash": p.flash,
-            "validity_period": p.validity, "channel": p.channel, "status_callback": p.callback,
+            "validity_period": p.validity, "channel": p.channel, "status_callback": callback,
             "attempts": 0, "send_at": p.send_at, "due_at": p.send_at or now,
             "created_at": now, "updated_at": now,
         })
         results.append({"MessageSid": sid, "Status": status.value, "To": to, "Segments": shape.segments,
                         "Encoding": shape.encoding.value})
-    body: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
+    answer: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
 
     if idempotency_key is None and batcher is not None:
-        await batcher.insert(rows)
-        return Accepted(200, body, [r["sid"] for r in rows])
+        await batcher.insert(rows, requests)
+        return Accepted(200, answer, [r["sid"] for r in rows])
+    if requests:
+        await session.execute(insert(SendRequest), requests)
     await session.execute(insert(Message), rows)
     if idempotency_key is not None:
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
-                                      status_code=200, response=body, created_at=now))
+                                      status_code=200, response=answer, created_at=now))
     try:
         await commit_durably(session)
     except IntegrityError:
@@ -226,7 +255,7 @@ async def accept(
             if replay:
                 return replay
         raise
-    return Accepted(200, body, [r["sid"] for r in rows])
+    return Accepted(200, answer, [r["sid"] for r in rows])
 
 
 async def message_exists(session: AsyncSession, sid: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import Message
+from app.db.tables import Message, SendRequest
 from app.services.durable import commit_durably
 
 MAX_ROWS_PER_COMMIT = 20_000
@@ -29,6 +29,7 @@ MAX_ROWS_PER_COMMIT = 20_000
 @dataclass
 class _Pending:
     rows: list[dict[str, Any]]
+    requests: list[dict[str, Any]]  # send_request rows the messages point to
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -40,9 +41,10 @@ class AcceptBatcher:
         self.commits = 0
         self.rows = 0
 
-    async def insert(self, rows: list[dict[str, Any]]) -> None:
-        """Insert message rows; returns once they are committed (raises what the commit raised)."""
-        pending = _Pending(rows)
+    async def insert(self, rows: list[dict[str, Any]], requests: list[dict[str, Any]] | None = None) -> None:
+        """Insert message rows (and the send_request rows they point to); returns once they are
+        committed (raises what the commit raised)."""
+        pending = _Pending(rows, requests or [])
         self._queue.append(pending)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
@@ -58,6 +60,9 @@ class AcceptBatcher:
                 count += len(item.rows)
             try:
                 async with self._sessions() as s:
+                    requests = [r for item in batch for r in item.requests]
+                    if requests:
+                        await s.execute(insert(SendRequest), requests)
                     await s.execute(insert(Message), [r for item in batch for r in item.rows])
                     await commit_durably(s)
             except Exception as exc:

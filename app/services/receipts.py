@@ -137,8 +137,8 @@ async def _apply(
         if new in REPORTED:
             finals.append(msg.sid)
             reports.extend(_final_events(msg, new, settings))
-        elif new is Status.SENT and msg.status_callback:
-            reports.append(outbox.callback_event(url=msg.status_callback, message_sid=msg.sid, status=new,
+        elif new is Status.SENT and msg.callback_url:
+            reports.append(outbox.callback_event(url=msg.callback_url, message_sid=msg.sid, status=new,
                                                  to=msg.to_number, sender=msg.from_addr, error_code=None))
 
     for r, hit in matched:
@@ -171,8 +171,8 @@ def _final_events(msg: Message, status: Status, settings: Settings) -> Iterable[
         provider_status_code=msg.provider_status_code, channel=msg.channel, to=msg.to_number,
         provider=msg.provider, error_code=msg.error_code,
     )
-    if msg.status_callback:
-        yield outbox.callback_event(url=msg.status_callback, message_sid=msg.sid, status=status,
+    if msg.callback_url:
+        yield outbox.callback_event(url=msg.callback_url, message_sid=msg.sid, status=status,
                                     to=msg.to_number, sender=msg.from_addr, error_code=msg.error_code)
 
 

@@ -1,1 +1,1 @@
-"""Helpers shared by test modules (imported as `support.…`, tests/ being on pytest's path)."""
+"""Helpers shared by test modules (import as `support.<module>`: pytest puts tests/ on sys.path)."""
