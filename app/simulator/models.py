@@ -22,12 +22,14 @@ DEFAULT_REJECT_DEST_RULES: Final[dict[str, int]] = {"9999": int(Status.ESME_RINV
 class SubmitRule:
     """Answer `status` to the submit_sm that match: a destination ending in `suffix` ("" any) and, for a
     part of a concatenated message, its sequence number `part` (None any). Only the first `times`
-    matches get it (0: every one), so a temporary error can be followed by an accepted resubmit."""
+    matches get it (0: every one), so a temporary error can be followed by an accepted resubmit.
+    `answer` False: those submit_sm are left unanswered instead (and get no receipt)."""
 
-    status: int
+    status: int = 0
     suffix: str = ""
     part: int | None = None
     times: int = 1
+    answer: bool = True
     hits: int = 0
 
     def matches(self, destination: str, part: int | None) -> bool:

@@ -291,6 +291,9 @@ class SmscSimulator:
         if rule is not None:
             rule.hits += 1
             status = rule.status
+            if not rule.answer:
+                stats.no_response += 1
+                return
         elif cfg.throttle_rate > 0 and not session.take_token(now, cfg.throttle_rate):
             status = Status.ESME_RTHROTTLED
         elif cfg.queue_full_every and n % cfg.queue_full_every == 0:

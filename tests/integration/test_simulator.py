@@ -430,7 +430,7 @@ async def test_mo_raw_udh_and_sar(make_sim: Any, client_factory: Any) -> None:
 
 
 async def test_drop_all_closes_connections(make_sim: Any, client_factory: Any) -> None:
-    sim = await make_sim()
+    sim = await make_sim(single_receiver=False)  # several receiving binds of one system_id
     clients = [await client_factory(sim.port) for _ in range(3)]
     for client in clients:
         await client.bind()
@@ -442,7 +442,7 @@ async def test_drop_all_closes_connections(make_sim: Any, client_factory: Any) -
 
 
 async def test_stop_and_restart_on_same_port_redelivers_unacked(make_sim: Any, client_factory: Any) -> None:
-    sim = await make_sim()
+    sim = await make_sim(single_receiver=False)  # several receiving binds of one system_id
     port = sim.port
     receivers = [await client_factory(port) for _ in range(3)]
     for client in receivers:
