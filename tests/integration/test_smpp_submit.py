@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.gateway import smpp_gateway, wait_status
 
 from app.db.tables import MessagePart
-from app.providers.smpp.pdu import Status
+from app.providers.smpp.pdu import CommandId, Status, encode_body, encode_raw
 from app.simulator import SimulatorConfig, SmscSimulator, SubmitRecord, SubmitRule
 
 LONG_GSM = "".join(f"word{i:03d} " for i in range(45))  # 405 septets: 3 parts of 153
@@ -158,3 +158,25 @@ async def test_bind_layout_has_one_receiving_bind(module_db_url: str, sim: SmscS
     assert states == ["delivered"] * 6  # receipts all came through the one receiving bind
     assert sim.stats.bind_failures == 0  # and the simulator, which refuses a second one, never had to
     assert [p["sessions_total"] for p in providers["Providers"]] == [sum(layout.values())]
+
+
+async def test_transceiver_refused_by_a_taken_receiver_sends_as_transmitter_and_takes_over_later(
+        module_db_url: str, sim: SmscSimulator) -> None:
+    # Another replica holds the account's one receiving bind.
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    writer.write(encode_raw(CommandId.BIND_TRANSCEIVER, 1, encode_body(
+        CommandId.BIND_TRANSCEIVER, {"system_id": "smppclient1", "password": "password", "interface_version": 0x34})))
+    await reader.readexactly(16)
+    async with smpp_gateway(module_db_url, sim.port, bind="transceiver", sessions=1) as client:
+        r = await client.post("/msg-client/send", json={"To": new_number(), "Body": "while another receives"})
+        m = await wait_status(client, r.json()["MessageSid"], {"sent", "delivered"})
+        assert m["Status"] in ("sent", "delivered")  # sent through a transmitter bind
+        assert sorted(s.mode or "" for s in sim.sessions) == ["transceiver", "transmitter"]
+        writer.close()  # the other replica goes: our receiver binds (its backoff is short at first)
+        for _ in range(200):
+            if sorted(s.mode or "" for s in sim.sessions) == ["receiver", "transmitter"]:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(s.mode or "" for s in sim.sessions) == ["receiver", "transmitter"]
+        r = await client.post("/msg-client/send", json={"To": new_number(), "Body": "now we receive"})
+        assert (await wait_status(client, r.json()["MessageSid"], {"delivered"}))["Status"] == "delivered"

@@ -57,6 +57,7 @@ from app.providers.smpp.pdu import (
     CommandId,
     Pdu,
     PduError,
+    Status,
     command_name,
     concat_info,
     decode_pdu,
@@ -71,6 +72,8 @@ from app.providers.smpp.submit import relative_validity as relative_validity
 log = logging.getLogger("smsgw.smpp")
 
 BIND_COMMAND = {"trx": CommandId.BIND_TRANSCEIVER, "tx": CommandId.BIND_TRANSMITTER, "rx": CommandId.BIND_RECEIVER}
+# How an SMSC that allows one receiving bind per account refuses a second one (seed 002).
+RECEIVER_TAKEN = frozenset({Status.ESME_RBINDFAIL, Status.ESME_RALYBND})
 MO_PARTS_TTL = 300.0
 
 
@@ -140,6 +143,8 @@ class Bind:
                     "addr_npi": 0, "address_range": ""}, {}), 10.0)
                 if resp.command_status != 0:
                     self.p.note_error(f"bind refused {status_code(resp.command_status)}")
+                    if self.mode == "trx" and resp.command_status in RECEIVER_TAKEN:
+                        self.p.receiver_taken(self)
                     raise ConnectionError("bind refused")
                 self.bound = True
                 backoff = 0.2
@@ -331,6 +336,21 @@ class SmppProvider:
 
     async def stop(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.binds), return_exceptions=True)
+
+    def receiver_taken(self, bind: Bind) -> None:
+        """The SMSC refused our transceiver because another session (another replica) holds the account's
+        receiving bind: send as a transmitter, and keep a receiver bind trying in the background, which
+        takes over the receipts when that session goes."""
+        if bind.mode != "trx":
+            return
+        log.warning("%s: the SMSC refused a transceiver (its receiving bind is taken); binding as transmitter, "
+                    "a receiver keeps trying", bind.name)
+        bind.mode = "tx"
+        bind.name = bind.name[:-3] + "tx"
+        receiver = Bind(self, "rx", len(self.binds))
+        self.binds.append(receiver)
+        if self.sink is not None:
+            receiver.start()
 
     def is_available(self) -> bool:
         return any(b.bound and b.transmits for b in self.binds)
