@@ -1,7 +1,7 @@
 """An SMSC that freezes (SIGSTOP: its connections stay open, nothing is answered) while messages flow.
 
 What was in flight and unanswered when it froze is all that may be resubmitted, each message at most
-once: a connection that stopped answering takes no further submit_sm. The CI run freezes for 12 s with
+once: a connection that stopped answering takes no further submit_sm. The CI run freezes for 8 s with
 enquire_link and the response timeout set low; the issue's scenario (60 s, 5,000 messages, the
 default 30 s / 15 s timings) runs with SMSGW_TEST_FREEZE_SECONDS=60 SMSGW_TEST_FREEZE_MESSAGES=5000
 SMSGW_TEST_FREEZE_DEFAULT_TIMINGS=1.
@@ -22,8 +22,8 @@ from support.smsc_process import SmscProcess, free_port
 from app.db.tables import Message
 
 WINDOW = 50
-FREEZE_SECONDS = float(os.environ.get("SMSGW_TEST_FREEZE_SECONDS", "12"))
-MESSAGES = int(os.environ.get("SMSGW_TEST_FREEZE_MESSAGES", "2000"))
+FREEZE_SECONDS = float(os.environ.get("SMSGW_TEST_FREEZE_SECONDS", "8"))
+MESSAGES = int(os.environ.get("SMSGW_TEST_FREEZE_MESSAGES", "1000"))
 DEFAULT_TIMINGS = os.environ.get("SMSGW_TEST_FREEZE_DEFAULT_TIMINGS") == "1"
 
 

@@ -140,7 +140,7 @@ class Bind:
                 resp = await asyncio.wait_for(self._request(BIND_COMMAND[self.mode], {
                     "system_id": self.cfg.system_id, "password": self.cfg.password.get_secret_value(),
                     "system_type": self.cfg.system_type, "interface_version": 0x34, "addr_ton": 0,
-                    "addr_npi": 0, "address_range": ""}, {}), 10.0)
+                    "addr_npi": 0, "address_range": ""}, {}), self.cfg.response_timeout)
                 if resp.command_status != 0:
                     self.p.note_error(f"bind refused {status_code(resp.command_status)}")
                     if self.mode == "trx" and resp.command_status in RECEIVER_TAKEN:
