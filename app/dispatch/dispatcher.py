@@ -223,7 +223,8 @@ class Dispatcher:
         for sid, parts in by_sid.items():
             accepted = {int(p[1]): UpstreamId(p[3]) for p in parts if p[3] is not None}
             if accepted:
-                again[sid].progress = PartProgress(parts[0][2], parts[0][4], len(parts), accepted)
+                reference = next((int(p[4]) for p in parts if p[4] is not None), None)
+                again[sid].progress = PartProgress(parts[0][2], reference, len(parts), accepted)
 
     # -- sending ----------------------------------------------------------------------------
     async def _send(self, msg: Claimed) -> None:
