@@ -16,7 +16,8 @@ path crashes; a slow hook stalls every PDU. Here:
 - a submit_sm unanswered within `response_timeout` drops its bind at once: an SMSC that stopped
   answering (frozen, overloaded) still takes bytes into its socket buffer and may process them
   later, so refilling the window there would turn every later submit into a duplicate. The resubmits
-  are then bounded by the window, each message once;
+  are then bounded by the window, each message once (Kannel's default `wait-ack-expire` also
+  reconnects on an unacknowledged submit);
 - temporary statuses (submit.py: Kannel's set plus the provider's `temporary_errors`) retry the
   message, ESME_RTHROTTLED / ESME_RMSGQFUL also pause the bind (growing pause), ESME_RINVBNDSTS
   rebinds; a long message refused part-way keeps the parts accepted (PartProgress) and the next
