@@ -1,7 +1,7 @@
 """An SMSC that freezes (SIGSTOP: its connections stay open, nothing is answered) while messages flow.
 
 What was in flight and unanswered when it froze is all that may be resubmitted, each message at most
-once: a connection that stopped answering takes no further submit_sm. The CI run freezes for 8 s with
+once: a connection that stopped answering takes no further submit_sm. The CI run freezes for 10 s with
 enquire_link and the response timeout set low; the issue's scenario (60 s, 5,000 messages, the
 default 30 s / 15 s timings) runs with SMSGW_TEST_FREEZE_SECONDS=60 SMSGW_TEST_FREEZE_MESSAGES=5000
 SMSGW_TEST_FREEZE_DEFAULT_TIMINGS=1.
@@ -22,7 +22,7 @@ from support.smsc_process import SmscProcess, free_port
 from app.db.tables import Message
 
 WINDOW = 50
-FREEZE_SECONDS = float(os.environ.get("SMSGW_TEST_FREEZE_SECONDS", "8"))
+FREEZE_SECONDS = float(os.environ.get("SMSGW_TEST_FREEZE_SECONDS", "10"))
 MESSAGES = int(os.environ.get("SMSGW_TEST_FREEZE_MESSAGES", "1000"))
 DEFAULT_TIMINGS = os.environ.get("SMSGW_TEST_FREEZE_DEFAULT_TIMINGS") == "1"
 
@@ -35,7 +35,7 @@ async def statuses(sessions: async_sessionmaker[AsyncSession], sids: list[str]) 
 async def test_smsc_freeze_resubmits_only_what_was_in_flight_each_once(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
     smsc = await SmscProcess("--receipt-delay", "0.05").start()
-    timings = {} if DEFAULT_TIMINGS else {"enquire_link_interval": 3.0, "response_timeout": 2.0}
+    timings = {} if DEFAULT_TIMINGS else {"enquire_link_interval": 4.0, "response_timeout": 3.0}
     settings = api_settings(
         module_db_url, broker_url=f"embedded://127.0.0.1:{free_port()}", max_recipients=10_000,
         providers=[{"name": "smsc-main", "type": "smpp", "port": smsc.port, "system_id": "smppclient1",
