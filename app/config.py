@@ -45,6 +45,19 @@ class SmppProviderConfig(_Strict):
     dest_npi: int = 1
     default_from: str | None = None
     receipt_id_format: Literal["auto", "same"] = "auto"
+    temporary_errors: list[int] = Field(
+        default_factory=list,
+        description="submit_sm_resp statuses retried besides ESME_RSYSERR, ESME_RMSGQFUL, ESME_RTHROTTLED and "
+                    "ESME_RX_T_APPN (e.g. [0x45] or [\"0x45\"])",
+    )
+
+    @field_validator("temporary_errors", mode="before")
+    @classmethod
+    def _status_numbers(cls, value: Any) -> Any:
+        # YAML reads 0x45 as a number, JSON (SMSGW_PROVIDERS) cannot: accept "0x45" strings too.
+        if isinstance(value, list):
+            return [int(v, 0) if isinstance(v, str) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _smpp_field_sizes(self) -> SmppProviderConfig:

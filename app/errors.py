@@ -26,6 +26,11 @@ The HTTP status of each client error is decided in one table, in app/api/errors.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.domain.messages import PartProgress
+
 
 class SmsgwError(Exception):
     """Every error smsgw raises on purpose."""
@@ -83,7 +88,12 @@ class SinkClosed(SmsgwError, RuntimeError):
 
 
 class ProviderError(SmsgwError):
-    """An upstream refused or failed a request. `code` is what it said (ProviderStatusCode)."""
+    """An upstream refused or failed a request. `code` is what it said (ProviderStatusCode).
+
+    `progress`: set when a long message stopped part-way, naming the parts the upstream did accept
+    (they are not sent again, and keep their ids for receipts)."""
+
+    progress: PartProgress | None = None
 
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)

@@ -162,7 +162,14 @@ Message.callback_url = column_property(
 
 
 class MessagePart(Base):
-    """One row per part sent upstream, holding the id the upstream gave it (for receipts)."""
+    """One row per part of a message sent upstream, holding the id the upstream gave it (for receipts).
+
+    `status` is the part's own: `sent` and on once the upstream accepted it (with its `upstream_id`);
+    `queued` while a long message refused part-way waits to send it (the code that refused it in
+    `provider_status_code`); `failed` for the part whose refusal failed the message, `canceled` for
+    parts never sent because of that. `concat_ref` is the concatenation reference the accepted parts
+    carry, which the rest must carry too.
+    """
 
     __tablename__ = "message_part"
 
@@ -178,6 +185,7 @@ class MessagePart(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(default=None)
     done_at: Mapped[datetime | None] = mapped_column(default=None)
     next_poll_at: Mapped[datetime | None] = mapped_column(default=None)
+    concat_ref: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (
         UniqueConstraint("message_sid", "part_no"),

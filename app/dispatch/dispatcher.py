@@ -13,6 +13,12 @@ Where a resubmit can happen (at-least-once towards the upstream):
   SMPP has no way to ask "did you get it?" without the id. Counted in `smsgw_resubmits_total`.
 HTTP providers never resubmit an unanswered request: the message fails with `UNKNOWN_OUTCOME` and
 the history says why (their ids come only in the answer, so no status query can resolve it).
+
+A long message that stops part-way (part 2 of 3 throttled, the bind lost after part 1) keeps each
+part's outcome in `message_part`: the accepted parts with their ids (receipts match them), the rest
+`queued`. Its next attempt goes to the same provider, sends only the parts not accepted, with the
+same concatenation reference (PartProgress), so the handset joins one message and nothing is billed
+twice. A message failed part-way keeps its accepted parts too (`failed` / `canceled` for the rest).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import HttpProviderConfig, Settings
 from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent, utcnow
 from app.domain.encoding import Encoding, LongMessageMode
-from app.domain.ids import MessageSid, normalise_upstream_id
+from app.domain.ids import MessageSid, UpstreamId, normalise_upstream_id
 from app.domain.routing import Route, backoff_seconds, providers_for
 from app.domain.status import Status
 from app.events import outbox
@@ -41,6 +47,7 @@ from app.logs import message_sid_var
 from app.metrics import Metrics
 from app.providers.base import (
     OutboundMessage,
+    PartProgress,
     PermanentError,
     Provider,
     ProviderError,
@@ -77,6 +84,7 @@ class Claimed:
     attempts: int
     callback: str | None
     was_scheduled: bool
+    progress: PartProgress | None = None  # parts accepted on an earlier attempt
 
 
 @dataclass(slots=True)
@@ -88,6 +96,7 @@ class Outcome:
     code: str | None = None
     detail: str | None = None
     retry_after: float | None = None
+    progress: PartProgress | None = None  # how far a long message got on this attempt, if it stopped part-way
 
 
 class Dispatcher:
@@ -189,6 +198,7 @@ class Dispatcher:
             rows = (await s.execute(stmt, execution_options={"synchronize_session": False})).all()
             claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],
                                r[11] is not None and int(r[9]) == 1) for r in rows]
+            await self._load_progress(s, claimed)
             scheduled = [c for c in claimed if c.was_scheduled]
             if scheduled:
                 await s.execute(insert(StatusEvent), [
@@ -196,6 +206,25 @@ class Dispatcher:
                      "created_at": now} for c in scheduled])
             await s.commit()
         return claimed
+
+    @staticmethod
+    async def _load_progress(s: AsyncSession, claimed: list[Claimed]) -> None:
+        """Parts accepted on an earlier attempt, for messages tried before (the only ones that can have any)."""
+        again = {c.sid: c for c in claimed if c.attempts > 1}
+        if not again:
+            return
+        rows = (await s.execute(
+            select(MessagePart.message_sid, MessagePart.part_no, MessagePart.provider, MessagePart.upstream_id,
+                   MessagePart.concat_ref)
+            .where(MessagePart.message_sid.in_(list(again))))).all()
+        by_sid: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            by_sid[row[0]].append(row)
+        for sid, parts in by_sid.items():
+            accepted = {int(p[1]): UpstreamId(p[3]) for p in parts if p[3] is not None}
+            if accepted:
+                reference = next((int(p[4]) for p in parts if p[4] is not None), None)
+                again[sid].progress = PartProgress(parts[0][2], reference, len(parts), accepted)
 
     # -- sending ----------------------------------------------------------------------------
     async def _send(self, msg: Claimed) -> None:
@@ -215,10 +244,13 @@ class Dispatcher:
         names = providers_for(self._routes, msg.channel, msg.to)
         if not names:
             return Outcome(msg, "failed", None, code="NO_ROUTE", detail=f"no route for channel {msg.channel!r}")
+        if msg.progress is not None:
+            # Its first parts are with that provider: the rest must follow them there, never fail over.
+            names = (msg.progress.provider,)
         out = OutboundMessage(
             sid=MessageSid(msg.sid), to=msg.to, sender=msg.sender, body=msg.body, encoding=Encoding(msg.encoding),
             long_message_mode=LongMessageMode(msg.mode), flash=msg.flash, validity_period=msg.validity,
-            attempt=msg.attempts,
+            attempt=msg.attempts, progress=msg.progress,
         )
         unavailable: list[str] = []
         last: ProviderError | None = None
@@ -235,23 +267,31 @@ class Dispatcher:
                     result = await provider.submit(out)
                 except RouteError as exc:
                     self._metrics.submit_errors.labels(name, "route").inc()
+                    if exc.progress is not None:  # parts are out there: no other provider may send the rest
+                        return Outcome(msg, "failed", name, code=exc.code, detail=_parts_detail(exc),
+                                       progress=exc.progress)
                     last = exc
                     continue
                 except RetryableError as exc:
                     # Down or busy: the next provider of the route may take it now; if none does, retry later.
                     self._metrics.submit_errors.labels(name, "retry").inc()
+                    if exc.progress is not None:
+                        return Outcome(msg, "retry", name, code=exc.code, detail=_parts_detail(exc),
+                                       retry_after=exc.retry_after, progress=exc.progress)
                     retry = retry or Outcome(msg, "retry", name, code=exc.code, detail=exc.message,
                                              retry_after=exc.retry_after)
                     continue
                 except PermanentError as exc:
                     self._metrics.submit_errors.labels(name, "permanent").inc()
-                    return Outcome(msg, "failed", name, code=exc.code, detail=exc.message)
+                    return Outcome(msg, "failed", name, code=exc.code, detail=_parts_detail(exc),
+                                   progress=exc.progress)
                 except UnknownOutcomeError as exc:
                     self._metrics.submit_errors.labels(name, "unknown").inc()
                     if provider.type == "smpp":
                         self._metrics.resubmits.labels(name).inc()
                         return Outcome(msg, "retry", name, code=exc.code,
-                                       detail=f"no answer to submit_sm, resubmitting: {exc.message}")
+                                       detail=f"no answer to submit_sm, resubmitting: {_parts_detail(exc)}",
+                                       progress=exc.progress)
                     return Outcome(msg, "failed", name, code="UNKNOWN_OUTCOME",
                                    detail=f"request sent but no answer ({exc.code}); not resubmitted to avoid "
                                           f"a duplicate")
@@ -322,7 +362,9 @@ class Dispatcher:
                 group = [o for o in group if o.msg.sid in owned]
                 if not group:
                     continue
-                await s.execute(delete(MessagePart).where(MessagePart.message_sid.in_([o.msg.sid for o in group])))
+                # Parts accepted on an earlier attempt keep their rows (and any receipt they already got).
+                await s.execute(delete(MessagePart).where(MessagePart.message_sid.in_([o.msg.sid for o in group]),
+                                                          MessagePart.upstream_id.is_(None)))
                 poll_at = now + timedelta(seconds=self._poll_interval(provider)) if provider in self._polled else None
                 parts = [
                     {"message_sid": o.msg.sid, "part_no": i + 1, "provider": provider,
@@ -330,6 +372,7 @@ class Dispatcher:
                      "provider_status_code": o.result.provider_status_code if o.result else None,
                      "next_poll_at": poll_at}
                     for o in group for i, uid in enumerate(o.result.upstream_ids if o.result else ())
+                    if i + 1 not in _accepted_before(o)
                 ]
                 if parts:
                     await s.execute(insert(MessagePart), parts)
@@ -362,6 +405,7 @@ class Dispatcher:
                     if getattr(res, "rowcount", 1):
                         events.append(_event(o.msg.sid, Status.QUEUED, f"provider:{o.provider or '-'}", now,
                                               code=o.code, detail=f"retry in {delay:.1f}s: {o.detail}", applied=True))
+                        await self._record_parts(s, o, now, settings, applied)
                 elif o.kind == "failed":
                     res = await s.execute(
                         update(Message)
@@ -371,6 +415,7 @@ class Dispatcher:
                     if getattr(res, "rowcount", 1):
                         events.append(_event(o.msg.sid, Status.FAILED, f"provider:{o.provider or '-'}", now,
                                               code=o.code, detail=o.detail))
+                        await self._record_parts(s, o, now, settings, applied)
                         out_rows.append(outbox.report_event(
                             queue=settings.delivery_report_queue, message_sid=o.msg.sid, status=Status.FAILED,
                             provider_status_code=o.code, channel=o.msg.channel, to=o.msg.to, provider=o.provider,
@@ -386,6 +431,44 @@ class Dispatcher:
                 await outbox_insert(s, out_rows)
             await s.commit()
         self._count_statuses(applied)
+
+    async def _record_parts(self, s: AsyncSession, o: Outcome, now: datetime, settings: Settings,
+                            applied: CounterType[str]) -> None:
+        """The parts of a long message that stopped part-way: accepted ones with their ids, the others
+        `queued` for the next attempt, or `failed` (the refused one) / `canceled` when the message failed."""
+        progress = o.progress or o.msg.progress
+        if progress is None:
+            return
+        before = _accepted_before(o)
+        await s.execute(delete(MessagePart).where(MessagePart.message_sid == o.msg.sid,
+                                                  MessagePart.upstream_id.is_(None)))
+        refused = min((n for n in range(1, progress.total + 1) if n not in progress.accepted), default=None)
+        rows: list[dict[str, Any]] = []
+        for n in range(1, progress.total + 1):
+            if n in before:
+                continue
+            uid = progress.accepted.get(n)
+            if uid is not None:
+                status, code = Status.SENT, None
+            elif o.kind == "failed":
+                status, code = (Status.FAILED, o.code) if n == refused else (Status.CANCELED, None)
+            else:
+                status, code = Status.QUEUED, o.code if n == refused else None
+            rows.append({"message_sid": o.msg.sid, "part_no": n, "provider": progress.provider,
+                         "upstream_id": normalise_upstream_id(uid) if uid is not None else None,
+                         "status": status.value, "provider_status_code": code,
+                         "submitted_at": now if uid is not None else None, "concat_ref": progress.reference})
+        if rows:
+            await s.execute(insert(MessagePart), rows)
+        if o.kind == "failed":
+            await s.execute(update(MessagePart)
+                            .where(MessagePart.message_sid == o.msg.sid, MessagePart.status == Status.QUEUED.value)
+                            .values(status=Status.CANCELED.value))
+        new_ids = [str(uid) for n, uid in progress.accepted.items() if n not in before]
+        if new_ids:
+            # Receipts that overtook these parts' submit responses.
+            await s.flush()
+            await apply_pending(s, progress.provider, new_ids, settings, applied)
 
     def _count_statuses(self, counts: CounterType[str]) -> None:
         self._metrics.count_reports(counts, receipts=False)  # these reports were counted when they arrived
@@ -463,6 +546,19 @@ class Dispatcher:
             log.warning("%d messages had an expired lease and are due again", n)
             self._wake.set()
         return n
+
+
+def _accepted_before(o: Outcome) -> set[int]:
+    """Part numbers that already have their row from an earlier attempt."""
+    return set(o.msg.progress.accepted) if o.msg.progress is not None else set()
+
+
+def _parts_detail(exc: ProviderError) -> str:
+    p = exc.progress
+    if p is None:
+        return exc.message
+    nxt = min((n for n in range(1, p.total + 1) if n not in p.accepted), default=p.total)
+    return f"{exc.message} ({len(p.accepted)} of {p.total} parts accepted; part {nxt} and on to follow, same reference)"
 
 
 def _log_outcomes(batch: list[Outcome]) -> None:

@@ -3,6 +3,7 @@ upstream's answer, a status report about one of our parts, and an inbound (MO) m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,18 @@ from typing import Any
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId
 from app.domain.status import Status
+
+
+@dataclass(frozen=True, slots=True)
+class PartProgress:
+    """How far a long message got upstream before an attempt stopped: the provider that has its first
+    parts, the concatenation reference they carry, and the id of each part it accepted (by part number,
+    from 1). The next attempt sends only the other parts, with the same reference, to the same provider."""
+
+    provider: str
+    reference: int | None
+    total: int
+    accepted: Mapping[int, UpstreamId] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +38,7 @@ class OutboundMessage:
     flash: bool = False
     validity_period: int | None = None  # seconds
     attempt: int = 1
+    progress: PartProgress | None = None  # parts accepted on earlier attempts (long messages)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.domain.ids import UpstreamId
-from app.domain.messages import InboundSms, OutboundMessage, Receipt, SubmitResult
+from app.domain.messages import InboundSms, OutboundMessage, PartProgress, Receipt, SubmitResult
 from app.errors import (
     PermanentError,
     ProviderError,
@@ -27,7 +27,7 @@ from app.errors import (
 )
 
 __all__ = [
-    "InboundSms", "OutboundMessage", "PermanentError", "Provider", "ProviderError", "ProviderState",
+    "InboundSms", "OutboundMessage", "PartProgress", "PermanentError", "Provider", "ProviderError", "ProviderState",
     "Receipt", "ReportSink", "RetryableError", "RouteError", "SinkClosed", "SubmitResult", "UnknownOutcomeError",
 ]
 

@@ -19,6 +19,26 @@ DEFAULT_REJECT_DEST_RULES: Final[dict[str, int]] = {"9999": int(Status.ESME_RINV
 
 
 @dataclass
+class SubmitRule:
+    """Answer `status` to the submit_sm that match: a destination ending in `suffix` ("" any) and, for a
+    part of a concatenated message, its sequence number `part` (None any). Only the first `times`
+    matches get it (0: every one), so a temporary error can be followed by an accepted resubmit.
+    `answer` False: those submit_sm are left unanswered instead (and get no receipt)."""
+
+    status: int = 0
+    suffix: str = ""
+    part: int | None = None
+    times: int = 1
+    answer: bool = True
+    hits: int = 0
+
+    def matches(self, destination: str, part: int | None) -> bool:
+        if self.times and self.hits >= self.times:
+            return False
+        return destination.endswith(self.suffix) and (self.part is None or self.part == part)
+
+
+@dataclass
 class SimulatorConfig:
     """Behaviour of `SmscSimulator`; scalar fields may be changed at run time via `configure()`."""
 
@@ -46,6 +66,10 @@ class SimulatorConfig:
     throttle_rate: float = 0.0  # submit_sm/s per session above which ESME_RTHROTTLED; 0 = unlimited
     queue_full_every: int = 0  # every Nth submit_sm -> ESME_RMSGQFUL
     reject_rate: float = 0.0  # fraction -> ESME_RSUBMITFAIL
+    submit_rules: list[SubmitRule] = field(default_factory=list)  # checked in order, before the above
+    # Seed 002: "only 1 TRx/Rx with multiple Tx": a second receiving bind (receiver or transceiver) of a
+    # system_id is refused with ESME_RBINDFAIL while the first is bound.
+    single_receiver: bool = True
     # Faults.
     drop_after: int = 0  # the Nth submit_sm closes the connection unanswered
     drop_repeat: bool = False  # ... every Nth instead of only once

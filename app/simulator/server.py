@@ -33,7 +33,7 @@ from app.providers.smpp.pdu import (
     message_octets,
 )
 from app.simulator.control import ControlServer
-from app.simulator.models import RUNTIME_FIELDS, SimulatorConfig, SimulatorStats, SubmitRecord
+from app.simulator.models import RUNTIME_FIELDS, SimulatorConfig, SimulatorStats, SubmitRecord, SubmitRule
 from app.simulator.receipts import (
     IdGenerator,
     Outbound,
@@ -47,7 +47,7 @@ from app.simulator.routing import DeliverRouter
 from app.simulator.session import Batch, SmppSession
 from app.simulator.text import decode_text
 
-__all__ = ["SimulatorConfig", "SimulatorStats", "SmscSimulator", "SubmitRecord"]
+__all__ = ["SimulatorConfig", "SimulatorStats", "SmscSimulator", "SubmitRecord", "SubmitRule"]
 
 log = logging.getLogger("app.simulator")
 _SUBMIT_SM_RESP = int(CommandId.SUBMIT_SM_RESP)
@@ -192,6 +192,9 @@ class SmscSimulator:
                             for s in self.sessions]
         data["pending"] = self.router.pending_count()
         data["duplicates"] = sum(1 for count in self.submit_count_by_dest.values() if count > 1)
+        # Copies beyond the first, and the most copies of one message: what a resubmit bound is checked on.
+        data["duplicate_submits"] = sum(count - 1 for count in self.submit_count_by_dest.values() if count > 1)
+        data["max_copies"] = max(self.submit_count_by_dest.values(), default=0)
         return data
 
     # ------------------------------------------------------------ session registry
@@ -282,8 +285,16 @@ class SmscSimulator:
         short_message = fields["short_message"]
         assert isinstance(source, str) and isinstance(dest, str) and isinstance(short_message, bytes)
         assert isinstance(esm_class, int) and isinstance(data_coding, int)
+        concat = concat_info(esm_class, short_message, tlvs)
         status: int = Status.ESME_ROK
-        if cfg.throttle_rate > 0 and not session.take_token(now, cfg.throttle_rate):
+        rule = self._submit_rule(dest, concat)
+        if rule is not None:
+            rule.hits += 1
+            status = rule.status
+            if not rule.answer:
+                stats.no_response += 1
+                return
+        elif cfg.throttle_rate > 0 and not session.take_token(now, cfg.throttle_rate):
             status = Status.ESME_RTHROTTLED
         elif cfg.queue_full_every and n % cfg.queue_full_every == 0:
             status = Status.ESME_RMSGQFUL
@@ -292,7 +303,6 @@ class SmscSimulator:
         elif cfg.reject_rate > 0 and self._rng.random() < cfg.reject_rate:
             status = Status.ESME_RSUBMITFAIL
         text = decode_text(message_octets(esm_class, short_message, tlvs), data_coding)
-        concat = concat_info(esm_class, short_message, tlvs)
         registered = int(fields["registered_delivery"]) & 0x01
         system_id = session.system_id or ""
         message_id = receipt_id = stat = None
@@ -322,6 +332,13 @@ class SmscSimulator:
             self.messages[message_id] = record
         if cfg.track_duplicates:
             self.submit_count_by_dest[(dest, text)] += 1
+
+    def _submit_rule(self, dest: str, concat: ConcatInfo | None) -> SubmitRule | None:
+        part = concat.sequence if concat is not None and concat.total > 1 else None
+        for rule in self.config.submit_rules:
+            if rule.matches(dest, part):
+                return rule
+        return None
 
     def _concat_part(self, system_id: str, fields: dict[str, Any], concat: ConcatInfo, text: str, registered: int,
                      receipts: list[Outbound]) -> tuple[str, str, str | None]:

@@ -212,6 +212,9 @@ class SmppSession(asyncio.Protocol):
             status = Status.ESME_RINVSYSID
         elif credentials[system_id] != password:
             status = Status.ESME_RINVPASWD
+        elif command_id != CommandId.BIND_TRANSMITTER and self.sim.config.single_receiver and any(
+                s is not self and s.system_id == system_id and s.can_receive and s.is_open for s in self.sim.sessions):
+            status = Status.ESME_RBINDFAIL
         else:
             status = Status.ESME_ROK
         if status != Status.ESME_ROK:

@@ -22,6 +22,7 @@ from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
 from app.providers.base import (
     OutboundMessage,
+    PartProgress,
     PermanentError,
     ProviderState,
     Receipt,
@@ -284,3 +285,42 @@ async def test_busy_primary_fails_over_and_retries_when_all_are_busy(module_db_u
     finally:
         await d.stop()
     assert {r.provider for r in rows.values()} == {"spare"}
+
+
+class PartWiseProvider(FakeProvider):
+    """A three-part message: the first attempt gets part 1 accepted and part 2 throttled; later attempts
+    send what is left and answer every part's id."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.seen: list[PartProgress | None] = []
+
+    async def submit(self, message: OutboundMessage) -> SubmitResult:
+        self.submits[message.sid] += 1
+        self.seen.append(message.progress)
+        if message.progress is None:
+            exc = RetryableError("0x00000058", "throttled", retry_after=0.01)
+            exc.progress = PartProgress(self.name, 0xBEEF, 3, {1: UpstreamId("id-1")})
+            raise exc
+        return SubmitResult((message.progress.accepted[1], UpstreamId("id-2"), UpstreamId("id-3")))
+
+
+async def test_message_stopped_part_way_resumes_at_the_same_provider_with_its_parts(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str) -> None:
+    first = PartWiseProvider("first")
+    backup = FakeProvider("backup")
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["first", "backup"]}])
+    [sid] = await add_messages(module_sessions, 1, isolated)
+    d = await run_dispatcher(module_sessions, settings, {"first": first, "backup": backup})
+    try:
+        await wait_final(module_sessions, [sid], {"sent"})
+    finally:
+        await d.stop()
+    assert backup.submits[sid] == 0  # its first part is at `first`: the rest never goes elsewhere
+    assert first.seen == [None, PartProgress("first", 0xBEEF, 3, {1: UpstreamId("id-1")})]
+    async with module_sessions() as s:
+        parts = (await s.execute(select(MessagePart.part_no, MessagePart.upstream_id, MessagePart.status,
+                                        MessagePart.concat_ref)
+                                 .where(MessagePart.message_sid == sid).order_by(MessagePart.part_no))).all()
+    assert [tuple(p) for p in parts] == [(1, "id-1", "sent", 0xBEEF), (2, "id-2", "sent", None),
+                                         (3, "id-3", "sent", None)]

@@ -35,7 +35,7 @@ from app.providers.smpp.pdu import (
     int_value,
     split_frames,
 )
-from app.simulator import SimulatorConfig, SmscSimulator
+from app.simulator import SimulatorConfig, SmscSimulator, SubmitRule
 
 SYSTEM_ID, PASSWORD = "smppclient1", "password"
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,8 +324,35 @@ async def test_receipts_queue_for_receiver_and_redeliver_unacked(make_sim: Any, 
     assert sim.stats.redeliveries == 1 and sim.unacked_count() == 0
 
 
-async def test_receipts_round_robin_over_receivers(make_sim: Any, client_factory: Any) -> None:
+async def test_second_receiving_bind_of_a_system_id_is_refused(make_sim: Any, client_factory: Any) -> None:
     sim = await make_sim()
+    trx = await client_factory(sim.port)
+    assert (await trx.bind(CommandId.BIND_TRANSCEIVER)).command_status == Status.ESME_ROK
+    for mode in (CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER):
+        other = await client_factory(sim.port)
+        assert (await other.bind(mode)).command_status == Status.ESME_RBINDFAIL
+    for _ in range(3):  # transmitters as many as wanted
+        tx = await client_factory(sim.port)
+        assert (await tx.bind(CommandId.BIND_TRANSMITTER)).command_status == Status.ESME_ROK
+    await trx.close()
+    await eventually(lambda: not any(s.can_receive for s in sim.sessions))
+    rx = await client_factory(sim.port)
+    assert (await rx.bind(CommandId.BIND_RECEIVER)).command_status == Status.ESME_ROK  # the first one left
+
+
+async def test_submit_rules_answer_a_given_part_once(make_sim: Any, client_factory: Any) -> None:
+    sim = await make_sim(submit_rules=[SubmitRule(Status.ESME_RTHROTTLED, suffix="77", part=2)])
+    client = await client_factory(sim.port)
+    await client.bind()
+    statuses = []
+    for seq in (1, 2, 2, 3):
+        client.submit(dest="79001234577", registered=0, esm_class=0x40, text=build_udh(9, 3, seq) + b"part")
+        statuses.append((await client.read()).command_status)
+    assert statuses == [0, Status.ESME_RTHROTTLED, 0, 0]
+
+
+async def test_receipts_round_robin_over_receivers(make_sim: Any, client_factory: Any) -> None:
+    sim = await make_sim(single_receiver=False)
     rx = [await client_factory(sim.port) for _ in range(2)]
     for client in rx:
         await client.bind(CommandId.BIND_RECEIVER)
@@ -403,7 +430,7 @@ async def test_mo_raw_udh_and_sar(make_sim: Any, client_factory: Any) -> None:
 
 
 async def test_drop_all_closes_connections(make_sim: Any, client_factory: Any) -> None:
-    sim = await make_sim()
+    sim = await make_sim(single_receiver=False)  # several receiving binds of one system_id
     clients = [await client_factory(sim.port) for _ in range(3)]
     for client in clients:
         await client.bind()
@@ -415,7 +442,7 @@ async def test_drop_all_closes_connections(make_sim: Any, client_factory: Any) -
 
 
 async def test_stop_and_restart_on_same_port_redelivers_unacked(make_sim: Any, client_factory: Any) -> None:
-    sim = await make_sim()
+    sim = await make_sim(single_receiver=False)  # several receiving binds of one system_id
     port = sim.port
     receivers = [await client_factory(port) for _ in range(3)]
     for client in receivers:

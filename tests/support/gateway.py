@@ -1,5 +1,6 @@
-"""`smsgw serve` as a real process, a keep-alive HTTP/1.1 client that reports what the wire did, and
-waiting on a running gateway for a message to reach a status.
+"""`smsgw serve` as a real process, a keep-alive HTTP/1.1 client that reports what the wire did, the
+whole gateway in-process against an SMSC on loopback (`smpp_gateway`), and waiting on a running gateway
+for a message to reach a status.
 
 The client never retries: a test that counts resets must see every one.
 """
@@ -14,11 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+from conftest import api_settings, running_app
 
 from support.pg_cluster import free_port
 
@@ -117,3 +121,23 @@ async def wait_status(client: httpx.AsyncClient, sid: str, statuses: set[str], t
         if m["Status"] in statuses or asyncio.get_running_loop().time() > deadline:
             return m
         await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def smpp_gateway(db_url: str, smsc_port: int, *, ready: bool = True, settings: dict[str, Any] | None = None,
+                       **provider: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole gateway in-process (API, dispatcher, ESME binds, embedded broker) against the SMSC on
+    `smsc_port`; `provider` overrides the SMPP provider's settings (window, sessions, bind, ...)."""
+    values: dict[str, Any] = {"retry_base_seconds": 0.05, "retry_max_seconds": 0.5, **(settings or {})}
+    config = {"name": "smsc-main", "type": "smpp", "port": smsc_port, "system_id": "smppclient1",
+              "password": "password", **provider}
+    app_settings = api_settings(
+        db_url, broker_url=f"embedded://127.0.0.1:{free_port()}", providers=[config],
+        routes=[{"channel": "smpp", "providers": ["smsc-main"]}], webhook_auth="token:x", **values)
+    async with running_app(app_settings, start_workers=True) as client:
+        if ready:
+            for _ in range(200):
+                if (await client.get("/health/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+        yield client

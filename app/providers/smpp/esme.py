@@ -5,13 +5,23 @@ by itself once its hook returns, so a receipt that could not be stored cannot be
 binary TLVs as text (the vendor TLVs of seed 004 come out mangled); its correlator is O(n); its SAR
 path crashes; a slow hook stalls every PDU. Here:
 
+- binds (seed 002, "only 1 TRx/Rx with multiple Tx"): with `sessions: N`, `transceiver` opens one
+  transceiver and N-1 transmitters, `transmitter_receiver` N transmitters and one receiver;
 - `window` submit_sm outstanding per bind (a semaphore released by the submit_sm_resp), sequence
   numbers correlated in a dict (O(1)), `throughput` submit_sm/s per provider (token bucket);
 - each deliver_sm is handled in its own task: stored through the ReportSink (group commit) and only
   then answered deliver_sm_resp; if storing fails the answer is ESME_RSYSERR and the SMSC redelivers;
 - a dropped bind fails its unanswered submits as UnknownOutcomeError (the dispatcher resubmits those:
   the only resubmit window), rebinds with exponential backoff and jitter; stop() unbinds cleanly;
-- ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (growing pause) and the message is retried.
+- a submit_sm unanswered within `response_timeout` drops its bind at once: an SMSC that stopped
+  answering (frozen, overloaded) still takes bytes into its socket buffer and may process them
+  later, so refilling the window there would turn every later submit into a duplicate. The resubmits
+  are then bounded by the window, each message once (Kannel's default `wait-ack-expire` also
+  reconnects on an unacknowledged submit);
+- temporary statuses (submit.py: Kannel's set plus the provider's `temporary_errors`) retry the
+  message, ESME_RTHROTTLED / ESME_RMSGQFUL also pause the bind (growing pause), ESME_RINVBNDSTS
+  rebinds; a long message refused part-way keeps the parts accepted (PartProgress) and the next
+  attempt sends the rest with the same reference.
 """
 
 from __future__ import annotations
@@ -26,11 +36,13 @@ import time
 from typing import Any
 
 from app.config import SmppProviderConfig
-from app.domain.encoding import DATA_CODING, Encoding, LongMessageMode, decode_data_coding, segment, udh_concat
+from app.domain.encoding import decode_data_coding
 from app.domain.ids import UpstreamId
 from app.providers.base import (
     InboundSms,
+    PartProgress,
     PermanentError,
+    ProviderError,
     ProviderState,
     Receipt,
     ReportSink,
@@ -46,35 +58,31 @@ from app.providers.smpp.pdu import (
     CommandId,
     Pdu,
     PduError,
+    Status,
     command_name,
     concat_info,
     decode_pdu,
     encode_pdu,
     message_octets,
     split_frames,
-    tlv_int,
 )
 from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
+from app.providers.smpp.submit import StatusClasses, build_parts, status_code
+from app.providers.smpp.submit import relative_validity as relative_validity
 
 log = logging.getLogger("smsgw.smpp")
 
-THROTTLE_CODES = {0x58, 0x14}
 BIND_COMMAND = {"trx": CommandId.BIND_TRANSCEIVER, "tx": CommandId.BIND_TRANSMITTER, "rx": CommandId.BIND_RECEIVER}
+# How an SMSC that allows one receiving bind per account refuses a second one (seed 002).
+RECEIVER_TAKEN = frozenset({Status.ESME_RBINDFAIL, Status.ESME_RALYBND})
 MO_PARTS_TTL = 300.0
 
 
-def status_code(status: int) -> str:
-    return f"0x{status:08X}"
-
-
-def relative_validity(seconds: int) -> str:
-    """SMPP 3.4 relative time `YYMMDDhhmmss000R`."""
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    years, days = divmod(days, 365)
-    months, days = divmod(days, 30)
-    return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+def bind_modes(bind: str, sessions: int) -> list[str]:
+    """Seed 002 allows one receiving bind per account beside any number of transmitters."""
+    if bind == "transceiver":
+        return ["trx"] + ["tx"] * (sessions - 1)
+    return ["tx"] * sessions + ["rx"]
 
 
 class Bind:
@@ -133,9 +141,11 @@ class Bind:
                 resp = await asyncio.wait_for(self._request(BIND_COMMAND[self.mode], {
                     "system_id": self.cfg.system_id, "password": self.cfg.password.get_secret_value(),
                     "system_type": self.cfg.system_type, "interface_version": 0x34, "addr_ton": 0,
-                    "addr_npi": 0, "address_range": ""}, {}), 10.0)
+                    "addr_npi": 0, "address_range": ""}, {}), self.cfg.response_timeout)
                 if resp.command_status != 0:
                     self.p.note_error(f"bind refused {status_code(resp.command_status)}")
+                    if self.mode == "trx" and resp.command_status in RECEIVER_TAKEN:
+                        self.p.receiver_taken(self)
                     raise ConnectionError("bind refused")
                 self.bound = True
                 backoff = 0.2
@@ -158,6 +168,16 @@ class Bind:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 30.0)
 
+    def drop(self, reason: str) -> None:
+        """Abort the connection (not a graceful close: its write buffer may never drain) and rebind.
+        Nothing more is written on it; what it has unanswered ends as an unknown outcome."""
+        if self._writer is None or self._writer.is_closing():
+            return
+        log.warning("dropping %s: %s", self.name, reason)
+        self.p.note_error(f"dropped: {reason}")
+        self.bound = False
+        self._writer.transport.abort()
+
     def _fail_pending(self, exc: Exception) -> None:
         pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -170,9 +190,7 @@ class Bind:
             try:
                 await asyncio.wait_for(self._request(CommandId.ENQUIRE_LINK, {}, {}), self.cfg.response_timeout)
             except (TimeoutError, Exception):
-                log.warning("enquire_link unanswered on %s; dropping the bind", self.name)
-                if self._writer is not None:
-                    self._writer.close()
+                self.drop("enquire_link unanswered")
                 return
 
     def _write(self, pdu: Pdu) -> None:
@@ -270,21 +288,26 @@ class Bind:
                 resp = await asyncio.wait_for(self._request(CommandId.SUBMIT_SM, fields, tlvs),
                                               self.cfg.response_timeout)
             except TimeoutError:
+                # Before the slot is freed: no other submit_sm goes into a connection that stopped answering.
+                self.drop(f"submit_sm unanswered for {self.cfg.response_timeout:g}s")
                 raise UnknownOutcomeError("TIMEOUT", "no submit_sm_resp in time") from None
             except ConnectionError as exc:
                 raise RetryableError("NOT_BOUND", str(exc)) from None
             finally:
                 self.in_flight -= 1
-        if resp.command_status in THROTTLE_CODES:
+        status = resp.command_status
+        if StatusClasses.throttles(status):
             self.paused_until = time.monotonic() + self.pause
             self.pause = min(self.pause * 2, 5.0)
-        elif resp.command_status == 0:
+        elif StatusClasses.needs_rebind(status):
+            self.drop(f"SMSC answered {status_code(status)} (not bound)")
+        elif status == 0:
             self.pause = 0.05
         return resp
 
 
 class SmppProvider:
-    """An SMPP 3.4 upstream with `sessions` binds (transceiver, or transmitter + receiver pairs)."""
+    """An SMPP 3.4 upstream: `sessions` transmitting binds, one of them (or one more) receiving."""
 
     type = "smpp"
 
@@ -293,10 +316,10 @@ class SmppProvider:
         self.name = config.name
         self.max_in_flight = config.sessions * config.window
         self.sink: ReportSink | None = None
-        modes = ["trx"] if config.bind == "transceiver" else ["tx", "rx"]
-        self.binds = [Bind(self, m, i) for i in range(config.sessions) for m in modes]
+        self.binds = [Bind(self, m, i) for i, m in enumerate(bind_modes(config.bind, config.sessions))]
+        self.statuses = StatusClasses.for_provider(config.temporary_errors)
         self._rr = itertools.count()
-        self._ref = itertools.count(random.randrange(256))
+        self._ref = itertools.count(random.randrange(0x10000))
         self._bucket = TokenBucket(config.throughput)
         self._mo_parts: dict[tuple[str, int], tuple[float, dict[int, str]]] = {}
         self.submitted = 0
@@ -315,6 +338,21 @@ class SmppProvider:
     async def stop(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.binds), return_exceptions=True)
 
+    def receiver_taken(self, bind: Bind) -> None:
+        """The SMSC refused our transceiver because another session (another replica) holds the account's
+        receiving bind: send as a transmitter, and keep a receiver bind trying in the background, which
+        takes over the receipts when that session goes."""
+        if bind.mode != "trx":
+            return
+        log.warning("%s: the SMSC refused a transceiver (its receiving bind is taken); binding as transmitter, "
+                    "a receiver keeps trying", bind.name)
+        bind.mode = "tx"
+        bind.name = bind.name[:-3] + "tx"
+        receiver = Bind(self, "rx", len(self.binds))
+        self.binds.append(receiver)
+        if self.sink is not None:
+            receiver.start()
+
     def is_available(self) -> bool:
         return any(b.bound and b.transmits for b in self.binds)
 
@@ -324,55 +362,38 @@ class SmppProvider:
             raise RetryableError("NOT_BOUND", f"{self.name}: no bind up")
         return ready[next(self._rr) % len(ready)]
 
-    def _parts(self, msg: Outbound) -> list[tuple[dict[str, Any], dict[int, bytes]]]:
-        seg = segment(msg.body, msg.encoding, msg.long_message_mode)
-        dc = DATA_CODING[seg.encoding]
-        if msg.flash:  # message class 0; Latin-1 has no class bits of its own, so it goes as 8-bit class 0
-            dc = {Encoding.GSM7: 0x10, Encoding.LATIN1: 0x14, Encoding.UCS2: 0x18}[seg.encoding]
-        sender = msg.sender or self.config.default_from or ""
-        numeric = sender.lstrip("+").isdigit()
-        base: dict[str, Any] = {
-            "service_type": "", "source_addr_ton": self.config.source_ton if self.config.source_ton is not None
-            else (1 if numeric and sender.startswith("+") else (0 if numeric else 5)),
-            "source_addr_npi": self.config.source_npi if self.config.source_npi is not None else (1 if numeric else 0),
-            "source_addr": sender.lstrip("+"), "dest_addr_ton": self.config.dest_ton,
-            "dest_addr_npi": self.config.dest_npi, "destination_addr": msg.to.lstrip("+"), "esm_class": 0,
-            "protocol_id": 0, "priority_flag": 0, "schedule_delivery_time": "",
-            "validity_period": relative_validity(msg.validity_period) if msg.validity_period else "",
-            "registered_delivery": 1, "replace_if_present_flag": 0, "data_coding": dc, "sm_default_msg_id": 0,
-        }
-        mode = msg.long_message_mode
-        if mode is LongMessageMode.PAYLOAD and seg.segments > 1:
-            return [({**base, "short_message": b""}, {0x0424: seg.parts[0]})]
-        if len(seg.parts) == 1:
-            return [({**base, "short_message": seg.parts[0]}, {})]
-        ref, total = next(self._ref) % 256, len(seg.parts)
-        out: list[tuple[dict[str, Any], dict[int, bytes]]] = []
-        for i, data in enumerate(seg.parts, 1):
-            if mode is LongMessageMode.SPLIT_SAR:
-                out.append(({**base, "short_message": data},
-                            {0x020C: tlv_int(ref, 2), 0x020E: tlv_int(total), 0x020F: tlv_int(i)}))
-            else:
-                out.append(({**base, "esm_class": 0x40, "short_message": udh_concat(ref, total, i) + data}, {}))
-        return out
-
     async def submit(self, message: Outbound) -> SubmitResult:
-        ids: list[UpstreamId] = []
+        done = message.progress
+        reference = done.reference if done is not None and done.reference is not None else next(self._ref) & 0xFFFF
+        parts = build_parts(message, self.config, reference)
+        accepted: dict[int, UpstreamId] = dict(done.accepted) if done is not None else {}
         bind = self._pick()
-        for n, (fields, tlvs) in enumerate(self._parts(message)):
-            await self._bucket.acquire()
-            resp = await bind.submit(fields, tlvs)
-            if resp.command_status != 0:
-                code = status_code(resp.command_status)
-                self.note_error(f"submit_sm {code}")
-                if resp.command_status in THROTTLE_CODES:
-                    raise RetryableError(code, "throttled by the SMSC", retry_after=bind.pause)
-                if n > 0:  # earlier parts are out: the message is failed, those parts may still arrive
-                    raise PermanentError(code, f"part {n + 1} refused after {n} part(s) were accepted")
-                raise PermanentError(code, "submit_sm refused")
-            ids.append(UpstreamId(resp.str_field("message_id")))
+        for n, (fields, tlvs) in enumerate(parts, 1):
+            if n in accepted:
+                continue  # the SMSC has it from an earlier attempt: never twice
+            try:
+                await self._bucket.acquire()
+                resp = await bind.submit(fields, tlvs)
+                if resp.command_status != 0:
+                    raise self._refusal(resp.command_status, n, bind)
+            except ProviderError as exc:
+                if accepted:
+                    exc.progress = PartProgress(self.name, reference, len(parts), dict(accepted))
+                raise
+            accepted[n] = UpstreamId(resp.str_field("message_id"))
         self.submitted += 1
-        return SubmitResult(tuple(ids))
+        return SubmitResult(tuple(accepted[n] for n in range(1, len(parts) + 1)))
+
+    def _refusal(self, status: int, part: int, bind: Bind) -> ProviderError:
+        code = status_code(status)
+        self.note_error(f"submit_sm {code}")
+        where = f"part {part}: " if part > 1 else ""
+        if StatusClasses.needs_rebind(status):
+            return RetryableError(code, f"{where}the SMSC lost our bind; rebinding", retry_after=0.5)
+        if self.statuses.is_temporary(status):
+            retry_after = bind.pause if StatusClasses.throttles(status) else None
+            return RetryableError(code, f"{where}temporary error from the SMSC", retry_after=retry_after)
+        return PermanentError(code, f"{where}submit_sm refused")
 
     async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
         return None
