@@ -149,10 +149,6 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
     # -- claiming ---------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         idle = 0.05

@@ -75,15 +75,3 @@ class Provider(Protocol):
         """Ask the upstream for a status (dialects with a query API); None if not final/unknown."""
 
     def state(self) -> ProviderState: ...
-
-
-class BatchProvider(Provider, Protocol):
-    """A provider whose API takes many destinations in one request (websmpp, bulksms).
-
-    The dispatcher hands it a batch; it groups messages with the same text, sender and encoding into
-    as few requests as the API allows and answers one result per message, in order.
-    """
-
-    async def submit_many(
-        self, messages: Sequence[OutboundMessage]
-    ) -> list[SubmitResult | ProviderError]: ...

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,7 +52,6 @@ MAX_CHANNEL = 40  # message.channel; without routes configured any name is accep
 class Accepted:
     status_code: int
     body: dict[str, Any]
-    sids: list[str]
     replayed: bool = False
 
 
@@ -174,7 +173,7 @@ async def _replay(session: AsyncSession, api_key_id: int, key: str, digest: str)
     if rec.request_hash != digest:
         raise BadRequest("this Idempotency-Key was used with a different request body", "Idempotency-Key",
                          code="idempotency_key_reused")
-    return Accepted(rec.status_code, rec.response, [], replayed=True)
+    return Accepted(rec.status_code, rec.response, replayed=True)
 
 
 async def accept(
@@ -238,7 +237,7 @@ async def accept(
 
     if idempotency_key is None and batcher is not None:
         await batcher.insert(rows, requests)
-        return Accepted(200, answer, [r["sid"] for r in rows])
+        return Accepted(200, answer)
     if requests:
         await session.execute(insert(SendRequest), requests)
     await session.execute(insert(Message), rows)
@@ -255,8 +254,4 @@ async def accept(
             if replay:
                 return replay
         raise
-    return Accepted(200, answer, [r["sid"] for r in rows])
-
-
-async def message_exists(session: AsyncSession, sid: str) -> bool:
-    return (await session.scalar(select(Message.sid).where(Message.sid == sid))) is not None
+    return Accepted(200, answer)

@@ -20,7 +20,6 @@ from app.config import HttpProviderConfig
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid
 from app.providers.base import (
-    BatchProvider,
     InboundSms,
     OutboundMessage,
     PermanentError,
@@ -93,10 +92,6 @@ async def env(served: tuple[BulksmsFakeState, LoopbackServer]) -> AsyncIterator[
     finally:
         await provider.stop()
 
-
-def test_provider_satisfies_the_batch_protocol() -> None:
-    provider: BatchProvider = make_provider("http://127.0.0.1:9/bulksms")
-    assert provider.type == "http" and provider.name == "bulk"
 
 
 async def test_single_message_is_accepted_with_the_upstream_message_id(env: Env) -> None:

@@ -190,7 +190,7 @@ def _place(batches: list[_Batch], index: int, destination: str) -> None:
 
 
 class BulksmsProvider(BatchHttpProvider):
-    """A BatchProvider for the seed-001 API (see the module docstring for the error table)."""
+    """The seed-001 API, many destinations per request (the module docstring has the error table)."""
 
     dialect = "bulksms"
     capability = BULKSMS
