@@ -212,13 +212,13 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, broker: Private
         await wait_ready(p)
     consumer = ReportConsumer(broker.stomp_url, run.queue)
     await consumer.start()
-    # The kill loses only the last milliseconds of commits: a few hundred messages show it as well as more.
+    # The kill loses what was committed but not yet written to the WAL: the last few milliseconds. One
+    # recipient per request (many small commits) is the load whose last commit is still there, and a few
+    # hundred messages show it as well as more.
     n = min(args.messages, 500) if args.short and name == "postgres-kill" else args.messages
     events: list[str] = []
     started = time.monotonic()
     try:
-        # The kill loses what was committed but not yet written to the WAL: the last few milliseconds.
-        # One recipient per request (many small commits) is the load whose last commit is still there.
         loader = asyncio.create_task(load(run, ports, n, args.rate, chunk=1 if name == "postgres-kill" else 50))
         await fault(run, name, ports, n, events, lambda: len(run.accepted))
         await loader

@@ -146,3 +146,24 @@ def test_e2e_scenario_names_and_targets() -> None:
     assert targets["postgres"]["met"] is True
     assert targets["row_versions"]["met"] is False
     assert targets["msg_per_s"] == {"target": "≥ 3000", "measured": 3100.0, "met": True}
+
+
+def _fault_result(name: str, ok: bool, unstored: int = 0) -> dict[str, object]:
+    return {"scenario": name, "ok": ok, "accepted": 500, "messages": 500, "accepted_but_not_stored": unstored,
+            "not_final": unstored, "lost_reports": unstored, "statuses": {"delivered": 500 - unstored},
+            "events": [], "postgres_settings": {"synchronous_commit": "off", "fsync": "off"}}
+
+
+def test_a_known_fault_failure_is_reported_loudly_and_fails_only_the_full_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.faults import KNOWN_FAILURES, summary
+
+    assert "postgres-kill" in KNOWN_FAILURES
+    known = [_fault_result("postgres-kill", ok=False, unstored=2), _fault_result("database", ok=True)]
+    assert summary(known, lenient=True) == 0  # CI (--short) goes on
+    assert "*** FAILED postgres-kill: 2 message(s) answered 200 are not in the database" in capsys.readouterr().out
+    assert summary(known, lenient=False) == 1  # make faults does not
+    assert summary([_fault_result("database", ok=False, unstored=1)], lenient=True) == 1  # unknown: always fatal
+    capsys.readouterr()
+    summary([_fault_result("postgres-kill", ok=True)], lenient=True)
+    assert "XPASS postgres-kill" in capsys.readouterr().out
