@@ -151,6 +151,20 @@ class PgCluster:
                                 check=True, stdout=subprocess.DEVNULL)
         await self.start()
 
+    def stall_wal_writer(self) -> int | None:
+        """SIGSTOP the WAL writer: with `synchronous_commit=off` nothing then writes committed WAL out of
+        shared memory, so a crash now loses every commit since, the documented worst case of asynchronous
+        commit (up to 3 × wal_writer_delay), made certain instead of a matter of timing. Returns its PID."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children():
+                if "walwriter" in " ".join(child.cmdline()):
+                    child.suspend()
+                    return int(child.pid)
+        return None
+
     async def kill_postmaster(self, orphan_grace: float = 5.0) -> str:
         """SIGKILL to the postmaster alone, as a crash or the OOM killer would. Its backends notice it is
         gone and exit on their own without writing WAL buffers out; any still there after `orphan_grace`
@@ -164,6 +178,10 @@ class PgCluster:
             children = []
         os.kill(pid, signal.SIGKILL)
         self.running = False
+        for c in children:  # a stopped process (the stalled WAL writer) would never notice: it goes too
+            with contextlib.suppress(psutil.Error):
+                if c.status() == psutil.STATUS_STOPPED:
+                    c.kill()
         deadline = time.monotonic() + orphan_grace
         alive = children
         while alive and time.monotonic() < deadline:

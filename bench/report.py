@@ -182,6 +182,11 @@ def table(with_before: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _conflicts(r: dict[str, Any]) -> str:
+    n = r.get("conflicting_reports")
+    return f" ({n} with two statuses)" if n else ""
+
+
 def faults_table() -> str:
     lines = ["| fault | accepted (200) | 200 not stored | final | delivered / undelivered | reports lost | "
              "duplicate reports | resubmits | refused while down | PostgreSQL | what happened |",
@@ -198,7 +203,8 @@ def faults_table() -> str:
         pg_text = f"synchronous_commit={pg.get('synchronous_commit')}" if pg else "shared test server"
         lines.append(f"| {name} | {r['accepted']:,} | {r['accepted_but_not_stored']} | {r['final']:,} | "
                      f"{st.get('delivered', 0):,} / {st.get('undelivered', 0):,} | {r['lost_reports']} | "
-                     f"{r['duplicate_reports']} | {r['resubmits']} ({r['resubmit_pct']} %) | {refused} | {pg_text} | "
+                     f"{r['duplicate_reports']}{_conflicts(r)} | {r['resubmits']} ({r['resubmit_pct']} %) | "
+                     f"{refused} | {pg_text} | "
                      f"{'; '.join(r['events'])} |")
     return "\n".join(lines) if found else "(run `make faults`)"
 

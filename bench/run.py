@@ -309,7 +309,8 @@ async def scenario_e2e(args: argparse.Namespace, services: BenchServices, upstre
         "scenario": name, "messages": n, "per_request": chunk, "connections": connections,
         "accepted": len(sent_at), "accept_errors": accept_errors,
         "reports": sum(consumer.seen.values()), "unique_reports": consumer.unique, "lost": lost,
-        "duplicate_reports": consumer.duplicates, "statuses": dict(consumer.statuses),
+        "duplicate_reports": consumer.duplicates, "conflicting_reports": consumer.conflicting,
+        "statuses": dict(consumer.statuses),
         "headers_ok": consumer.headers_ok,
         "accept_s": round(max(accepted, default=start) - start, 2),
         "first_accept_to_last_report_s": round(elapsed, 2),
@@ -320,7 +321,8 @@ async def scenario_e2e(args: argparse.Namespace, services: BenchServices, upstre
         "machine": machine(), **measured,
     }
     result["targets"] = check_targets(name, result)
-    result["ok"] = lost == 0 and consumer.duplicates == 0 and accept_errors == 0 and consumer.headers_ok
+    result["ok"] = (lost == 0 and consumer.duplicates == 0 and accept_errors == 0 and consumer.headers_ok
+                    and consumer.conflicting == 0)
     rate_target = result["targets"].get("msg_per_s")
     print_table(f"{name}: {n:,} messages, {chunk:,} per request from {connections} connection(s), "
                 "accept -> upstream -> receipts -> reports on ActiveMQ", [
