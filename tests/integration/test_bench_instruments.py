@@ -54,6 +54,7 @@ async def test_row_versions_and_statements_are_counted_per_table_and_per_message
     conn = await _connect(cluster, "meter_test")
     await conn.execute("CREATE TABLE item (id int PRIMARY KEY, state text)")
     await conn.execute("CREATE TABLE untouched (id int)")
+    await conn.execute("CREATE TABLE child (id int, item_id int REFERENCES item (id))")
     await conn.close()
     meter = PgMeter(cluster.port, "meter_test")
     await meter.create_extension()
@@ -64,18 +65,21 @@ async def test_row_versions_and_statements_are_counted_per_table_and_per_message
     await conn.execute("INSERT INTO item SELECT g, 'new' FROM generate_series(1, 10) g")
     await conn.execute("UPDATE item SET state = 'sent'")  # no index on state: HOT-eligible
     await conn.execute("DELETE FROM item WHERE id <= 5")
+    await conn.execute("INSERT INTO child VALUES (1, 10)")  # its foreign-key check runs nested
     await conn.close()  # its counters are published when the backend exits
     await meter.wait_for_clients_gone()
     result = await meter.result(messages=10)
 
     assert result["row_versions"]["item"] == {"ins": 10, "upd": 10, "hot_upd": 10, "del": 5, "total": 25}
-    assert result["row_versions_per_message"] == {"total": 2.5, "by_table": {"item": 2.5}}
+    assert result["row_versions_per_message"] == {"total": 2.6, "by_table": {"child": 0.1, "item": 2.5}}
     assert result["hot_update_percent"] == {"item": 100.0}
     assert result["wal_bytes_per_message"] > 0
     queries = [s["query"] for s in result["top_statements"]]
     assert any(q.startswith("UPDATE item SET state") for q in queries)
     assert not any("pg_stat" in q for q in queries)  # the meter's own queries are left out
-    assert result["statements_per_message"] == pytest.approx(0.3)  # 3 statements for 10 "messages"
+    assert result["statements_per_message"] == pytest.approx(0.4)  # 4 statements for 10 "messages"
+    assert result["nested_statements_per_message"] >= 0.1  # the foreign-key checks (insert and delete)
+    assert any(s["nested"] and "FOR KEY SHARE" in s["query"] for s in result["top_statements"])
 
 
 async def test_cpu_meter_attributes_a_busy_process_to_its_own_group() -> None:
