@@ -247,6 +247,7 @@ class ReportConsumer:
     arrivals: list[float] = field(default_factory=list)
     first_seen: dict[str, float] = field(default_factory=dict)
     statuses: Counter[str] = field(default_factory=Counter)
+    status_by_sid: dict[str, set[str]] = field(default_factory=dict)
     headers_ok: bool = True
     _task: asyncio.Task[None] | None = None
 
@@ -273,6 +274,7 @@ class ReportConsumer:
                         self.seen[report["MessageSID"]] += 1
                         self.first_seen.setdefault(report["MessageSID"], now)
                         self.statuses[report["DeliveryStatus"]] += 1
+                        self.status_by_sid.setdefault(report["MessageSID"], set()).add(report["DeliveryStatus"])
                         self.arrivals.append(now)
                         if headers.get("smsgw-report-id") != "report:" + report["MessageSID"]:
                             self.headers_ok = False
@@ -291,6 +293,11 @@ class ReportConsumer:
     @property
     def duplicates(self) -> int:
         return sum(self.seen.values()) - len(self.seen)
+
+    @property
+    def conflicting(self) -> int:
+        """Messages reported with two different statuses: never a harmless redelivery."""
+        return sum(1 for s in self.status_by_sid.values() if len(s) > 1)
 
 
 class RssSampler:
