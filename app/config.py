@@ -42,7 +42,14 @@ class SmppProviderConfig(_Strict):
     dest_ton: int = 1
     dest_npi: int = 1
     default_from: str | None = None
-    receipt_id_format: Literal["auto", "same"] = "auto"
+    latin1: bool = Field(default=False, description="the SMSC takes data_coding 3 (Latin-1) when a message asks for it")
+    # How a receipt writes the id submit_sm_resp gave: `same`; `hex` (receipt in hex, resp in decimal);
+    # `decimal` (receipt in decimal, resp in hex); `auto` (the same id, else the other base).
+    receipt_id_format: Literal["same", "hex", "decimal", "auto"] = "same"
+    query_after: float | None = Field(
+        default=None, gt=0,
+        description="seconds without a final receipt after which the part's status is asked with query_sm")
+    query_interval: float = Field(default=600.0, gt=0, description="first wait between query_sm for one part")
 
     @model_validator(mode="after")
     def _smpp_field_sizes(self) -> SmppProviderConfig:
@@ -53,6 +60,10 @@ class SmppProviderConfig(_Strict):
             if len(value.encode()) > limit:
                 raise ValueError(f"provider {self.name}: SMPP {field_name} is at most {limit} characters")
         return self
+
+    def takes_latin1(self, flash: bool) -> bool:
+        # No class-0 Latin-1 data_coding exists: a flash message goes as GSM-7 or UCS-2.
+        return self.latin1 and not flash
 
 
 HttpDialect = Literal["commpeak", "bulksms", "websmpp", "twilio"]
@@ -86,6 +97,10 @@ class HttpProviderConfig(_Strict):
         elif not self.username or self.password is None:
             raise ValueError(f"provider {self.name}: {self.dialect} needs username and password")
         return self
+
+    def takes_latin1(self, flash: bool) -> bool:
+        # bulksms has ISO-8859-1 types (5, and 7 for flash); websmpp's type 3 has no flash.
+        return self.dialect == "bulksms" or (self.dialect == "websmpp" and not flash)
 
 
 ProviderConfig = Annotated[SmppProviderConfig | HttpProviderConfig, Field(discriminator="type")]

@@ -25,6 +25,7 @@ from app.domain import encoding as enc
 from app.domain.commands import SendCommand
 from app.domain.ids import new_message_sid
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
+from app.domain.routing import Route, providers_for
 from app.domain.status import Status
 from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher
@@ -133,6 +134,9 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
         raise BadRequest(f"unknown channel {channel!r} (known: {known})", "channel")
     if len(channel) > MAX_CHANNEL:
         raise BadRequest(f"channel is longer than {MAX_CHANNEL} characters", "channel")
+    if encoding is enc.Encoding.LATIN1 and not _routes_take_latin1(settings, channel, recipients, req.Flash):
+        raise BadRequest("latin1 is not accepted by this route's providers (flash over SMPP never is); "
+                         "use auto, gsm7 or ucs2", "Encoding")
 
     validity = req.ValidityPeriod
     if validity is not None and not 1 <= validity <= MAX_VALIDITY_SECONDS:
@@ -142,6 +146,13 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
     callback = _check_url(req.StatusCallback) if req.StatusCallback else None
     return _Plan(recipients, req.Body, sender, channel, encoding, segments, mode, req.Flash, validity,
                  send_at, callback)
+
+
+def _routes_take_latin1(settings: Settings, channel: str, recipients: list[str], flash: bool) -> bool:
+    """Latin-1 only when every provider the message may go to (failover included) takes it."""
+    routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
+    names = {n for to in recipients for n in providers_for(routes, channel, to)}
+    return bool(names) and all(settings.provider(n).takes_latin1(flash) for n in names)
 
 
 def request_hash(req: SendCommand) -> str:

@@ -192,7 +192,7 @@ async def all_final(client: httpx.AsyncClient, sids: list[str], want: set[str], 
 
 @pytest.mark.parametrize(("mode", "body", "expect"), [
     ("split", "a" * 200, {"esm_class": 0x40, "parts": 2, "dc": 0}),
-    ("split_sar", "é" * 10 + "©" * 150, {"esm_class": 0, "parts": 2, "dc": 3, "sar": True}),
+    ("split_sar", "é" * 10 + "©" * 120, {"esm_class": 0, "parts": 2, "dc": 8, "sar": True}),
     ("payload", "ж" * 100, {"esm_class": 0, "parts": 1, "dc": 8, "payload": True}),
     ("cut", "b" * 200, {"esm_class": 0, "parts": 1, "dc": 0}),
 ])
@@ -222,6 +222,11 @@ async def test_flash_and_validity(gateway: Any, sim: SmscSimulator) -> None:
     await wait_status(client, r.json()["MessageSid"], {"delivered"})
     rec = [x for x in sim.received if x.destination == "4477001100"][-1]
     assert rec.data_coding == 0x10
+    r = await client.post("/msg-client/send", json={"To": "+4477001101", "Body": "flash ça", "Flash": True})
+    assert (r.json()["Encoding"], r.json()["Segments"]) == ("UCS2", 1)
+    await wait_status(client, r.json()["MessageSid"], {"delivered"})
+    rec = [x for x in sim.received if x.destination == "4477001101"][-1]
+    assert (rec.data_coding, rec.text) == (0x18, "flash ça")  # class 0 UCS-2, never 0x14 (8-bit data)
 
 
 async def test_decimal_receipt_for_hex_id_and_receipt_before_response(gateway: Any, sim: SmscSimulator) -> None:

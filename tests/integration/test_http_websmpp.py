@@ -51,13 +51,17 @@ async def started(url: str, **kw: Any) -> WebsmppProvider:
 @pytest.mark.parametrize(("text", "kind", "sent"), [
     ("testing English message", "1", "testing English message"),
     ("testing unicode message", "1", "testing unicode message"),
-    ("Prix: 10 © 2026", "3", "Prix: 10 © 2026"),
+    ("Prix: 10 © 2026", "2", "Prix: 10 © 2026".encode("utf-16-be").hex().upper()),  # auto: UCS-2
     ("اختبار رسالة عربية", "4", "اختبار رسالة عربية"),
     ("Привет", "2", "Привет".encode("utf-16-be").hex().upper()),
     ("A&B #1", "2", "A&B #1".encode("utf-16-be").hex().upper()),
 ])
 def test_message_type(text: str, kind: str, sent: str) -> None:
     assert message_type(text, choose_encoding(text)) == (kind, sent)
+
+
+def test_latin1_asked_for_is_type_3() -> None:
+    assert message_type("Prix: 10 © 2026", Encoding.LATIN1) == ("3", "Prix: 10 © 2026")
 
 
 def test_seed_example_hex() -> None:

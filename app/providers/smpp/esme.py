@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from app.config import SmppProviderConfig
-from app.domain.encoding import DATA_CODING, Encoding, LongMessageMode, decode_data_coding, segment, udh_concat
+from app.domain.encoding import LongMessageMode, data_coding, decode_data_coding, segment, udh_concat
 from app.domain.ids import UpstreamId
 from app.providers.base import (
     InboundSms,
@@ -325,10 +325,8 @@ class SmppProvider:
         return ready[next(self._rr) % len(ready)]
 
     def _parts(self, msg: Outbound) -> list[tuple[dict[str, Any], dict[int, bytes]]]:
-        seg = segment(msg.body, msg.encoding, msg.long_message_mode)
-        dc = DATA_CODING[seg.encoding]
-        if msg.flash:  # message class 0; Latin-1 has no class bits of its own, so it goes as 8-bit class 0
-            dc = {Encoding.GSM7: 0x10, Encoding.LATIN1: 0x14, Encoding.UCS2: 0x18}[seg.encoding]
+        seg = segment(msg.body, msg.encoding, msg.long_message_mode, flash=msg.flash)
+        dc = data_coding(seg.encoding, msg.flash)  # flash: 0x10 / 0x18 (a Latin-1 flash goes as UCS-2)
         sender = msg.sender or self.config.default_from or ""
         numeric = sender.lstrip("+").isdigit()
         base: dict[str, Any] = {
