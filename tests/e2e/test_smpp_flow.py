@@ -80,7 +80,8 @@ async def gateway(module_db_url: str, sim: SmscSimulator) -> AsyncIterator[tuple
     settings = api_settings(
         module_db_url, broker_url=STOMP_URL, delivery_report_queue=reports.queue, inbound_queue=inbound.queue,
         providers=[{"name": "smsc-main", "type": "smpp", "port": sim.port, "system_id": "smppclient1",
-                    "password": "password", "window": 20}],
+                    "password": "password", "window": 20,
+                    "receipt_id_format": "auto"}],  # one test switches the simulator to decimal receipt ids
         routes=[{"channel": "smpp", "providers": ["smsc-main"]}],
         webhook_auth="token:x",
     )

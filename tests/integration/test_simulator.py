@@ -150,7 +150,7 @@ def test_codec_roundtrip_and_errors() -> None:
         decode_pdu(encode_raw(CommandId.ENQUIRE_LINK_RESP, 4, b"\x00\x1e\x00\x09ab"))
     assert bad_tlv.value.status == Status.ESME_RINVOPTPARSTREAM
     with pytest.raises(UnknownCommandError):
-        decode_pdu(encode_raw(CommandId.QUERY_SM, 5))
+        decode_pdu(encode_raw(CommandId.REPLACE_SM, 5))
     stream = bytearray(submit.encode() + bind.encode()[:20])
     frames, error = split_frames(stream)
     assert len(frames) == 1 and error is None and len(stream) == 20

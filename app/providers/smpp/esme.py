@@ -7,8 +7,11 @@ path crashes; a slow hook stalls every PDU. Here:
 
 - `window` submit_sm outstanding per bind (a semaphore released by the submit_sm_resp), sequence
   numbers correlated in a dict (O(1)), `throughput` submit_sm/s per provider (token bucket);
-- each deliver_sm is handled in its own task: stored through the ReportSink (group commit) and only
-  then answered deliver_sm_resp; if storing fails the answer is ESME_RSYSERR and the SMSC redelivers;
+- each deliver_sm / data_sm is handled in its own task: stored through the ReportSink (group commit)
+  and only then answered (deliver_sm_resp / data_sm_resp); if storing fails the answer is
+  ESME_RSYSERR and the SMSC redelivers. Its esm_class message type (receipt_parse.deliver_kind) says
+  what it is: a receipt or SME acknowledgement (applied), an intermediate notification (history
+  only, never final), an MO message (the inbound queue), anything else (acknowledged and logged);
 - a dropped bind fails its unanswered submits as UnknownOutcomeError (the dispatcher resubmits those:
   the only resubmit window), rebinds with exponential backoff and jitter; stop() unbinds cleanly;
 - ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (growing pause) and the message is retried.
@@ -28,6 +31,7 @@ from typing import Any
 from app.config import SmppProviderConfig
 from app.domain.encoding import LongMessageMode, data_coding, decode_data_coding, segment, udh_concat
 from app.domain.ids import UpstreamId
+from app.domain.status import Status
 from app.providers.base import (
     InboundSms,
     PermanentError,
@@ -51,10 +55,11 @@ from app.providers.smpp.pdu import (
     decode_pdu,
     encode_pdu,
     message_octets,
+    response_for,
     split_frames,
     tlv_int,
 )
-from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
+from app.providers.smpp.receipt_parse import STATUS_KINDS, DeliverKind, deliver_kind, parse_receipt
 
 log = logging.getLogger("smsgw.smpp")
 
@@ -231,7 +236,7 @@ class Bind:
             self._write(Pdu(CommandId.UNBIND_RESP, 0, pdu.sequence_number))
             if self._writer is not None:
                 self._writer.close()
-        elif pdu.command_id == CommandId.DELIVER_SM:
+        elif pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
             task = asyncio.create_task(self._deliver(pdu, self._writer))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
@@ -255,7 +260,7 @@ class Bind:
             log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
             return
         with contextlib.suppress(Exception):
-            self._write(Pdu(CommandId.DELIVER_SM_RESP, status, pdu.sequence_number,
+            self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
                             {"message_id": ""} if status == 0 else {}))
 
     async def submit(self, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
@@ -376,20 +381,32 @@ class SmppProvider:
         return None
 
     async def on_deliver(self, pdu: Pdu) -> None:
+        """A deliver_sm or data_sm: a status report (by its esm_class message type) or an MO message."""
         assert self.sink is not None
         esm = pdu.int_field("esm_class")
-        short = pdu.bytes_field("short_message")
-        if is_receipt(esm):
-            parsed = parse_receipt(message_octets(0, short, pdu.tlvs), pdu.tlvs)
-            if parsed is None:
-                log.warning("receipt without a message id from %s", self.name)
-                return
-            await self.sink.receipts([Receipt(
-                provider=self.name, upstream_id=parsed.upstream_id, status=parsed.status,
-                provider_status_code=parsed.stat, source=f"smpp:{self.name}", error_code=parsed.error_code,
-                extra=parsed.extra)])
+        short = pdu.bytes_field("short_message")  # data_sm has none: its text is in message_payload
+        kind = deliver_kind(esm)
+        if kind is DeliverKind.MO:
+            await self._on_mo(pdu, esm, short)
             return
-        await self._on_mo(pdu, esm, short)
+        if kind not in STATUS_KINDS:
+            # A conversation abort or a reserved type names no message of ours and is no customer's text.
+            log.warning("%s from %s with esm_class 0x%02X (%s): acknowledged, not forwarded", pdu.name, self.name,
+                        esm, kind.name.lower())
+            return
+        # An SME acknowledgement reports delivery by being sent; without a stat of its own it is DELIVRD.
+        default = "DELIVRD" if kind in (DeliverKind.SME_ACK, DeliverKind.USER_ACK) else "UNKNOWN"
+        parsed = parse_receipt(message_octets(0, short, pdu.tlvs), pdu.tlvs, default)
+        if parsed is None:
+            log.warning("%s receipt without a message id from %s", pdu.name, self.name)
+            return
+        status, source = parsed.status, f"smpp:{self.name}"
+        if kind is DeliverKind.INTERMEDIATE:
+            # The SMSC is still trying (even a stat like UNDELIV means "this attempt failed"): history only.
+            status, source = Status.SENT, f"smpp:{self.name}:intermediate"
+        await self.sink.receipts([Receipt(
+            provider=self.name, upstream_id=parsed.upstream_id, status=status,
+            provider_status_code=parsed.stat, source=source, error_code=parsed.error_code, extra=parsed.extra)])
 
     async def _on_mo(self, pdu: Pdu, esm: int, short: bytes) -> None:
         assert self.sink is not None
