@@ -76,6 +76,8 @@ def _match(receipt: Receipt, by_id: dict[str, list[MessagePart]], formats: dict[
                 found.append(part)
         if found:
             break
+    if receipt.submitted_after is not None:
+        found = [p for p in found if p.submitted_at is None or p.submitted_at >= receipt.submitted_after]
     if kept_at is not None:
         low, high = kept_at - _RECENT, kept_at + timedelta(seconds=OVERTAKE_SECONDS)
         found = [p for p in found if p.submitted_at is None or low <= p.submitted_at <= high]
@@ -266,6 +268,8 @@ def _payload(r: Receipt) -> dict[str, Any]:
     payload: dict[str, Any] = {"raw_id": r.upstream_id, "extra": r.extra}
     if r.done_at is not None:
         payload["done_at"] = r.done_at.isoformat()
+    if r.submitted_after is not None:
+        payload["submitted_after"] = r.submitted_after.isoformat()
     return payload
 
 
@@ -274,11 +278,12 @@ def _kept_receipt(row: PendingReceipt) -> Receipt:
     raw_id = str(payload.pop("raw_id", row.upstream_id))
     extra = payload.pop("extra", None)
     if extra is None:  # rows kept before the payload had an "extra" key: the rest of it is the extra
-        extra = {k: v for k, v in payload.items() if k != "done_at"}
-    done_at = payload.get("done_at")
+        extra = {k: v for k, v in payload.items() if k not in ("done_at", "submitted_after")}
+    done_at, after = payload.get("done_at"), payload.get("submitted_after")
     return Receipt(provider=row.provider, upstream_id=raw_id, status=Status(row.status),
                    provider_status_code=row.provider_status_code, source=row.source, error_code=row.error_code,
-                   done_at=datetime.fromisoformat(done_at) if isinstance(done_at, str) else None, extra=extra)
+                   done_at=datetime.fromisoformat(done_at) if isinstance(done_at, str) else None, extra=extra,
+                   submitted_after=datetime.fromisoformat(after) if isinstance(after, str) else None)
 
 
 async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], settings: Settings,

@@ -26,12 +26,13 @@ import itertools
 import logging
 import random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.config import SmppProviderConfig
 from app.domain.encoding import LongMessageMode, data_coding, decode_data_coding, segment, udh_concat
-from app.domain.ids import UpstreamId
-from app.domain.status import Status
+from app.domain.ids import UpstreamId, normalise_upstream_id, receipt_id_candidates
+from app.domain.status import MESSAGE_STATE_STAT, RECEIPT_STAT, REPORTED, Status
 from app.providers.base import (
     InboundSms,
     PermanentError,
@@ -66,6 +67,8 @@ log = logging.getLogger("smsgw.smpp")
 THROTTLE_CODES = {0x58, 0x14}
 BIND_COMMAND = {"trx": CommandId.BIND_TRANSCEIVER, "tx": CommandId.BIND_TRANSMITTER, "rx": CommandId.BIND_RECEIVER}
 MO_PARTS_TTL = 300.0
+QUERY_UNKNOWN_CODES = {0x67, 0x0C}  # ESME_RQUERYFAIL, ESME_RINVMSGID
+ANSWERED_WINDOW = 30.0  # seconds; the dispatcher records a submit's outcome well within this
 
 
 def status_code(status: int) -> str:
@@ -229,6 +232,8 @@ class Bind:
             fut = self._pending.get(pdu.sequence_number)
             if fut is not None and not fut.done():
                 fut.set_result(pdu)
+            if pdu.command_id == CommandId.SUBMIT_SM_RESP and pdu.command_status == 0:
+                self.p.answered(normalise_upstream_id(pdu.str_field("message_id")))
             return
         if pdu.command_id == CommandId.ENQUIRE_LINK:
             self._write(Pdu(CommandId.ENQUIRE_LINK_RESP, 0, pdu.sequence_number))
@@ -262,6 +267,17 @@ class Bind:
         with contextlib.suppress(Exception):
             self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
                             {"message_id": ""} if status == 0 else {}))
+
+    async def query(self, fields: dict[str, Any]) -> Pdu:
+        """query_sm, outside the submit window (a status question is no message to send)."""
+        if not self.bound:
+            raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
+        try:
+            return await asyncio.wait_for(self._request(CommandId.QUERY_SM, fields, {}), self.cfg.response_timeout)
+        except TimeoutError:
+            raise RetryableError("TIMEOUT", "no query_sm_resp in time") from None
+        except ConnectionError as exc:
+            raise RetryableError("NOT_BOUND", str(exc)) from None
 
     async def submit(self, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
         async with self.window:
@@ -304,9 +320,32 @@ class SmppProvider:
         self._ref = itertools.count(random.randrange(256))
         self._bucket = TokenBucket(config.throughput)
         self._mo_parts: dict[tuple[str, int], tuple[float, dict[int, str]]] = {}
+        self._answered: dict[str, float] = {}  # normalised message_id of recent submit_sm_resp -> time.time()
         self.submitted = 0
         self.errors = 0
         self.last_error: str | None = None
+
+    def answered(self, message_id: str) -> None:
+        """Remember ids submit_sm_resp gave in the last ANSWERED_WINDOW seconds (see `_submitted_after`)."""
+        now = time.time()  # wall clock: compared with the submitted_at the dispatcher writes after this
+        recent = self._answered
+        recent.pop(message_id, None)
+        recent[message_id] = now
+        while recent:
+            oldest, at = next(iter(recent.items()))
+            if now - at <= ANSWERED_WINDOW:
+                break
+            del recent[oldest]
+
+    def _submitted_after(self, receipt_id: str) -> datetime | None:
+        """For a receipt of an id answered moments ago: the time its part was submitted after. Its submit
+        may not be recorded yet, and after an SMSC restart an older message may hold the same id: the
+        receipt must wait for the new part rather than land on the old one."""
+        for candidate in receipt_id_candidates(receipt_id, self.config.receipt_id_format):
+            at = self._answered.get(candidate)
+            if at is not None:
+                return datetime.fromtimestamp(at, UTC) - timedelta(seconds=0.05)
+        return None
 
     def note_error(self, text: str) -> None:
         self.errors += 1
@@ -378,7 +417,39 @@ class SmppProvider:
         return SubmitResult(tuple(ids))
 
     async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
-        return None
+        return await self.query_status_from(upstream_id, None)
+
+    async def query_status_from(self, upstream_id: UpstreamId, sender: str | None) -> Receipt | None:
+        """query_sm (seed 004: "or by using a separate QUERY_SM command on request"): a Receipt once the
+        SMSC says the message is final, None while it is still en route. An SMSC that does not know the
+        id (ESME_RQUERYFAIL, ESME_RINVMSGID) will never send its receipt: undelivered, NO_RECEIPT."""
+        ton, npi, addr = self._source_address(sender)
+        resp = await self._pick().query({"message_id": str(upstream_id), "source_addr_ton": ton,
+                                         "source_addr_npi": npi, "source_addr": addr})
+        source = f"query_sm:{self.name}"
+        if resp.command_status in QUERY_UNKNOWN_CODES:
+            return Receipt(provider=self.name, upstream_id=upstream_id, status=Status.UNDELIVERED,
+                           provider_status_code="NO_RECEIPT", source=source,
+                           error_code=f"query_sm {status_code(resp.command_status)}")
+        if resp.command_status != 0:
+            raise RetryableError(status_code(resp.command_status), "query_sm refused")
+        stat = MESSAGE_STATE_STAT.get(resp.int_field("message_state"))
+        if stat is None or RECEIPT_STAT[stat] not in REPORTED:
+            return None
+        status = RECEIPT_STAT[stat]
+        error = resp.int_field("error_code")
+        return Receipt(provider=self.name, upstream_id=upstream_id, status=status, provider_status_code=stat,
+                       source=source, error_code=str(error) if error and status is not Status.DELIVERED else None,
+                       extra={"query_sm": {"final_date": resp.str_field("final_date")}})
+
+    def _source_address(self, sender: str | None) -> tuple[int, int, str]:
+        """(ton, npi, address) of the sender, as submit_sm wrote it (query_sm must repeat it)."""
+        sender = sender or self.config.default_from or ""
+        numeric = sender.lstrip("+").isdigit()
+        ton = self.config.source_ton if self.config.source_ton is not None else (
+            1 if numeric and sender.startswith("+") else (0 if numeric else 5))
+        npi = self.config.source_npi if self.config.source_npi is not None else (1 if numeric else 0)
+        return ton, npi, sender.lstrip("+")
 
     async def on_deliver(self, pdu: Pdu) -> None:
         """A deliver_sm or data_sm: a status report (by its esm_class message type) or an MO message."""
@@ -406,7 +477,8 @@ class SmppProvider:
             status, source = Status.SENT, f"smpp:{self.name}:intermediate"
         await self.sink.receipts([Receipt(
             provider=self.name, upstream_id=parsed.upstream_id, status=status,
-            provider_status_code=parsed.stat, source=source, error_code=parsed.error_code, extra=parsed.extra)])
+            provider_status_code=parsed.stat, source=source, error_code=parsed.error_code, extra=parsed.extra,
+            submitted_after=self._submitted_after(parsed.upstream_id))])
 
     async def _on_mo(self, pdu: Pdu, esm: int, short: bytes) -> None:
         assert self.sink is not None
