@@ -48,6 +48,7 @@ log = logging.getLogger("smsgw.receipts")
 OVERTAKE_SECONDS = 600.0  # a kept report applies to a part submitted at most this long after it came
 _RECENT = timedelta(seconds=120)  # the race of a part committed just after its report was kept
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_FINAL_VALUES = frozenset(s.value for s in FINAL)
 
 
 def _id_formats(settings: Settings) -> dict[str, str]:
@@ -63,16 +64,22 @@ def _submitted(part: MessagePart) -> datetime:
     return part.submitted_at if part.submitted_at is not None else _EPOCH
 
 
-def _match(receipt: Receipt, by_id: dict[str, list[MessagePart]], formats: dict[str, str],
+def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[MessagePart]], formats: dict[str, str],
            kept_at: datetime | None = None) -> tuple[list[MessagePart], bool]:
     """(parts this report applies to, whether they are all final already: a duplicate or late one)."""
-    near = {p.id: p for u in _wanted(receipt.upstream_id) for p in by_id.get(u, [])
-            if receipt.provider in (None, p.provider)}
+    near = [p for u in wanted for p in by_id.get(u, ()) if receipt.provider in (None, p.provider)]
+    if not near:
+        return [], False
+    candidates: dict[str, list[str]] = {}  # by id format: one entry unless a webhook spans providers
     found: list[MessagePart] = []
     for first in (True, False):  # `auto` reads the same id first, the other base only if that finds nothing
-        for part in near.values():
-            candidates = receipt_id_candidates(receipt.upstream_id, formats.get(part.provider, "same"))
-            if part.upstream_id in (candidates[:1] if first else candidates[1:]):
+        for part in near:
+            fmt = formats.get(part.provider, "same")
+            ids = candidates.get(fmt)
+            if ids is None:  # `wanted` is already the `auto` list, its head the `same` id
+                ids = candidates[fmt] = (wanted[:1] if fmt == "same" else wanted if fmt == "auto"
+                                         else [str(u) for u in receipt_id_candidates(receipt.upstream_id, fmt)])
+            if part.upstream_id in (ids[:1] if first else ids[1:]):
                 found.append(part)
         if found:
             break
@@ -83,15 +90,16 @@ def _match(receipt: Receipt, by_id: dict[str, list[MessagePart]], formats: dict[
         found = [p for p in found if p.submitted_at is None or low <= p.submitted_at <= high]
     if not found:
         return [], False
-    live = [p for p in found if Status(p.status) not in FINAL]
+    live = [p for p in found if p.status not in _FINAL_VALUES]
     pool = live or found
+    if len(pool) == 1:
+        return pool, not live
     newest = max(pool, key=lambda p: (_submitted(p), p.id))
     return [p for p in pool if p.message_sid == newest.message_sid], not live
 
 
-async def _candidate_parts(session: AsyncSession, receipts: Sequence[Receipt],
+async def _candidate_parts(session: AsyncSession, wanted: set[str],
                            settings: Settings) -> dict[str, list[MessagePart]]:
-    wanted = {c for r in receipts for c in _wanted(r.upstream_id)}
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
     parts = (await session.scalars(
         select(MessagePart).where(MessagePart.upstream_id.in_(wanted))
@@ -122,12 +130,13 @@ async def _apply_batch(session: AsyncSession, receipts: Sequence[Receipt], setti
     """Apply what matches; returns (sids that became final, reports that matched nothing)."""
     if not receipts:
         return [], []
-    by_id = await _candidate_parts(session, receipts, settings)
+    wanted = [_wanted(r.upstream_id) for r in receipts]
+    by_id = await _candidate_parts(session, {u for ids in wanted for u in ids}, settings)
     formats = _id_formats(settings)
     matched: list[tuple[Receipt, list[MessagePart]]] = []
     unmatched: list[Receipt] = []
     for i, r in enumerate(receipts):
-        hit, _late = _match(r, by_id, formats, kept_at[i] if kept_at is not None else None)
+        hit, _late = _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)
         (matched.append((r, hit)) if hit else unmatched.append(r))
 
     # Webhooks may name our own MessageSid instead of an upstream id.
