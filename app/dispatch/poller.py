@@ -25,7 +25,7 @@ from app.domain.ids import UpstreamId
 from app.domain.status import Status
 from app.metrics import Metrics
 from app.providers.base import Provider, Receipt, SenderQuery
-from app.services.receipts import apply_receipts
+from app.services.receipts import apply_to_parts
 
 log = logging.getLogger("smsgw.poller")
 
@@ -95,7 +95,7 @@ class StatusPoller:
                     return None
 
         answers = await asyncio.gather(*(ask(pid, p, u or "") for pid, p, u, _ in pending))
-        receipts: list[Receipt] = []
+        receipts: list[tuple[int, Receipt]] = []  # answers go to the part asked about (ids may be reused)
         reschedule: list[tuple[int, object]] = []
         for (pid, provider, upstream_id, submitted), answer in zip(pending, answers, strict=True):
             cfg = self._configs.get(provider)
@@ -103,12 +103,12 @@ class StatusPoller:
             smpp = isinstance(cfg, SmppProviderConfig)
             max_age = self._settings.receipt_timeout_seconds if smpp else getattr(cfg, "poll_max_age", 0.0)
             if answer is not None:
-                receipts.append(answer)
+                receipts.append((pid, answer))
             elif cfg is None or age >= max_age:
-                receipts.append(Receipt(provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
-                                        provider_status_code="NO_RECEIPT" if smpp else "UNKNOWN",
-                                        source=f"poll:{provider}",
-                                        error_code="no final status within the provider's query window"))
+                receipts.append((pid, Receipt(
+                    provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
+                    provider_status_code="NO_RECEIPT" if smpp else "UNKNOWN", source=f"poll:{provider}",
+                    error_code="no final status within the provider's query window")))
             else:
                 interval = cfg.query_interval if isinstance(cfg, SmppProviderConfig) else cfg.poll_interval
                 delay = max(interval, min(age / 4, 3600.0))
@@ -117,7 +117,7 @@ class StatusPoller:
             for pid, when in reschedule:
                 await s.execute(update(MessagePart).where(MessagePart.id == pid).values(next_poll_at=when))
             counts: Counter[str] = Counter()
-            await apply_receipts(s, receipts, self._settings, counts)
+            await apply_to_parts(s, receipts, self._settings, counts)
             # Polled parts that reached a final status stop being polled (apply_receipts clears it);
             # make sure even a non-advancing answer does not poll forever.
             done = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]

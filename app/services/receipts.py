@@ -154,6 +154,26 @@ async def _apply_batch(session: AsyncSession, receipts: Sequence[Receipt], setti
     return finals, unmatched
 
 
+async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Receipt]], settings: Settings,
+                         counts: Counter[str] | None = None) -> list[str]:
+    """Apply answers about known parts (a status poll asked about part `id`; no commit): each goes to
+    the part asked about and its siblings with the same upstream id, never to another message that
+    holds the id too. Returns the sids whose status became final."""
+    if not reports:
+        return []
+    asked = {p.id: p for p in (await session.scalars(
+        select(MessagePart).where(MessagePart.id.in_([pid for pid, _ in reports])))).all()}
+    sids = {p.message_sid for p in asked.values()}
+    siblings: dict[tuple[str, str | None], list[MessagePart]] = defaultdict(list)
+    for part in (await session.scalars(select(MessagePart).where(MessagePart.message_sid.in_(sids)))).all():
+        siblings[(part.message_sid, part.upstream_id)].append(part)
+    matched = [(r, siblings[(asked[pid].message_sid, asked[pid].upstream_id)]) for pid, r in reports if pid in asked]
+    finals = await _apply(session, matched, {}, settings, counts)
+    if counts is not None:
+        counts["matched"] += len(matched)
+    return finals
+
+
 async def _apply(
     session: AsyncSession,
     matched: list[tuple[Receipt, list[MessagePart]]],

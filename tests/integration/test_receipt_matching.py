@@ -14,7 +14,7 @@ from app.db.tables import Message, MessagePart, PendingReceipt, StatusEvent, utc
 from app.domain.ids import normalise_upstream_id
 from app.domain.messages import Receipt
 from app.domain.status import Status
-from app.services.receipts import apply_pending, apply_receipts
+from app.services.receipts import apply_pending, apply_receipts, apply_to_parts
 
 SETTINGS = Settings(database_url="x", receipt_timeout_seconds=72 * 3600, providers=[
     {"name": "smsc-same", "type": "smpp", "system_id": "a", "password": "p"},
@@ -137,3 +137,17 @@ async def test_a_kept_report_keeps_its_tlvs_and_never_lands_on_a_part_sent_long_
     assert await status(sessions, first) == "delivered" and part_tlvs == tlvs
     assert await status(sessions, later) == "sent"
     assert (await kept(sessions, overtaking), await kept(sessions, stale)) == (0, 1)
+
+
+async def test_a_poll_answer_lands_on_the_part_asked_about(sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    asked = await sent(sessions, "smsc-same", uid, utcnow() - timedelta(hours=2))
+    newer = await sent(sessions, "smsc-same", uid)  # the same id, reused since
+    async with sessions() as s:
+        part_id = await s.scalar(select(MessagePart.id).where(MessagePart.message_sid == asked))
+        assert part_id is not None
+        await apply_to_parts(s, [(part_id, Receipt(provider="smsc-same", upstream_id=uid, status=Status.UNDELIVERED,
+                                                   provider_status_code="UNDELIV", source="query_sm:smsc-same"))],
+                             SETTINGS)
+        await s.commit()
+    assert (await status(sessions, asked), await status(sessions, newer)) == ("undelivered", "sent")
