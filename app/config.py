@@ -44,7 +44,14 @@ class SmppProviderConfig(_Strict):
     dest_ton: int = 1
     dest_npi: int = 1
     default_from: str | None = None
-    receipt_id_format: Literal["auto", "same"] = "auto"
+    latin1: bool = Field(default=False, description="the SMSC takes data_coding 3 (Latin-1) when a message asks for it")
+    # How a receipt writes the id submit_sm_resp gave: `same`; `hex` (receipt in hex, resp in decimal);
+    # `decimal` (receipt in decimal, resp in hex); `auto` (the same id, else the other base).
+    receipt_id_format: Literal["same", "hex", "decimal", "auto"] = "same"
+    query_after: float | None = Field(
+        default=None, gt=0,
+        description="seconds without a final receipt after which the part's status is asked with query_sm")
+    query_interval: float = Field(default=600.0, gt=0, description="first wait between query_sm for one part")
     temporary_errors: list[int] = Field(
         default_factory=list,
         description="submit_sm_resp statuses retried besides ESME_RSYSERR, ESME_RMSGQFUL, ESME_RTHROTTLED and "

@@ -39,7 +39,9 @@ class SendRequest(BaseModel):
                                json_schema_extra={"format": "date-time"})
     ValidityPeriod: int | None = Field(default=None, description="seconds the upstream may keep trying",
                                        json_schema_extra={"minimum": 1, "maximum": 31 * 24 * 3600})  # 31 days
-    Encoding: str | None = Field(default=None, description="auto (default), gsm7, latin1, ucs2",
+    Encoding: str | None = Field(default=None, description=(
+        "auto (default: GSM-7 when every character is in GSM 03.38 + extension table, else UCS-2), gsm7, "
+        "latin1 (only where every provider of the route accepts it; never with Flash over SMPP), ucs2"),
                                  json_schema_extra={"enum": ["auto", "gsm7", "latin1", "ucs2", None]})
     LongMessageMode: str | None = Field(
         default=None, description="split (default), split_sar, payload, cut",

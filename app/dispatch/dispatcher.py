@@ -36,8 +36,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import HttpProviderConfig, Settings
+from app.config import Settings
 from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent, utcnow
+from app.dispatch.poller import first_poll_delay
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId, normalise_upstream_id
 from app.domain.routing import Route, backoff_seconds, providers_for
@@ -66,8 +67,6 @@ from app.services.receipts import (
 )
 
 log = logging.getLogger("smsgw.dispatch")
-
-POLLED_DIALECTS = frozenset({"commpeak", "websmpp"})
 
 
 @dataclass(slots=True)
@@ -112,8 +111,7 @@ class Dispatcher:
         self._routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
         self._sems = {n: asyncio.Semaphore(max(1, p.max_in_flight)) for n, p in providers.items()}
         self._capacity = max(1, sum(p.max_in_flight for p in providers.values()))
-        self._polled = {p.name for p in settings.providers
-                        if isinstance(p, HttpProviderConfig) and p.dialect in POLLED_DIALECTS}
+        self._polled = {p.name for p in settings.providers if first_poll_delay(p) is not None}
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._flush = asyncio.Event()
@@ -470,8 +468,7 @@ class Dispatcher:
         self._metrics.count_reports(counts, receipts=False)  # these reports were counted when they arrived
 
     def _poll_interval(self, provider: str) -> float:
-        cfg = self._settings.provider(provider)
-        return cfg.poll_interval if isinstance(cfg, HttpProviderConfig) else 30.0
+        return first_poll_delay(self._settings.provider(provider)) or 30.0
 
     # -- housekeeping -----------------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:

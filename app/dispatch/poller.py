@@ -1,9 +1,12 @@
-"""Status polling for HTTP providers with a query API (commpeak, websmpp).
+"""Status polling for providers with a query API: HTTP commpeak and websmpp, and SMPP providers
+with `query_after` (query_sm, seed 004).
 
-A part sent through such a provider gets `next_poll_at`; this loop asks the provider for the
-status of due parts, applies final answers like receipts, and backs off between questions (the
-interval grows with the part's age). Past `poll_max_age` (48 h, the limit of seed 000) the part is
-given up as UNKNOWN, which the contract maps to `undelivered`.
+A part sent through such a provider gets `next_poll_at` (HTTP: `poll_interval` after the submit;
+SMPP: `query_after`, the time a receipt has to arrive before we ask); this loop asks the provider
+for the status of due parts, applies final answers like receipts, and backs off between questions
+(the interval grows with the part's age). A receipt that arrives first ends the polling. Past
+`poll_max_age` (HTTP, 48 h, the limit of seed 000) the part is given up as UNKNOWN, past
+`receipt_timeout_seconds` (SMPP) as NO_RECEIPT; both map to `undelivered`.
 """
 
 from __future__ import annotations
@@ -16,19 +19,27 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import HttpProviderConfig, Settings
-from app.db.tables import MessagePart, utcnow
+from app.config import HttpProviderConfig, Settings, SmppProviderConfig
+from app.db.tables import Message, MessagePart, utcnow
 from app.domain.ids import UpstreamId
 from app.domain.status import Status
 from app.metrics import Metrics
-from app.providers.base import Provider, Receipt
-from app.services.receipts import apply_receipts
+from app.providers.base import Provider, Receipt, SenderQuery
+from app.services.receipts import apply_to_parts
 
 log = logging.getLogger("smsgw.poller")
 
 BATCH = 500
 CONCURRENCY = 64
 LEASE = timedelta(seconds=60)  # a claimed part is polled again after this if its poller died
+POLLED_DIALECTS = frozenset({"commpeak", "websmpp"})
+
+
+def first_poll_delay(cfg: HttpProviderConfig | SmppProviderConfig) -> float | None:
+    """Seconds after the submit when a part of this provider is first asked about; None: never."""
+    if isinstance(cfg, HttpProviderConfig):
+        return cfg.poll_interval if cfg.dialect in POLLED_DIALECTS else None
+    return cfg.query_after
 
 
 class StatusPoller:
@@ -39,7 +50,7 @@ class StatusPoller:
         self._settings = settings
         self._providers = providers
         self._on_commit = on_commit
-        self._configs = {p.name: p for p in settings.providers if isinstance(p, HttpProviderConfig)}
+        self._configs = {p.name: p for p in settings.providers if first_poll_delay(p) is not None}
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> None:
@@ -57,11 +68,14 @@ class StatusPoller:
         async with self._sessions() as s:
             # Claimed like the dispatcher claims messages: replicas never ask about the same part at once.
             parts = (await s.execute(
-                select(MessagePart.id, MessagePart.provider, MessagePart.upstream_id, MessagePart.submitted_at)
+                select(MessagePart.id, MessagePart.provider, MessagePart.upstream_id, MessagePart.submitted_at,
+                       Message.from_addr)
+                .join(Message, Message.sid == MessagePart.message_sid)
                 .where(MessagePart.next_poll_at.is_not(None), MessagePart.next_poll_at <= now)
                 .order_by(MessagePart.next_poll_at).limit(BATCH)
-                .with_for_update(skip_locked=True))).all()
+                .with_for_update(skip_locked=True, of=MessagePart))).all()
             pending = [(int(r[0]), str(r[1]), r[2], r[3]) for r in parts]
+            senders = {int(r[0]): r[4] for r in parts}
             if pending:
                 await s.execute(update(MessagePart).where(MessagePart.id.in_([r[0] for r in pending]))
                                 .values(next_poll_at=now + LEASE))
@@ -69,34 +83,41 @@ class StatusPoller:
         if not pending:
             return 0
 
-        async def ask(provider: str, upstream_id: str) -> Receipt | None:
+        async def ask(pid: int, provider: str, upstream_id: str) -> Receipt | None:
             async with self._sem:
                 try:
-                    return await self._providers[provider].query_status(UpstreamId(upstream_id))
+                    p = self._providers[provider]
+                    if isinstance(p, SenderQuery):
+                        return await p.query_status_from(UpstreamId(upstream_id), senders.get(pid))
+                    return await p.query_status(UpstreamId(upstream_id))
                 except Exception as exc:
                     log.warning("status query to %s failed: %s", provider, type(exc).__name__)
                     return None
 
-        answers = await asyncio.gather(*(ask(p, u or "") for _, p, u, _ in pending))
-        receipts: list[Receipt] = []
+        answers = await asyncio.gather(*(ask(pid, p, u or "") for pid, p, u, _ in pending))
+        receipts: list[tuple[int, Receipt]] = []  # answers go to the part asked about (ids may be reused)
         reschedule: list[tuple[int, object]] = []
         for (pid, provider, upstream_id, submitted), answer in zip(pending, answers, strict=True):
             cfg = self._configs.get(provider)
             age = (now - submitted).total_seconds() if submitted else 0.0
+            smpp = isinstance(cfg, SmppProviderConfig)
+            max_age = self._settings.receipt_timeout_seconds if smpp else getattr(cfg, "poll_max_age", 0.0)
             if answer is not None:
-                receipts.append(answer)
-            elif cfg is None or age >= cfg.poll_max_age:
-                receipts.append(Receipt(provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
-                                        provider_status_code="UNKNOWN", source=f"poll:{provider}",
-                                        error_code="no final status within the provider's query window"))
+                receipts.append((pid, answer))
+            elif cfg is None or age >= max_age:
+                receipts.append((pid, Receipt(
+                    provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
+                    provider_status_code="NO_RECEIPT" if smpp else "UNKNOWN", source=f"poll:{provider}",
+                    error_code="no final status within the provider's query window")))
             else:
-                delay = max(cfg.poll_interval, min(age / 4, 3600.0))
+                interval = cfg.query_interval if isinstance(cfg, SmppProviderConfig) else cfg.poll_interval
+                delay = max(interval, min(age / 4, 3600.0))
                 reschedule.append((pid, now + timedelta(seconds=delay)))
         async with self._sessions() as s:
             if reschedule:  # one executemany by primary key, not a statement per part
                 await s.execute(update(MessagePart), [{"id": pid, "next_poll_at": when} for pid, when in reschedule])
             counts: Counter[str] = Counter()
-            await apply_receipts(s, receipts, self._settings, counts)
+            await apply_to_parts(s, receipts, self._settings, counts)
             # Polled parts that reached a final status stop being polled (apply_receipts clears it);
             # make sure even a non-advancing answer does not poll forever.
             done = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]

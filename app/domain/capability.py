@@ -5,7 +5,9 @@ refuses what the route cannot honour; each provider module names its `Capability
 the answer and the wire never disagree.
 
     kind      encodings it can be asked for         flash  sender   parts billed (one / each of many)
-    smpp      GSM7, LATIN1, UCS2                    yes    optional 160/153, 140/134, 70/67 (GSM 03.40)
+    smpp      GSM7, UCS2; LATIN1 too where the      yes    optional 160/153, 140/134, 70/67 (GSM 03.40)
+              provider says `latin1: true` (the
+              SMSC transcodes; never for flash)
     commpeak  none: GSM7 when the text is GSM,      no     required 160/152 (dataCoding 0),
               else UCS2 (seed 000 has no                            140/134 (1–7), 70/67 (8)
               dataCoding parameter)
@@ -47,6 +49,7 @@ class Capability:
     multi: tuple[tuple[Encoding, int], ...]  # units per part once it is split
     flash_gsm7: tuple[int, int] | None = None  # (one, each of many) for GSM7 flash where its document says
     restricted: str = ""  # characters only its UCS-2 form carries
+    flash_latin1: bool = True  # False: no class-0 Latin-1 (SMPP data_coding has none)
 
     def wire_encoding(self, text: str, requested: Encoding | None) -> Encoding:
         """The encoding this upstream will put on the wire for `text`."""
@@ -99,6 +102,8 @@ class Capability:
         if flash and not self.flash:
             raise CapabilityError("Flash", f"{self.kind} has no flash (class 0) messages")
         encoding = self.wire_encoding(text, requested)
+        if flash and encoding is Encoding.LATIN1 and not self.flash_latin1:
+            raise CapabilityError("Encoding", f"{self.kind} has no flash (class 0) Latin-1: use gsm7 or ucs2")
         return encoding, 1 if mode is LongMessageMode.CUT else self.segments(text, encoding, flash)
 
 
@@ -106,7 +111,10 @@ _GSM_SINGLE = ((Encoding.GSM7, 160), (Encoding.LATIN1, 140), (Encoding.UCS2, 70)
 _GSM_MULTI = ((Encoding.GSM7, 153), (Encoding.LATIN1, 134), (Encoding.UCS2, 67))
 _ALL = frozenset(Encoding)
 
-SMPP = Capability("smpp", _ALL, flash=True, needs_sender=False, single=_GSM_SINGLE, multi=_GSM_MULTI)
+SMPP = Capability("smpp", frozenset({Encoding.GSM7, Encoding.UCS2}), flash=True, needs_sender=False,
+                  single=_GSM_SINGLE, multi=_GSM_MULTI, flash_latin1=False)
+SMPP_LATIN1 = Capability("smpp", _ALL, flash=True, needs_sender=False, single=_GSM_SINGLE, multi=_GSM_MULTI,
+                         flash_latin1=False)
 COMMPEAK = Capability("commpeak", frozenset(), flash=False, needs_sender=True, single=_GSM_SINGLE,
                       multi=((Encoding.GSM7, 152), (Encoding.LATIN1, 134), (Encoding.UCS2, 67)))
 BULKSMS = Capability("bulksms", _ALL, flash=True, needs_sender=True, single=_GSM_SINGLE, multi=_GSM_MULTI,

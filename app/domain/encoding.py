@@ -7,7 +7,11 @@ Sizes, in the units each encoding counts:
 - Latin-1 (data_coding 3): 140 octets, 134 per part.
 - UCS-2 (data_coding 8, UTF-16-BE on the wire): 70 units, 67 per part; a character outside the BMP
   costs two units (a surrogate pair), and a pair is never split across parts.
-`auto` picks the encoding with the fewest segments, preferring GSM7, then Latin-1, then UCS-2.
+`auto` is GSM-7 when every character is in GSM 03.38 (basic + extension table), else UCS-2: the two
+encodings that exist over the air (TS 23.038: GSM-7, 8-bit, UCS-2). Latin-1 (data_coding 3) is only
+used when asked for, and only where the route's provider takes it: an SMSC given Latin-1 transcodes
+(losing characters or re-splitting), so the `Segments` we bill would not be what reaches the handset.
+A flash (class 0) message is data_coding 0x10 (GSM-7) or 0x18 (UCS-2); Latin-1 has no class bits.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class EncodingError(ValueError):
 
 
 DATA_CODING: dict[Encoding, int] = {Encoding.GSM7: 0, Encoding.LATIN1: 3, Encoding.UCS2: 8}
+# Class 0 (flash): data coding group 0001 with the alphabet bits (TS 23.038 §4): GSM-7 0x10, UCS-2 0x18.
+FLASH_DATA_CODING: dict[Encoding, int] = {Encoding.GSM7: 0x10, Encoding.UCS2: 0x18}
 SINGLE: dict[Encoding, int] = {Encoding.GSM7: 160, Encoding.LATIN1: 140, Encoding.UCS2: 70}
 MULTI: dict[Encoding, int] = {Encoding.GSM7: 153, Encoding.LATIN1: 134, Encoding.UCS2: 67}
 
@@ -120,17 +126,25 @@ def cut_text(text: str, encoding: Encoding) -> str:
 
 
 def choose_encoding(text: str, requested: Encoding | None = None) -> Encoding:
-    """`requested` if the text fits it (else EncodingError), otherwise the cheapest that fits."""
+    """`requested` if the text fits it (else EncodingError); otherwise (auto) GSM7 when the text is all
+    GSM 03.38, else UCS2 — never Latin-1 (whether a route may carry Latin-1 is decided at accept)."""
     if requested is not None:
         length_units(text, requested)
         return requested
-    candidates: list[Encoding] = []
-    if is_gsm7(text):
-        candidates.append(Encoding.GSM7)
-    if all(ord(ch) <= 0xFF for ch in text):
-        candidates.append(Encoding.LATIN1)
-    candidates.append(Encoding.UCS2)
-    return min(candidates, key=lambda e: count_segments(text, e))  # min keeps the first on ties
+    return Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
+
+
+def air_encoding(encoding: Encoding, flash: bool) -> Encoding:
+    """The encoding a message goes out in: a flash message cannot be Latin-1 (no class-0 Latin-1
+    data_coding), so such a message goes as UCS-2, which carries every Latin-1 character."""
+    return Encoding.UCS2 if flash and encoding is Encoding.LATIN1 else encoding
+
+
+def data_coding(encoding: Encoding, flash: bool = False) -> int:
+    """SMPP data_coding: 0 / 3 / 8, or for flash 0x10 / 0x18 (Latin-1 flash goes as UCS-2)."""
+    if flash:
+        return FLASH_DATA_CODING[air_encoding(encoding, flash)]
+    return DATA_CODING[encoding]
 
 
 def encode(text: str, encoding: Encoding) -> bytes:
@@ -172,7 +186,12 @@ def decode(data: bytes, encoding: Encoding) -> str:
 
 
 def decode_data_coding(data: bytes, data_coding: int) -> str:
-    """The text of an incoming (MO) short message by its SMPP data_coding."""
+    """The text of an incoming (MO) short message by its SMPP data_coding (with a message class, as
+    0x10-0x1F and 0xF0-0xFF, by the alphabet bits: GSM-7, 8-bit (read as Latin-1) or UCS-2)."""
+    if 0x10 <= data_coding <= 0x1F:
+        data_coding = {0: 0, 2: 8}.get((data_coding >> 2) & 0x03, 4)
+    elif data_coding >= 0xF0:
+        data_coding = 4 if data_coding & 0x04 else 0
     if data_coding in (0, 1):
         if all(b < 0x80 for b in data):
             return decode(data, Encoding.GSM7)
@@ -193,8 +212,9 @@ class Segmentation:
 
 
 def segment(text: str, requested: Encoding | None = None,
-            mode: LongMessageMode = LongMessageMode.SPLIT) -> Segmentation:
-    encoding = choose_encoding(text, requested)
+            mode: LongMessageMode = LongMessageMode.SPLIT, flash: bool = False) -> Segmentation:
+    """The parts that go on the air; `segments` counts them (what the contract's `Segments` bills)."""
+    encoding = air_encoding(choose_encoding(text, requested), flash)
     if mode is LongMessageMode.CUT:
         cut = cut_text(text, encoding)
         return Segmentation(encoding, 1, (encode(cut, encoding),), (cut,))

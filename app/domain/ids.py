@@ -2,7 +2,8 @@
 
 Upstreams disagree on how they write the same id: an SMSC may answer submit_sm with a hex id and
 carry the decimal form in the receipt (or the other way round), pad with zeros, or change case.
-Receipt matching therefore compares normalised ids and, failing an exact match, the other base.
+Receipt matching therefore compares normalised ids, and converts between bases only as the
+provider's `receipt_id_format` says (`receipt_id_candidates`).
 """
 
 from __future__ import annotations
@@ -49,3 +50,21 @@ def alternate_upstream_ids(raw: str) -> list[UpstreamId]:
         if dec != value:
             out.append(UpstreamId(dec))
     return [v for v in out if v != value]
+
+
+RECEIPT_ID_FORMATS = ("same", "hex", "decimal", "auto")
+
+
+def receipt_id_candidates(raw: str, id_format: str = "same") -> list[UpstreamId]:
+    """The submit ids a receipt's id may stand for, best first, by how the provider writes receipts:
+    `same` (as the submit response gave it), `hex` (the receipt has in hex the decimal id of the
+    submit response), `decimal` (in decimal the hex id), `auto` (the same id, else the other base).
+    An id that is not a number in the stated base is taken as it is."""
+    value = normalise_upstream_id(raw)
+    if id_format == "hex" and value and set(value) <= _HEX and len(value) <= 24:
+        return [UpstreamId(str(int(value, 16)))]
+    if id_format == "decimal" and value and set(value) <= _DEC and len(value) <= 30:
+        return [UpstreamId(format(int(value), "x"))]
+    if id_format == "auto":
+        return [value, *alternate_upstream_ids(raw)]
+    return [value]

@@ -61,6 +61,9 @@ class Receipt:
     error_code: str | None = None
     done_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # vendor TLVs, raw receipt text
+    # Set when the upstream answered this id's submit moments ago: the part is that new submit, not
+    # an older one with the same id (an SMSC that restarted its counter), even if its row is not written yet.
+    submitted_after: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

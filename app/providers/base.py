@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from app.domain.ids import UpstreamId
 from app.domain.messages import InboundSms, OutboundMessage, PartProgress, Receipt, SubmitResult
@@ -28,7 +28,8 @@ from app.errors import (
 
 __all__ = [
     "InboundSms", "OutboundMessage", "PartProgress", "PermanentError", "Provider", "ProviderError", "ProviderState",
-    "Receipt", "ReportSink", "RetryableError", "RouteError", "SinkClosed", "SubmitResult", "UnknownOutcomeError",
+    "Receipt", "ReportSink", "RetryableError", "RouteError", "SenderQuery", "SinkClosed", "SubmitResult",
+    "UnknownOutcomeError",
 ]
 
 
@@ -75,3 +76,12 @@ class Provider(Protocol):
         """Ask the upstream for a status (dialects with a query API); None if not final/unknown."""
 
     def state(self) -> ProviderState: ...
+
+
+@runtime_checkable
+class SenderQuery(Protocol):
+    """A provider whose status query names the message's sender too (SMPP query_sm asks by message id
+    and source address); the poller uses it instead of `query_status` when a provider has it."""
+
+    async def query_status_from(self, upstream_id: UpstreamId, sender: str | None) -> Receipt | None: ...
+

@@ -145,7 +145,6 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
         raise BadRequest(f"unknown channel {channel!r} (known: {known})", "channel")
     if len(channel) > MAX_CHANNEL:
         raise BadRequest(f"channel is longer than {MAX_CHANNEL} characters", "channel")
-
     validity = req.ValidityPeriod
     if validity is not None and not 1 <= validity <= MAX_VALIDITY_SECONDS:
         raise BadRequest(f"ValidityPeriod must be 1..{MAX_VALIDITY_SECONDS} seconds", "ValidityPeriod")

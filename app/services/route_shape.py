@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.config import HttpProviderConfig, Settings
-from app.domain.capability import CAPABILITIES, SMPP, Capability, CapabilityError
+from app.domain.capability import CAPABILITIES, SMPP, SMPP_LATIN1, Capability, CapabilityError
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.routing import Route, providers_for
 
@@ -27,8 +27,9 @@ class Shape:
 def _capability(settings: Settings, name: str) -> tuple[Capability, bool]:
     """The provider's capability and whether it has a default sender."""
     cfg = settings.provider(name)
-    cap = CAPABILITIES[cfg.dialect] if isinstance(cfg, HttpProviderConfig) else SMPP
-    return cap, bool(cfg.default_from)
+    if isinstance(cfg, HttpProviderConfig):
+        return CAPABILITIES[cfg.dialect], bool(cfg.default_from)
+    return (SMPP_LATIN1 if cfg.latin1 else SMPP), bool(cfg.default_from)
 
 
 def _route_label(channel: str, to: str, routes: Sequence[Route]) -> str:

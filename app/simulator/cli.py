@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--long-message-single-id", action="store_true", help="one id and one receipt per concatenated message")
     a("--multiple-receivers", action="store_true",
       help="accept several receiver/transceiver binds per system_id (default: one, as seed 002's SMSC)")
+    a("--intermediate-notifications", action="store_true",
+      help="send an intermediate notification (esm_class 0x20, stat ENROUTE) before each receipt")
+    a("--receipts-as-data-sm", action="store_true", help="send receipts as data_sm instead of deliver_sm")
+    a("--drop-receipts", action="store_true", help="decide receipts (query_sm answers them) but never send them")
     a("--throttle-rate", type=float, default=0.0, help="submit_sm/s per session before ESME_RTHROTTLED (0 = off)")
     a("--queue-full-every", type=int, default=0, help="answer every Nth submit_sm with ESME_RMSGQFUL")
     a("--reject-rate", type=float, default=0.0, help="fraction of submit_sm answered ESME_RSUBMITFAIL")
@@ -83,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         dest_rules=dest_rules, reject_dest_rules=reject_rules, duplicate_receipts=args.duplicate_receipts,
         vendor_tlvs=args.vendor_tlvs, long_message_single_id=args.long_message_single_id,
         single_receiver=not args.multiple_receivers,
+        intermediate_notifications=args.intermediate_notifications, receipts_as_data_sm=args.receipts_as_data_sm,
+        drop_receipts=args.drop_receipts,
         throttle_rate=args.throttle_rate, queue_full_every=args.queue_full_every, reject_rate=args.reject_rate,
         drop_after=args.drop_after, drop_repeat=args.drop_repeat, response_delay=args.response_delay,
         no_response_every=args.no_response_every, record_limit=args.record_limit,

@@ -4,7 +4,8 @@ One command per line, one reply line each ("OK ...", "ERR ...", or a JSON object
 
     ping                               -> PONG
     stats                              -> {"submit_sm": 10, "submit_sm_resp": {"ESME_ROK": 10}, ...}
-    mo [dc=0|3|8] [concat=none|udh|sar] [system_id=ID] <src> <dst> <text...>   -> OK <parts>
+    mo [dc=0|3|8] [concat=none|udh|sar|data_sm] [system_id=ID] <src> <dst> <text...>   -> OK <parts>
+    restart-ids <n>                    -> OK      (the message id counter starts again at n)
     drop                               -> OK <connections aborted>
     set <setting> <value>              -> OK      (scalar SimulatorConfig fields, e.g. set reject_rate 0.5)
     outcomes DELIVRD=0.9,UNDELIV=0.1   -> OK
@@ -101,7 +102,10 @@ class ControlServer:
                 return "OK"
             if verb == "mo":
                 return await self._mo(rest)
-            return "ERR unknown command (ping, stats, mo, drop, set, outcomes, reset, quit)"
+            if verb == "restart-ids":
+                self.sim.restart_ids(int(rest.strip()))
+                return "OK"
+            return "ERR unknown command (ping, stats, mo, drop, set, outcomes, reset, restart-ids, quit)"
         except (ValueError, TypeError, KeyError) as exc:
             return f"ERR {exc}"
 
@@ -112,8 +116,10 @@ class ControlServer:
             key, _, value = tokens.pop(0).partition("=")
             options[key.lower()] = value
         if len(tokens) < 3:
-            return "ERR usage: mo [dc=0|3|8] [concat=none|udh|sar] [system_id=ID] <src> <dst> <text>"
+            return "ERR usage: mo [dc=0|3|8] [concat=none|udh|sar|data_sm] [system_id=ID] <src> <dst> <text>"
         source, dest, text = tokens[0], tokens[1], " ".join(tokens[2:])
+        concat = options.get("concat", "none")
         parts = await self.sim.inject_mo(source, dest, text, data_coding=int(options.get("dc", "0")),
-                                         concat=options.get("concat", "none"), system_id=options.get("system_id"))
+                                         concat="none" if concat == "data_sm" else concat,
+                                         system_id=options.get("system_id"), data_sm=concat == "data_sm")
         return f"OK {parts}"

@@ -62,6 +62,12 @@ class SimulatorConfig:
     vendor_cost: float = 0.05  # per part, rendered "%7.4f" (" 0.0500")
     vendor_mccmnc: str = "25001"
     long_message_single_id: bool = False  # one id + one receipt for all parts of a concatenated SMS
+    # Receive-side variations: an intermediate notification (esm_class 0x20, stat ENROUTE) before each
+    # receipt; receipts sent as data_sm (TLVs + message_payload) instead of deliver_sm; receipts decided
+    # (query_sm answers them) but never sent, as an SMSC that lost them.
+    intermediate_notifications: bool = False
+    receipts_as_data_sm: bool = False
+    drop_receipts: bool = False
     # Flow control / errors on submit_sm.
     throttle_rate: float = 0.0  # submit_sm/s per session above which ESME_RTHROTTLED; 0 = unlimited
     queue_full_every: int = 0  # every Nth submit_sm -> ESME_RMSGQFUL
@@ -115,6 +121,7 @@ class SimulatorStats:
     submit_sm_resp: Counter[int] = field(default_factory=Counter)  # by command_status
     no_response: int = 0  # submit_sm deliberately left unanswered
     receipts_sent: int = 0  # deliver_sm receipts written (incl. duplicates and redeliveries)
+    query_sm: int = 0  # received
     mo_sent: int = 0  # MO deliver_sm parts written (incl. redeliveries)
     redeliveries: int = 0
     deliver_sm_resp: int = 0  # ESME_ROK deliver_sm_resp received

@@ -44,6 +44,9 @@ class IdGenerator:
         # Time-based default start: ids stay unique across simulator restarts.
         self._next = start if start is not None else int(time.time() * 1000) << 8
 
+    def restart(self, start: int) -> None:
+        self._next = start
+
     def next(self) -> tuple[str, str]:
         if self.id_format == "uuid":
             u = uuid.uuid4()
@@ -104,6 +107,7 @@ class Outbound:
     body: bytes
     message_id: str = ""
     attempts: int = 0
+    command_id: int = CommandId.DELIVER_SM  # or DATA_SM
 
 
 _date_cache: dict[int, str] = {}
@@ -135,10 +139,30 @@ def receipt_text(receipt_id: str, stat: str, submitted: float, done: float, text
 
 def build_receipt_body(*, receipt_id: str, stat: str, source: str, source_ton: int, source_npi: int,
                        destination: str, dest_ton: int, dest_npi: int, submitted: float, text: str,
-                       parts: int, options: ReceiptOptions, done: float | None = None) -> bytes:
-    """deliver_sm body of a receipt for a message submitted source -> destination (addresses swapped)."""
+                       parts: int, options: ReceiptOptions, done: float | None = None, esm_class: int = 0x04,
+                       data_sm: bool = False) -> bytes:
+    """deliver_sm body of a receipt for a message submitted source -> destination (addresses swapped);
+    esm_class 0x20 makes it an intermediate notification; `data_sm`: a data_sm body (text in
+    message_payload)."""
     err = ERROR_CODES[stat]
     short_message = receipt_text(receipt_id, stat, submitted, done or time.time(), text).encode("ascii")
+    tlvs = _receipt_tlvs(receipt_id, stat, err, parts, options)
+    if data_sm:
+        return encode_body(CommandId.DATA_SM, {
+            "source_addr_ton": dest_ton, "source_addr_npi": dest_npi, "source_addr": destination,
+            "dest_addr_ton": source_ton, "dest_addr_npi": source_npi, "destination_addr": source,
+            "esm_class": esm_class, "data_coding": 0}, {**tlvs, Tag.MESSAGE_PAYLOAD: short_message})
+    # Hand-rolled equivalent of encode_body(DELIVER_SM, ...) (hot path): service_type "", swapped
+    # addresses, esm_class, empty times, data_coding 0, short_message, TLVs.
+    return b"".join((
+        b"\x00", bytes((dest_ton, dest_npi)), destination.encode("latin-1"), b"\x00",
+        bytes((source_ton, source_npi)), source.encode("latin-1"), b"\x00",
+        bytes((esm_class,)), b"\x00\x00\x00\x00\x00\x00\x00\x00", bytes((len(short_message),)), short_message,
+        encode_tlvs(tlvs),
+    ))
+
+
+def _receipt_tlvs(receipt_id: str, stat: str, err: int, parts: int, options: ReceiptOptions) -> dict[int, bytes]:
     tlvs: dict[int, bytes] = {
         Tag.RECEIPTED_MESSAGE_ID: tlv_cstr(receipt_id),
         Tag.MESSAGE_STATE: tlv_int(MESSAGE_STATES[stat], 1),
@@ -150,29 +174,38 @@ def build_receipt_body(*, receipt_id: str, stat: str, source: str, source_ton: i
         tlvs[Tag.VENDOR_PARTS] = tlv_int(parts, 2)
         tlvs[Tag.VENDOR_MCCMNC] = tlv_cstr(options.vendor_mccmnc)
         tlvs[Tag.VENDOR_ADDITIONAL_STATUS] = tlv_int(err, 2)
-    # Hand-rolled equivalent of encode_body(DELIVER_SM, ...) (hot path): service_type "", swapped
-    # addresses, esm_class 0x04, empty times, data_coding 0, short_message, TLVs.
-    return b"".join((
-        b"\x00", bytes((dest_ton, dest_npi)), destination.encode("latin-1"), b"\x00",
-        bytes((source_ton, source_npi)), source.encode("latin-1"), b"\x00",
-        b"\x04\x00\x00\x00\x00\x00\x00\x00\x00", bytes((len(short_message),)), short_message, encode_tlvs(tlvs),
-    ))
+    return tlvs
+
+
+def query_sm_resp_body(message_id: str, stat: str, done: float | None) -> bytes:
+    """query_sm_resp body: the state of a message, final_date set once it is final."""
+    final = stat not in ("ENROUTE", "ACCEPTD") and done is not None
+    final_date = datetime.fromtimestamp(done, UTC).strftime("%y%m%d%H%M%S") + "000+" if final and done else ""
+    return encode_body(CommandId.QUERY_SM_RESP, {
+        "message_id": message_id, "final_date": final_date, "message_state": MESSAGE_STATES[stat],
+        "error_code": ERROR_CODES[stat] & 0xFF})
 
 
 CONCAT_MODES: Final = ("none", "udh", "sar")
 
 
 def build_mo_bodies(source: str, destination: str, text: str, *, data_coding: int = 0, concat: str = "none",
-                    reference: int = 0, source_ton: int = 1, source_npi: int = 1) -> list[bytes]:
+                    reference: int = 0, source_ton: int = 1, source_npi: int = 1, data_sm: bool = False) -> list[bytes]:
     """deliver_sm bodies (esm_class 0, or 0x40 with UDH) of a mobile-originated message.
 
     concat "none": one deliver_sm (message_payload TLV if over 254 octets); "udh"/"sar": split into
-    parts (8-bit UDH reference when reference <= 255) if the text does not fit one SMS.
+    parts (8-bit UDH reference when reference <= 255) if the text does not fit one SMS. `data_sm`:
+    one data_sm with the whole text in message_payload (concat is then ignored).
     """
     if concat not in CONCAT_MODES:
         raise ValueError(f"concat must be one of {CONCAT_MODES}")
     if data_coding not in (0, 1, 3, 8):
         raise ValueError("data_coding must be 0, 1, 3 or 8")
+    if data_sm:
+        return [encode_body(CommandId.DATA_SM, {
+            "source_addr_ton": source_ton, "source_addr_npi": source_npi, "source_addr": source,
+            "dest_addr_ton": 0, "dest_addr_npi": 1, "destination_addr": destination, "data_coding": data_coding,
+        }, {Tag.MESSAGE_PAYLOAD: b"".join(split_text(text, data_coding))})]
     base: dict[str, int | str | bytes] = {
         "source_addr_ton": source_ton, "source_addr_npi": source_npi, "source_addr": source,
         "dest_addr_ton": 0, "dest_addr_npi": 1, "destination_addr": destination,

@@ -42,6 +42,7 @@ from app.simulator.receipts import (
     build_mo_bodies,
     build_receipt_body,
     match_suffix,
+    query_sm_resp_body,
 )
 from app.simulator.routing import DeliverRouter
 from app.simulator.session import Batch, SmppSession
@@ -364,28 +365,68 @@ class SmscSimulator:
 
     def _add_receipt(self, receipts: list[Outbound], system_id: str, fields: dict[str, Any], message_id: str,
                      receipt_id: str, stat: str, text: str, parts: int, submitted: float) -> None:
-        body = build_receipt_body(
-            receipt_id=receipt_id, stat=stat, source=fields["source_addr"], source_ton=fields["source_addr_ton"],
-            source_npi=fields["source_addr_npi"], destination=fields["destination_addr"],
-            dest_ton=fields["dest_addr_ton"], dest_npi=fields["dest_addr_npi"], submitted=submitted, text=text,
-            parts=parts, options=self._receipt_options, done=submitted + self.config.receipt_delay,
-        )
-        receipts.append(Outbound("receipt", system_id, body, message_id))
-        if self.config.duplicate_receipts:
-            receipts.append(Outbound("receipt", system_id, body, message_id))
+        cfg = self.config
+
+        def body(stat: str, esm_class: int, data_sm: bool) -> bytes:
+            return build_receipt_body(
+                receipt_id=receipt_id, stat=stat, source=fields["source_addr"], source_ton=fields["source_addr_ton"],
+                source_npi=fields["source_addr_npi"], destination=fields["destination_addr"],
+                dest_ton=fields["dest_addr_ton"], dest_npi=fields["dest_addr_npi"], submitted=submitted, text=text,
+                parts=parts, options=self._receipt_options, done=submitted + cfg.receipt_delay, esm_class=esm_class,
+                data_sm=data_sm)
+
+        if cfg.intermediate_notifications:
+            receipts.append(Outbound("receipt", system_id, body("ENROUTE", 0x20, False), message_id))
+        if cfg.drop_receipts:
+            return
+        command = CommandId.DATA_SM if cfg.receipts_as_data_sm else CommandId.DELIVER_SM
+        final = Outbound("receipt", system_id, body(stat, 0x04, cfg.receipts_as_data_sm), message_id,
+                         command_id=command)
+        receipts.append(final)
+        if cfg.duplicate_receipts:
+            receipts.append(Outbound("receipt", system_id, final.body, message_id, command_id=command))
+
+    # ------------------------------------------------------------ query_sm
+
+    def handle_query(self, session: SmppSession, seq: int, body: bytes, batch: Batch) -> None:
+        """query_sm: the state of a message this simulator accepted (by its submit_sm_resp id)."""
+        self.stats.query_sm += 1
+        resp = int(CommandId.QUERY_SM_RESP)
+        if not session.can_submit:
+            batch.out.append(encode_raw(resp, seq, status=Status.ESME_RINVBNDSTS))
+            return
+        try:
+            fields, _tlvs = decode_body(CommandId.QUERY_SM, body)
+        except PduError as exc:
+            self.stats.generic_nacks_sent += 1
+            batch.out.append(generic_nack(seq, exc.status))
+            return
+        record = self.messages.get(str(fields["message_id"]))
+        if record is None or record.system_id != session.system_id:
+            batch.out.append(encode_raw(resp, seq, status=Status.ESME_RQUERYFAIL))
+            return
+        done = record.received_at + self.config.receipt_delay
+        stat = record.stat if record.stat is not None and time.time() >= done else "ENROUTE"
+        batch.out.append(encode_raw(resp, seq, query_sm_resp_body(str(fields["message_id"]), stat, done)))
+
+    def restart_ids(self, start: int) -> None:
+        """Restart the message id counter (an SMSC whose counter resets on restart reuses old ids)."""
+        self._ids.restart(start)
 
     # ------------------------------------------------------------ MO
 
     async def inject_mo(self, source: str, dest: str, text: str, data_coding: int = 0, concat: str = "none",
-                        system_id: str | None = None) -> int:
-        """Send a mobile-originated message (deliver_sm, esm_class 0) to a bound receiver of
-        `system_id` (None: any); queued until one binds. Returns the number of parts."""
+                        system_id: str | None = None, data_sm: bool = False) -> int:
+        """Send a mobile-originated message (deliver_sm, esm_class 0; or one data_sm) to a bound receiver
+        of `system_id` (None: any); queued until one binds. Returns the number of parts."""
         if concat == "sar":
             self._mo_ref = (self._mo_ref + 1) & 0xFFFF
         else:
             self._mo_ref = (self._mo_ref + 1) & 0xFF
-        bodies = build_mo_bodies(source, dest, text, data_coding=data_coding, concat=concat, reference=self._mo_ref)
-        self.dispatch([Outbound("mo", system_id, body) for body in bodies])
+        bodies = build_mo_bodies(source, dest, text, data_coding=data_coding, concat=concat, reference=self._mo_ref,
+                                 data_sm=data_sm)
+        command = CommandId.DATA_SM if data_sm else CommandId.DELIVER_SM
+        self.dispatch([Outbound("mo", system_id, body, command_id=command) for body in bodies])
         await asyncio.sleep(0)
         return len(bodies)
 

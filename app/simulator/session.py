@@ -36,8 +36,8 @@ BIND_MODES: dict[int, str] = {
     CommandId.BIND_TRANSCEIVER: "transceiver",
 }
 _SUBMIT_SM = int(CommandId.SUBMIT_SM)
-_DELIVER_SM = int(CommandId.DELIVER_SM)
-_DELIVER_SM_RESP = int(CommandId.DELIVER_SM_RESP)
+_DELIVER_RESPS = frozenset((int(CommandId.DELIVER_SM_RESP), int(CommandId.DATA_SM_RESP)))
+_QUERY_SM = int(CommandId.QUERY_SM)
 _ENQUIRE_LINK = int(CommandId.ENQUIRE_LINK)
 _ENQUIRE_LINK_RESP_ID = int(CommandId.ENQUIRE_LINK_RESP)
 _IGNORED_RESPONSES = frozenset((int(CommandId.ENQUIRE_LINK_RESP), int(CommandId.UNBIND_RESP)))
@@ -118,7 +118,7 @@ class SmppSession(asyncio.Protocol):
             if item.attempts > 1:
                 stats.redeliveries += 1
             self.unacked[seq] = item
-            chunks.append(HEADER.pack(HEADER_LENGTH + len(item.body), _DELIVER_SM, 0, seq))
+            chunks.append(HEADER.pack(HEADER_LENGTH + len(item.body), item.command_id, 0, seq))
             chunks.append(item.body)
             if item.kind == "receipt":
                 stats.receipts_sent += 1
@@ -171,8 +171,10 @@ class SmppSession(asyncio.Protocol):
         _length, command_id, status, seq = HEADER.unpack_from(frame)
         if command_id == _SUBMIT_SM:
             self.sim.handle_submit(self, seq, frame[HEADER_LENGTH:], batch, now)
-        elif command_id == _DELIVER_SM_RESP:
+        elif command_id in _DELIVER_RESPS:
             self._on_deliver_result(seq, status)
+        elif command_id == _QUERY_SM:
+            self.sim.handle_query(self, seq, frame[HEADER_LENGTH:], batch)
         elif command_id == _ENQUIRE_LINK:
             self.sim.stats.enquire_links += 1
             batch.out.append(encode_raw(_ENQUIRE_LINK_RESP_ID, seq))

@@ -1,7 +1,8 @@
 """Text <-> short_message octets for the data_coding values the simulator uses.
 
 data_coding 0: GSM 03.38 default alphabet, unpacked (one septet per octet, 0x1B escapes);
-1: ASCII; 3: Latin-1; 8: UCS-2 (UTF-16BE); anything else is treated as Latin-1.
+1: ASCII; 3: Latin-1; 8: UCS-2 (UTF-16BE); 0x10-0x1F (with a message class, e.g. flash) by their
+alphabet bits; anything else is treated as Latin-1.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def encode_text(text: str, data_coding: int = 0) -> bytes:
 
 
 def decode_text(data: bytes, data_coding: int = 0) -> str:
+    if 0x10 <= data_coding <= 0x1F:  # TS 23.038 group 0001 (message class, e.g. flash): bits 3-2 alphabet
+        alphabet = (data_coding >> 2) & 0x03
+        data_coding = {0: 0, 2: 8}.get(alphabet, 4)  # 01 (8-bit data) and reserved: raw octets
     if data_coding == 0:
         return gsm_decode(data)
     if data_coding == 8:

@@ -5,62 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-import stomp
 from conftest import STOMP_URL, api_settings, running_app
+from support.stomp_consumer import Consumer
 
 from app.simulator import SimulatorConfig, SmscSimulator
-
-
-class Collector(stomp.ConnectionListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.frames: list[Any] = []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame: Any) -> None:
-        with self.lock:
-            self.frames.append(frame)
-
-
-def stomp_host_port() -> tuple[str, int]:
-    hostport = STOMP_URL.split("://", 1)[1]
-    host, port = hostport.rsplit(":", 1)
-    return host, int(port)
-
-
-class Consumer:
-    def __init__(self, queue: str) -> None:
-        self.queue = queue
-        self.listener = Collector()
-        self.conn = stomp.Connection([stomp_host_port()])
-        self.conn.set_listener("c", self.listener)
-
-    def start(self) -> None:
-        self.conn.connect(wait=True)
-        self.conn.subscribe(f"/queue/{self.queue}", id=1, ack="auto")
-
-    def stop(self) -> None:
-        self.conn.disconnect()
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.listener.lock:
-            return [orjson.loads(f.body) for f in self.listener.frames]
-
-    def headers(self) -> list[dict[str, str]]:
-        with self.listener.lock:
-            return [dict(f.headers) for f in self.listener.frames]
-
-    async def wait_for(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.bodies()) < n and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
-        return self.bodies()
 
 
 @pytest.fixture
@@ -80,7 +33,8 @@ async def gateway(module_db_url: str, sim: SmscSimulator) -> AsyncIterator[tuple
     settings = api_settings(
         module_db_url, broker_url=STOMP_URL, delivery_report_queue=reports.queue, inbound_queue=inbound.queue,
         providers=[{"name": "smsc-main", "type": "smpp", "port": sim.port, "system_id": "smppclient1",
-                    "password": "password", "window": 20}],
+                    "password": "password", "window": 20,
+                    "receipt_id_format": "auto"}],  # one test switches the simulator to decimal receipt ids
         routes=[{"channel": "smpp", "providers": ["smsc-main"]}],
         webhook_auth="token:x",
     )
@@ -192,7 +146,7 @@ async def all_final(client: httpx.AsyncClient, sids: list[str], want: set[str], 
 
 @pytest.mark.parametrize(("mode", "body", "expect"), [
     ("split", "a" * 200, {"esm_class": 0x40, "parts": 2, "dc": 0}),
-    ("split_sar", "é" * 10 + "©" * 150, {"esm_class": 0, "parts": 2, "dc": 3, "sar": True}),
+    ("split_sar", "é" * 10 + "©" * 120, {"esm_class": 0, "parts": 2, "dc": 8, "sar": True}),
     ("payload", "ж" * 100, {"esm_class": 0, "parts": 1, "dc": 8, "payload": True}),
     ("cut", "b" * 200, {"esm_class": 0, "parts": 1, "dc": 0}),
 ])
@@ -222,6 +176,11 @@ async def test_flash_and_validity(gateway: Any, sim: SmscSimulator) -> None:
     await wait_status(client, r.json()["MessageSid"], {"delivered"})
     rec = [x for x in sim.received if x.destination == "4477001100"][-1]
     assert rec.data_coding == 0x10
+    r = await client.post("/msg-client/send", json={"To": "+4477001101", "Body": "flash ça", "Flash": True})
+    assert (r.json()["Encoding"], r.json()["Segments"]) == ("UCS2", 1)
+    await wait_status(client, r.json()["MessageSid"], {"delivered"})
+    rec = [x for x in sim.received if x.destination == "4477001101"][-1]
+    assert (rec.data_coding, rec.text) == (0x18, "flash ça")  # class 0 UCS-2, never 0x14 (8-bit data)
 
 
 async def test_decimal_receipt_for_hex_id_and_receipt_before_response(gateway: Any, sim: SmscSimulator) -> None:

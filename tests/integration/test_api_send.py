@@ -239,3 +239,29 @@ async def test_providers_listing(api: httpx.AsyncClient) -> None:
     names = [p["name"] for p in r.json()["Providers"]]
     assert names == ["smsc-main", "twilio"]
     assert (await api.get("/msg-client/providers", headers={"X-API-Key": "bad"})).status_code == 401
+
+
+async def test_auto_never_answers_latin1_and_segments_count_what_goes_on_the_air(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "Ça coûte cinq à Mâcon" * 4})
+    assert (r.json()["Encoding"], r.json()["Segments"]) == ("UCS2", 2)  # 84 UTF-16 units; Latin-1 would say 1
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "[" * 81})
+    assert (r.json()["Encoding"], r.json()["Segments"]) == ("GSM7", 2)  # 162 septets
+
+
+async def test_latin1_asked_for_on_a_route_that_does_not_take_it_is_400(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "+96170123456", "Body": "ça", "Encoding": "latin1"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "Encoding"
+
+
+async def test_latin1_on_an_smpp_provider_configured_for_it(db_url: str) -> None:
+    from conftest import api_settings, running_app
+
+    settings = api_settings(db_url, providers=[
+        {"name": "smsc-main", "type": "smpp", "system_id": "smppclient1", "password": "password", "latin1": True}],
+        routes=[{"channel": "smpp", "providers": ["smsc-main"]}])
+    async with running_app(settings) as client:
+        r = await client.post("/msg-client/send", json={"To": "+96170123456", "Body": "ç" * 140, "Encoding": "latin1"})
+        assert (r.status_code, r.json()["Encoding"], r.json()["Segments"]) == (200, "LATIN1", 1)
+        flash = await client.post("/msg-client/send", json={"To": "+96170123456", "Body": "ç", "Encoding": "latin1",
+                                                            "Flash": True})
+        assert flash.status_code == 400 and flash.json()["error"]["field"] == "Encoding"  # no class-0 Latin-1

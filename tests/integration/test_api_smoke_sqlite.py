@@ -17,7 +17,7 @@ from app.metrics import Metrics
 
 async def test_send_get_cancel_on_sqlite(sqlite_api: httpx.AsyncClient) -> None:
     r = await sqlite_api.post("/msg-client/send", json={"To": ["+14155550100", "+14155550101"], "Body": "héllo ©"})
-    assert r.status_code == 200 and r.json()["Messages"][0]["Encoding"] == "LATIN1"
+    assert r.status_code == 200 and r.json()["Messages"][0]["Encoding"] == "UCS2"
     sid = r.json()["Messages"][0]["MessageSid"]
     m = (await sqlite_api.get(f"/msg-client/messages/{sid}")).json()
     assert (m["Status"] == "queued" and m["CreatedAt"].endswith("Z")) or "+00:00" in m["CreatedAt"]

@@ -164,11 +164,12 @@ async def test_long_message_is_delivered_only_when_all_parts_are(
     assert len(await _reports(sessions, sid)) == 1
 
 
-async def test_hex_receipt_matches_decimal_id(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_decimal_report_for_a_hex_id_is_not_guessed_when_the_provider_writes_ids_the_same(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
     sid = await _send(api)
     dec = str(secrets.randbelow(10**12) + 10**11)
-    await _mark_sent(sessions, sid, [format(int(dec), "x")], provider="smsc-main")
+    await _mark_sent(sessions, sid, [format(int(dec), "x")], provider="smsc-main")  # receipt_id_format: same
     r = await api.post("/msg-client/delivery-notification", data={"MessageSid": dec, "SmsStatus": "delivered"},
                        headers=TOKEN)
     assert r.status_code == 200
-    assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "delivered"
+    assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "sent"  # kept, not matched

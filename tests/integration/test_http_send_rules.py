@@ -71,10 +71,10 @@ async def test_commpeak_segments_follow_its_152_character_rule(api: httpx.AsyncC
 
 
 async def test_commpeak_answers_what_goes_out_for_latin1_text(api: httpx.AsyncClient) -> None:
-    r = await send(api, Body="héllo ©", channel="commpeak")  # `auto` picks LATIN1 on SMPP
+    r = await send(api, Body="héllo ©", channel="commpeak")  # not GSM 03.38: UCS-2 on every route
     assert r.status_code == 200 and r.json()["Encoding"] == "UCS2"
-    r = await send(api, Body="héllo ©", channel="smpp")
-    assert r.status_code == 200 and r.json()["Encoding"] == "LATIN1"
+    r = await send(api, Body="héllo ©", channel="smpp")  # `auto` never picks Latin-1 (issue 13)
+    assert r.status_code == 200 and r.json()["Encoding"] == "UCS2"
 
 
 @pytest.mark.parametrize(("extra", "field"), [

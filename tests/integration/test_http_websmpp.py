@@ -63,6 +63,13 @@ def test_message_type(text: str, kind: str, sent: str) -> None:
     assert message_type(text, choose_encoding(text)) == (kind, sent)
 
 
+def test_latin1_text_outside_gsm_goes_as_type_2_even_when_stored_as_latin1() -> None:
+    # Seed 002's type 3 carries GSM 03.38's own characters (`testing $@ Character`), not Latin-1: a
+    # message stored as LATIN1 (before /send refused latin1 on websmpp routes) goes as UCS-2 hex.
+    assert message_type("Prix: 10 © 2026", Encoding.LATIN1) == (
+        "2", "Prix: 10 © 2026".encode("utf-16-be").hex().upper())
+
+
 def test_seed_example_hex() -> None:
     assert message_type("testing unicode message", Encoding.UCS2)[1] == (
         "00740065007300740069006E006700200075006E00690063006F006400650020006D006500730073006100670065")

@@ -150,7 +150,7 @@ def test_codec_roundtrip_and_errors() -> None:
         decode_pdu(encode_raw(CommandId.ENQUIRE_LINK_RESP, 4, b"\x00\x1e\x00\x09ab"))
     assert bad_tlv.value.status == Status.ESME_RINVOPTPARSTREAM
     with pytest.raises(UnknownCommandError):
-        decode_pdu(encode_raw(CommandId.QUERY_SM, 5))
+        decode_pdu(encode_raw(CommandId.REPLACE_SM, 5))
     stream = bytearray(submit.encode() + bind.encode()[:20])
     frames, error = split_frames(stream)
     assert len(frames) == 1 and error is None and len(stream) == 20
@@ -217,6 +217,44 @@ async def test_hex_response_id_decimal_receipt_id(make_sim: Any, client_factory:
     client.submit()
     assert (await client.read()).str_field("message_id") == "6700"
     assert cstr_value((await client.read()).tlvs[Tag.RECEIPTED_MESSAGE_ID]) == "1a2c"
+
+
+async def test_receive_side_rules_intermediate_data_sm_query_sm_and_id_restart(
+        make_sim: Any, client_factory: Any) -> None:
+    sim = await make_sim(id_start=100, id_format="decimal", receipt_delay=0.0, intermediate_notifications=True,
+                         receipts_as_data_sm=True)
+    client = await client_factory(sim.port)
+    await client.bind()
+    client.submit()
+    assert (await client.read()).str_field("message_id") == "100"
+    note, dlr = await client.read(), await client.read()
+    assert (note.command_id, note.int_field("esm_class")) == (CommandId.DELIVER_SM, 0x20)
+    assert b"stat:ENROUTE" in note.bytes_field("short_message")
+    assert (dlr.command_id, dlr.int_field("esm_class")) == (CommandId.DATA_SM, 0x04)
+    assert b"stat:DELIVRD" in dlr.tlvs[Tag.MESSAGE_PAYLOAD] and cstr_value(dlr.tlvs[Tag.RECEIPTED_MESSAGE_ID]) == "100"
+    client.ack(note)
+    client.writer.write(encode_raw(CommandId.DATA_SM_RESP, dlr.sequence_number, b"\x00"))
+    await eventually(lambda: sim.stats.deliver_sm_resp == 2)
+
+    sim.configure(intermediate_notifications=False, drop_receipts=True, receipt_delay=30.0)
+    client.submit(dest="79001230001")  # UNDELIV by the default rules; its receipt is never sent
+    assert (await client.read()).str_field("message_id") == "101"
+    client.send(CommandId.QUERY_SM, {"message_id": "101", "source_addr": "SENDER", "source_addr_ton": 5})
+    pending = await client.read()
+    assert (pending.command_id, pending.int_field("message_state"), pending.str_field("final_date")) == (
+        CommandId.QUERY_SM_RESP, 1, "")  # ENROUTE until its receipt time
+    sim.configure(receipt_delay=0.0)
+    client.send(CommandId.QUERY_SM, {"message_id": "101", "source_addr": "SENDER", "source_addr_ton": 5})
+    final = await client.read()
+    assert (final.int_field("message_state"), final.int_field("error_code"), len(final.str_field("final_date"))) == (
+        5, 1, 16)
+    client.send(CommandId.QUERY_SM, {"message_id": "999", "source_addr": "SENDER"})
+    assert (await client.read()).command_status == Status.ESME_RQUERYFAIL
+
+    sim.restart_ids(100)
+    client.submit()
+    assert (await client.read()).str_field("message_id") == "100"  # the counter started again
+    assert sim.stats.query_sm == 3 and sim.stats.receipts_sent == 2  # the notification and one receipt
 
 
 async def test_uuid_ids(make_sim: Any, client_factory: Any) -> None:
@@ -537,12 +575,16 @@ async def test_control_port(make_sim: Any, client_factory: Any) -> None:
     assert await command("ping") == "PONG"
     assert await command("mo concat=udh 79001234567 1234 " + "y" * 170) == "OK 2"
     assert [int(p.int_field("esm_class")) for p in [await client.read(), await client.read()]] == [0x40, 0x40]
+    assert await command("mo concat=data_sm 79001234567 1234 by data_sm") == "OK 1"
+    assert (await client.read()).command_id == CommandId.DATA_SM
+    assert await command("restart-ids 5") == "OK" and sim._ids.next()[0] == "5"
+    assert await command("set drop_receipts true") == "OK" and sim.config.drop_receipts
     assert await command("set reject_rate 0.25") == "OK" and sim.config.reject_rate == 0.25
     assert await command("outcomes DELIVRD=0.5,UNDELIV=0.5") == "OK"
     assert (await command("set nonsense 1")).startswith("ERR")
     assert (await command("set id_format nope")).startswith("ERR") and sim.config.id_format == "hex"
     stats = await command("stats")
-    assert '"mo_sent":2' in stats and '"binds":1' in stats
+    assert '"mo_sent":3' in stats and '"binds":1' in stats
     assert await command("drop") == "OK 1"
     writer.close()
 

@@ -436,7 +436,8 @@ _MO_BODY = encode_body(CommandId.DELIVER_SM, mo_fields(b"hello"))
 @pytest.mark.parametrize(("command_id", "body", "status"), [
     pytest.param(0x00000099, b"", Status.ESME_RINVCMDID, id="unknown-0x99"),
     pytest.param(0x00000099, b"\x01\x02what\x00\xff", Status.ESME_RINVCMDID, id="unknown-0x99-with-body"),
-    pytest.param(CommandId.DATA_SM, b"\x00" * 12, Status.ESME_RINVCMDID, id="data_sm-unsupported"),
+    pytest.param(CommandId.REPLACE_SM, b"\x00" * 12, Status.ESME_RINVCMDID, id="replace_sm-unsupported"),
+    pytest.param(CommandId.DATA_SM, b"\x00" * 5, Status.ESME_RINVCMDLEN, id="data_sm-truncated"),
     pytest.param(CommandId.SUBMIT_SM, encode_body(CommandId.SUBMIT_SM, mo_fields()), Status.ESME_RINVCMDID,
                  id="submit_sm-from-the-smsc"),
     pytest.param(CommandId.DELIVER_SM, b"no terminator", Status.ESME_RINVCMDLEN, id="deliver_sm-no-nul"),
@@ -618,6 +619,7 @@ FUZZ_CASES = 300
 FUZZ_BINDS = 20
 PROBE = 0x7FFFFF00  # sequence numbers of the probes; generated PDUs stay below
 KNOWN_IDS = [int(c) for c in CommandId]
+TASK_ANSWERS = (CommandId.DELIVER_SM_RESP, CommandId.DATA_SM_RESP)
 
 
 def _probe(seq: int) -> bytes:
@@ -676,7 +678,7 @@ def _piece(rng: random.Random) -> bytes:
 class Expected:
     alive: bool  # the ESME frames everything, ending exactly on the probe, and was not unbound
     answers: list[tuple[int, int, int]]  # (command_id, status, seq) answered in line, in order
-    delivers: list[int]  # deliver_sm sequence numbers (answered by a task, after storing)
+    delivers: list[tuple[int, int]]  # (response command, seq) of deliver_sm / data_sm (answered by a task)
 
 
 def expected_answers(data: bytes) -> Expected:
@@ -687,7 +689,7 @@ def expected_answers(data: bytes) -> Expected:
     frames, error = split_frames(buffer)
     alive = error is None and not buffer and frames[-1:] == [probe]
     answers: list[tuple[int, int, int]] = []
-    delivers: list[int] = []
+    delivers: list[tuple[int, int]] = []
     for raw in frames[:-1] if alive else frames:
         _length, command_id, _status, seq = HEADER.unpack_from(raw)
         if command_id & RESPONSE_BIT:
@@ -703,8 +705,8 @@ def expected_answers(data: bytes) -> Expected:
             answers.append((CommandId.UNBIND_RESP, 0, seq))
             alive = False
             break  # the ESME hangs up: nothing after it is answered
-        elif command_id == CommandId.DELIVER_SM:
-            delivers.append(seq)
+        elif command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
+            delivers.append((response_for(command_id), seq))
         else:
             answers.append((CommandId.GENERIC_NACK, Status.ESME_RINVCMDID, seq))
     return Expected(alive, answers, delivers)
@@ -725,7 +727,7 @@ def fuzz_cases(seed: int = FUZZ_SEED, n: int = FUZZ_CASES) -> list[FuzzCase]:
     while len(cases) < n:
         data = b"".join(_piece(rng) for _ in range(rng.choice([1, 1, 2, 3])))
         expected = expected_answers(data)
-        if any(seq >= PROBE for *_, seq in expected.answers) or any(s >= PROBE for s in expected.delivers):
+        if any(seq >= PROBE for *_, seq in expected.answers) or any(s >= PROBE for _, s in expected.delivers):
             continue  # a mutation hit a probe's number: the answers could not be told apart
         cases.append(FuzzCase(len(cases), data, expected))
     return cases
@@ -784,10 +786,10 @@ async def test_seeded_garbage_never_crashes_and_every_session_recovers(harness: 
         where = f"case {case.index}: {case.data.hex()}"
         want = case.expected
         assert case.outcome == ("alive" if want.alive else "reset"), where
-        inline = [wire(p) for p in case.replies if p.command_id != CommandId.DELIVER_SM_RESP]
+        inline = [wire(p) for p in case.replies if p.command_id not in TASK_ANSWERS]
         assert inline == want.answers, where
-        delivered = Counter(wire(p) for p in case.replies if p.command_id == CommandId.DELIVER_SM_RESP)
-        owed = Counter((CommandId.DELIVER_SM_RESP, 0, seq) for seq in want.delivers)
+        delivered = Counter(wire(p) for p in case.replies if p.command_id in TASK_ANSWERS)
+        owed = Counter((resp, 0, seq) for resp, seq in want.delivers)
         # A reset may cut a deliver_sm off before it is answered (the SMSC redelivers it); never more.
         assert delivered == owed if want.alive else delivered <= owed, where
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.domain.ids import alternate_upstream_ids, new_message_sid, normalise_upstream_id
+from app.domain.ids import alternate_upstream_ids, new_message_sid, normalise_upstream_id, receipt_id_candidates
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.routing import Route, backoff_seconds, providers_for
 from app.domain.status import Status, advances, aggregate_parts, report_delivery_status
@@ -55,6 +55,15 @@ def test_message_sid_shape() -> None:
 def test_upstream_id_normalisation(raw: str, norm: str, alts: list[str]) -> None:
     assert normalise_upstream_id(raw) == norm
     assert alternate_upstream_ids(raw) == alts
+
+
+@pytest.mark.parametrize(("raw", "id_format", "candidates"), [
+    ("6699", "same", ["6699"]), ("0001A2B", "same", ["1a2b"]),
+    ("1a2b", "hex", ["6699"]), ("6699", "decimal", ["1a2b"]),  # receipt base -> the submit response's
+    ("6699", "auto", ["6699", "1a2b", "26265"]), ("abc-1", "hex", ["abc-1"]), ("x1", "decimal", ["x1"]),
+])
+def test_receipt_id_candidates_follow_the_provider_format(raw: str, id_format: str, candidates: list[str]) -> None:
+    assert receipt_id_candidates(raw, id_format) == candidates
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -17,6 +17,7 @@ from app.domain.encoding import (
     choose_encoding,
     count_segments,
     cut_text,
+    data_coding,
     decode,
     decode_data_coding,
     encode,
@@ -33,7 +34,7 @@ G, L, U = Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2
 @pytest.mark.parametrize(("text", "encoding", "segments"), [
     ("a" * 160, G, 1), ("a" * 161, G, 2), ("a" * 306, G, 2), ("a" * 307, G, 3),
     ("€" * 80, G, 1), ("€" * 81, G, 2), ("a" * 158 + "€", G, 1), ("a" * 159 + "€", G, 2),
-    ("©" * 140, L, 1), ("©" * 141, L, 2), ("©" * 268, L, 2), ("©" * 269, L, 3),
+    ("©" * 70, U, 1), ("©" * 71, U, 2), ("ç" * 134, U, 2), ("áíóúâê\u00a0`" * 10, U, 2), ("[" * 81, G, 2),
     ("Привет" * 11 + "Прив", U, 1), ("ж" * 70, U, 1), ("ж" * 71, U, 2), ("ж" * 134, U, 2), ("ж" * 135, U, 3),
     ("😀" * 35, U, 1), ("😀" * 36, U, 2), ("مرحبا بك", U, 1), ("", G, 1), ("Hello {world} ~", G, 1),
 ])
@@ -41,6 +42,24 @@ def test_auto_encoding_and_segments(text: str, encoding: Encoding, segments: int
     chosen = choose_encoding(text)
     assert chosen is encoding
     assert count_segments(text, chosen) == segments
+
+
+@pytest.mark.parametrize(("text", "segments"), [
+    ("©" * 140, 1), ("©" * 141, 2), ("©" * 268, 2), ("©" * 269, 3)])
+def test_latin1_sizes_when_asked_for(text: str, segments: int) -> None:
+    assert choose_encoding(text, L) is L and count_segments(text, L) == segments
+
+
+@pytest.mark.parametrize(("encoding", "flash", "dc"), [
+    (G, False, 0), (L, False, 3), (U, False, 8), (G, True, 0x10), (U, True, 0x18), (L, True, 0x18)])
+def test_data_coding_flash_is_class_0_gsm7_or_ucs2(encoding: Encoding, flash: bool, dc: int) -> None:
+    assert data_coding(encoding, flash) == dc
+
+
+def test_latin1_flash_goes_on_the_air_as_ucs2() -> None:
+    seg = segment("ça va", L, flash=True)
+    assert seg.encoding is U and seg.parts == ("ça va".encode("utf-16-be"),)
+    assert segment("ça va", L).encoding is L
 
 
 def test_extension_escape_is_never_split() -> None:
@@ -96,6 +115,8 @@ def test_mo_decoding() -> None:
     assert decode_data_coding(encode("Hi €", G), 0) == "Hi €"
     assert decode_data_coding("é".encode("latin-1"), 3) == "é"
     assert decode_data_coding("مرحبا".encode("utf-16-be"), 8) == "مرحبا"
+    assert decode_data_coding("ça".encode("utf-16-be"), 0x18) == "ça"  # flash UCS-2
+    assert decode_data_coding(encode("Hi", G), 0x10) == decode_data_coding(encode("Hi", G), 0xF0) == "Hi"
 
 
 gsm_text = st.text(alphabet=st.sampled_from([c for c in GSM_BASIC if c != "\x1b"] + list(GSM_EXT)), max_size=500)
@@ -116,6 +137,13 @@ def test_gsm_round_trip_and_sizes(text: str) -> None:
 def test_latin1_round_trip(text: str) -> None:
     assert decode(encode(text, L), L) == text
     assert "".join(split_text(text, L)) == text
+
+
+@given(latin_text)
+def test_auto_never_picks_latin1(text: str) -> None:
+    chosen = choose_encoding(text)
+    assert chosen is (G if all(c in GSM_BASIC or c in GSM_EXT for c in text) else U)
+    assert segment(text).encoding is chosen
 
 
 @given(any_text)

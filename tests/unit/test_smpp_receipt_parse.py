@@ -6,7 +6,7 @@ import pytest
 
 from app.domain.status import Status
 from app.providers.smpp.esme import relative_validity
-from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
+from app.providers.smpp.receipt_parse import DeliverKind, deliver_kind, is_receipt, parse_receipt
 
 
 @pytest.mark.parametrize(("text", "uid", "stat", "status", "err"), [
@@ -41,8 +41,22 @@ def test_no_id_is_not_a_receipt_we_can_match() -> None:
     assert parse_receipt(b"stat:DELIVRD", {}) is None
 
 
-def test_receipt_bits() -> None:
-    assert is_receipt(0x04) and is_receipt(0x08) and not is_receipt(0x00) and not is_receipt(0x40)
+@pytest.mark.parametrize(("esm_class", "kind", "status_report"), [
+    (0x00, DeliverKind.MO, False), (0x40, DeliverKind.MO, False), (0x80, DeliverKind.MO, False),
+    (0x04, DeliverKind.RECEIPT, True), (0x44, DeliverKind.RECEIPT, True), (0x08, DeliverKind.SME_ACK, True),
+    (0x10, DeliverKind.USER_ACK, True), (0x18, DeliverKind.CONVERSATION_ABORT, False),
+    (0x20, DeliverKind.INTERMEDIATE, True), (0x0C, DeliverKind.RESERVED, False), (0x24, DeliverKind.RESERVED, False),
+    (0x3C, DeliverKind.RESERVED, False),
+])
+def test_esm_class_message_type_is_a_number_not_flags(esm_class: int, kind: DeliverKind, status_report: bool) -> None:
+    assert deliver_kind(esm_class) is kind and is_receipt(esm_class) is status_report
+
+
+def test_default_stat_stands_in_only_when_nothing_says_one() -> None:
+    ack = parse_receipt(b"", {0x001E: b"77\x00"}, "DELIVRD")
+    assert ack is not None and (ack.stat, ack.status) == ("DELIVRD", Status.DELIVERED)
+    undeliv = parse_receipt(b"", {0x001E: b"77\x00", 0x0427: bytes([5])}, "DELIVRD")
+    assert undeliv is not None and undeliv.status is Status.UNDELIVERED
 
 
 def test_relative_validity() -> None:

@@ -9,8 +9,11 @@ path crashes; a slow hook stalls every PDU. Here:
   transceiver and N-1 transmitters, `transmitter_receiver` N transmitters and one receiver;
 - `window` submit_sm outstanding per bind (a semaphore released by the submit_sm_resp), sequence
   numbers correlated in a dict (O(1)), `throughput` submit_sm/s per provider (token bucket);
-- each deliver_sm is handled in its own task: stored through the ReportSink (group commit) and only
-  then answered deliver_sm_resp; if storing fails the answer is ESME_RSYSERR and the SMSC redelivers;
+- each deliver_sm / data_sm is handled in its own task: stored through the ReportSink (group commit)
+  and only then answered (deliver_sm_resp / data_sm_resp); if storing fails the answer is
+  ESME_RSYSERR and the SMSC redelivers. Its esm_class message type (receipt_parse.deliver_kind) says
+  what it is: a receipt or SME acknowledgement (applied), an intermediate notification (history
+  only, never final), an MO message (the inbound queue), anything else (acknowledged and logged);
 - a dropped bind fails its unanswered submits as UnknownOutcomeError (the dispatcher resubmits those:
   the only resubmit window), rebinds with exponential backoff and jitter; stop() unbinds cleanly;
 - a submit_sm unanswered within `response_timeout` drops its bind at once: an SMSC that stopped
@@ -33,11 +36,13 @@ import itertools
 import logging
 import random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.config import SmppProviderConfig
 from app.domain.encoding import decode_data_coding
-from app.domain.ids import UpstreamId
+from app.domain.ids import UpstreamId, normalise_upstream_id, receipt_id_candidates
+from app.domain.status import MESSAGE_STATE_STAT, RECEIPT_STAT, REPORTED, Status
 from app.providers.base import (
     InboundSms,
     PartProgress,
@@ -53,20 +58,21 @@ from app.providers.base import (
 )
 from app.providers.base import OutboundMessage as Outbound
 from app.providers.http.common import TokenBucket
+from app.providers.smpp import pdu
 from app.providers.smpp.pdu import (
     RESPONSE_BIT,
     CommandId,
     Pdu,
     PduError,
-    Status,
     command_name,
     concat_info,
     decode_pdu,
     encode_pdu,
     message_octets,
+    response_for,
     split_frames,
 )
-from app.providers.smpp.receipt_parse import is_receipt, parse_receipt
+from app.providers.smpp.receipt_parse import STATUS_KINDS, DeliverKind, deliver_kind, parse_receipt
 from app.providers.smpp.submit import StatusClasses, build_parts, status_code
 from app.providers.smpp.submit import relative_validity as relative_validity
 
@@ -74,8 +80,10 @@ log = logging.getLogger("smsgw.smpp")
 
 BIND_COMMAND = {"trx": CommandId.BIND_TRANSCEIVER, "tx": CommandId.BIND_TRANSMITTER, "rx": CommandId.BIND_RECEIVER}
 # How an SMSC that allows one receiving bind per account refuses a second one (seed 002).
-RECEIVER_TAKEN = frozenset({Status.ESME_RBINDFAIL, Status.ESME_RALYBND})
+RECEIVER_TAKEN = frozenset({pdu.Status.ESME_RBINDFAIL, pdu.Status.ESME_RALYBND})
 MO_PARTS_TTL = 300.0
+QUERY_UNKNOWN_CODES = {0x67, 0x0C}  # ESME_RQUERYFAIL, ESME_RINVMSGID
+ANSWERED_WINDOW = 30.0  # seconds; the dispatcher records a submit's outcome well within this
 
 
 def bind_modes(bind: str, sessions: int) -> list[str]:
@@ -242,6 +250,8 @@ class Bind:
             fut = self._pending.get(pdu.sequence_number)
             if fut is not None and not fut.done():
                 fut.set_result(pdu)
+            if pdu.command_id == CommandId.SUBMIT_SM_RESP and pdu.command_status == 0:
+                self.p.answered(normalise_upstream_id(pdu.str_field("message_id")))
             return
         if pdu.command_id == CommandId.ENQUIRE_LINK:
             self._write(Pdu(CommandId.ENQUIRE_LINK_RESP, 0, pdu.sequence_number))
@@ -249,7 +259,7 @@ class Bind:
             self._write(Pdu(CommandId.UNBIND_RESP, 0, pdu.sequence_number))
             if self._writer is not None:
                 self._writer.close()
-        elif pdu.command_id == CommandId.DELIVER_SM:
+        elif pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
             task = asyncio.create_task(self._deliver(pdu, self._writer))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
@@ -273,8 +283,19 @@ class Bind:
             log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
             return
         with contextlib.suppress(Exception):
-            self._write(Pdu(CommandId.DELIVER_SM_RESP, status, pdu.sequence_number,
+            self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
                             {"message_id": ""} if status == 0 else {}))
+
+    async def query(self, fields: dict[str, Any]) -> Pdu:
+        """query_sm, outside the submit window (a status question is no message to send)."""
+        if not self.bound:
+            raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
+        try:
+            return await asyncio.wait_for(self._request(CommandId.QUERY_SM, fields, {}), self.cfg.response_timeout)
+        except TimeoutError:
+            raise RetryableError("TIMEOUT", "no query_sm_resp in time") from None
+        except ConnectionError as exc:
+            raise RetryableError("NOT_BOUND", str(exc)) from None
 
     async def submit(self, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
         async with self.window:
@@ -322,9 +343,32 @@ class SmppProvider:
         self._ref = itertools.count(random.randrange(0x10000))
         self._bucket = TokenBucket(config.throughput)
         self._mo_parts: dict[tuple[str, int], tuple[float, dict[int, str]]] = {}
+        self._answered: dict[str, float] = {}  # normalised message_id of recent submit_sm_resp -> time.time()
         self.submitted = 0
         self.errors = 0
         self.last_error: str | None = None
+
+    def answered(self, message_id: str) -> None:
+        """Remember ids submit_sm_resp gave in the last ANSWERED_WINDOW seconds (see `_submitted_after`)."""
+        now = time.time()  # wall clock: compared with the submitted_at the dispatcher writes after this
+        recent = self._answered
+        recent.pop(message_id, None)
+        recent[message_id] = now
+        while recent:
+            oldest, at = next(iter(recent.items()))
+            if now - at <= ANSWERED_WINDOW:
+                break
+            del recent[oldest]
+
+    def _submitted_after(self, receipt_id: str) -> datetime | None:
+        """For a receipt of an id answered moments ago: the time its part was submitted after. Its submit
+        may not be recorded yet, and after an SMSC restart an older message may hold the same id: the
+        receipt must wait for the new part rather than land on the old one."""
+        for candidate in receipt_id_candidates(receipt_id, self.config.receipt_id_format):
+            at = self._answered.get(candidate)
+            if at is not None:
+                return datetime.fromtimestamp(at, UTC) - timedelta(seconds=0.05)
+        return None
 
     def note_error(self, text: str) -> None:
         self.errors += 1
@@ -396,23 +440,68 @@ class SmppProvider:
         return PermanentError(code, f"{where}submit_sm refused")
 
     async def query_status(self, upstream_id: UpstreamId) -> Receipt | None:
-        return None
+        return await self.query_status_from(upstream_id, None)
+
+    async def query_status_from(self, upstream_id: UpstreamId, sender: str | None) -> Receipt | None:
+        """query_sm (seed 004: "or by using a separate QUERY_SM command on request"): a Receipt once the
+        SMSC says the message is final, None while it is still en route. An SMSC that does not know the
+        id (ESME_RQUERYFAIL, ESME_RINVMSGID) will never send its receipt: undelivered, NO_RECEIPT."""
+        ton, npi, addr = self._source_address(sender)
+        resp = await self._pick().query({"message_id": str(upstream_id), "source_addr_ton": ton,
+                                         "source_addr_npi": npi, "source_addr": addr})
+        source = f"query_sm:{self.name}"
+        if resp.command_status in QUERY_UNKNOWN_CODES:
+            return Receipt(provider=self.name, upstream_id=upstream_id, status=Status.UNDELIVERED,
+                           provider_status_code="NO_RECEIPT", source=source,
+                           error_code=f"query_sm {status_code(resp.command_status)}")
+        if resp.command_status != 0:
+            raise RetryableError(status_code(resp.command_status), "query_sm refused")
+        stat = MESSAGE_STATE_STAT.get(resp.int_field("message_state"))
+        if stat is None or RECEIPT_STAT[stat] not in REPORTED:
+            return None
+        status = RECEIPT_STAT[stat]
+        error = resp.int_field("error_code")
+        return Receipt(provider=self.name, upstream_id=upstream_id, status=status, provider_status_code=stat,
+                       source=source, error_code=str(error) if error and status is not Status.DELIVERED else None,
+                       extra={"query_sm": {"final_date": resp.str_field("final_date")}})
+
+    def _source_address(self, sender: str | None) -> tuple[int, int, str]:
+        """(ton, npi, address) of the sender, as submit_sm wrote it (query_sm must repeat it)."""
+        sender = sender or self.config.default_from or ""
+        numeric = sender.lstrip("+").isdigit()
+        ton = self.config.source_ton if self.config.source_ton is not None else (
+            1 if numeric and sender.startswith("+") else (0 if numeric else 5))
+        npi = self.config.source_npi if self.config.source_npi is not None else (1 if numeric else 0)
+        return ton, npi, sender.lstrip("+")
 
     async def on_deliver(self, pdu: Pdu) -> None:
+        """A deliver_sm or data_sm: a status report (by its esm_class message type) or an MO message."""
         assert self.sink is not None
         esm = pdu.int_field("esm_class")
-        short = pdu.bytes_field("short_message")
-        if is_receipt(esm):
-            parsed = parse_receipt(message_octets(0, short, pdu.tlvs), pdu.tlvs)
-            if parsed is None:
-                log.warning("receipt without a message id from %s", self.name)
-                return
-            await self.sink.receipts([Receipt(
-                provider=self.name, upstream_id=parsed.upstream_id, status=parsed.status,
-                provider_status_code=parsed.stat, source=f"smpp:{self.name}", error_code=parsed.error_code,
-                extra=parsed.extra)])
+        short = pdu.bytes_field("short_message")  # data_sm has none: its text is in message_payload
+        kind = deliver_kind(esm)
+        if kind is DeliverKind.MO:
+            await self._on_mo(pdu, esm, short)
             return
-        await self._on_mo(pdu, esm, short)
+        if kind not in STATUS_KINDS:
+            # A conversation abort or a reserved type names no message of ours and is no customer's text.
+            log.warning("%s from %s with esm_class 0x%02X (%s): acknowledged, not forwarded", pdu.name, self.name,
+                        esm, kind.name.lower())
+            return
+        # An SME acknowledgement reports delivery by being sent; without a stat of its own it is DELIVRD.
+        default = "DELIVRD" if kind in (DeliverKind.SME_ACK, DeliverKind.USER_ACK) else "UNKNOWN"
+        parsed = parse_receipt(message_octets(0, short, pdu.tlvs), pdu.tlvs, default)
+        if parsed is None:
+            log.warning("%s receipt without a message id from %s", pdu.name, self.name)
+            return
+        status, source = parsed.status, f"smpp:{self.name}"
+        if kind is DeliverKind.INTERMEDIATE:
+            # The SMSC is still trying (even a stat like UNDELIV means "this attempt failed"): history only.
+            status, source = Status.SENT, f"smpp:{self.name}:intermediate"
+        await self.sink.receipts([Receipt(
+            provider=self.name, upstream_id=parsed.upstream_id, status=status,
+            provider_status_code=parsed.stat, source=source, error_code=parsed.error_code, extra=parsed.extra,
+            submitted_after=self._submitted_after(parsed.upstream_id))])
 
     async def _on_mo(self, pdu: Pdu, esm: int, short: bytes) -> None:
         assert self.sink is not None

@@ -76,6 +76,7 @@ class Status(IntEnum):
     ESME_RX_T_APPN = 0x64
     ESME_RX_P_APPN = 0x65
     ESME_RX_R_APPN = 0x66
+    ESME_RQUERYFAIL = 0x67
     ESME_RUNKNOWNERR = 0xFF
 
 
@@ -147,6 +148,19 @@ _SM: tuple[_FieldSpec, ...] = (
     ("sm_default_msg_id", "u8", 1), ("short_message", "sm", 254),
 )
 _SM_RESP: tuple[_FieldSpec, ...] = (("message_id", "c", 65),)
+# data_sm (§4.7.1): no times, no short_message (the text travels in message_payload); longer addresses.
+_DATA_SM: tuple[_FieldSpec, ...] = (
+    ("service_type", "c", 6), ("source_addr_ton", "u8", 1), ("source_addr_npi", "u8", 1),
+    ("source_addr", "c", 65), ("dest_addr_ton", "u8", 1), ("dest_addr_npi", "u8", 1),
+    ("destination_addr", "c", 65), ("esm_class", "u8", 1), ("registered_delivery", "u8", 1),
+    ("data_coding", "u8", 1),
+)
+_QUERY_SM: tuple[_FieldSpec, ...] = (
+    ("message_id", "c", 65), ("source_addr_ton", "u8", 1), ("source_addr_npi", "u8", 1), ("source_addr", "c", 21),
+)
+_QUERY_SM_RESP: tuple[_FieldSpec, ...] = (
+    ("message_id", "c", 65), ("final_date", "c", 17), ("message_state", "u8", 1), ("error_code", "u8", 1),
+)
 _EMPTY: tuple[_FieldSpec, ...] = ()
 
 BODY_LAYOUTS: Final[dict[int, tuple[_FieldSpec, ...]]] = {
@@ -157,6 +171,8 @@ BODY_LAYOUTS: Final[dict[int, tuple[_FieldSpec, ...]]] = {
     CommandId.ENQUIRE_LINK: _EMPTY, CommandId.ENQUIRE_LINK_RESP: _EMPTY, CommandId.GENERIC_NACK: _EMPTY,
     CommandId.SUBMIT_SM: _SM, CommandId.DELIVER_SM: _SM,
     CommandId.SUBMIT_SM_RESP: _SM_RESP, CommandId.DELIVER_SM_RESP: _SM_RESP,
+    CommandId.DATA_SM: _DATA_SM, CommandId.DATA_SM_RESP: _SM_RESP,
+    CommandId.QUERY_SM: _QUERY_SM, CommandId.QUERY_SM_RESP: _QUERY_SM_RESP,
 }
 
 FieldValue = int | str | bytes

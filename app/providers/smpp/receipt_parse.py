@@ -1,4 +1,9 @@
-"""Reading a deliver_sm: a delivery receipt (esm_class bit 0x04, or 0x08 intermediate) or an MO message.
+"""Reading a deliver_sm / data_sm: what its esm_class says it is, and the receipt it carries.
+
+esm_class bits 5-2 are the message type (SMPP 3.4 §5.2.12), a number, not flags: 0 an MO message,
+1 (0x04) an SMSC delivery receipt, 2 (0x08) an SME delivery acknowledgement, 4 (0x10) an SME
+manual/user acknowledgement, 6 (0x18) a conversation abort, 8 (0x20) an intermediate delivery
+notification; the rest are reserved. Bits 7-6 (UDHI 0x40, reply path 0x80) are independent of it.
 
 Receipt text, as SMSCs write it (case and spacing vary, fields may be missing):
 `id:854019 sub:001 dlvrd:001 submit date:1108202241 done date:1108202241 stat:DELIVRD err:000 text:…`
@@ -11,11 +16,35 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from app.domain.status import MESSAGE_STATE_STAT, RECEIPT_STAT, Status
 
-RECEIPT_BITS = 0x04 | 0x08
+MESSAGE_TYPE_MASK = 0x3C
+
+
+class DeliverKind(IntEnum):
+    """esm_class message type of a deliver_sm / data_sm (the value of bits 5-2)."""
+
+    MO = 0
+    RECEIPT = 1
+    SME_ACK = 2
+    USER_ACK = 4
+    CONVERSATION_ABORT = 6
+    INTERMEDIATE = 8
+    RESERVED = -1
+
+
+def deliver_kind(esm_class: int) -> DeliverKind:
+    try:
+        return DeliverKind((esm_class & MESSAGE_TYPE_MASK) >> 2)
+    except ValueError:
+        return DeliverKind.RESERVED
+
+
+# Kinds that report on a message we sent (a status), as opposed to one a customer wrote.
+STATUS_KINDS = frozenset({DeliverKind.RECEIPT, DeliverKind.SME_ACK, DeliverKind.USER_ACK, DeliverKind.INTERMEDIATE})
 _FIELD = re.compile(
     r"(?i)\b(id|sub|dlvrd|submit date|done date|stat|err|text)\s*:\s*(.*?)(?=\s+(?:id|sub|dlvrd|submit date|done date|"
     r"stat|err|text)\s*:|$)", re.S)
@@ -34,7 +63,8 @@ class ParsedReceipt:
 
 
 def is_receipt(esm_class: int) -> bool:
-    return bool(esm_class & RECEIPT_BITS)
+    """A status report about a message we sent (receipt, acknowledgement, intermediate notification)."""
+    return deliver_kind(esm_class) in STATUS_KINDS
 
 
 def _cstr(raw: bytes) -> str:
@@ -45,8 +75,9 @@ def parse_receipt_text(text: str) -> dict[str, str]:
     return {m.group(1).lower(): m.group(2).strip() for m in _FIELD.finditer(text)}
 
 
-def parse_receipt(short_message: bytes, tlvs: dict[int, bytes]) -> ParsedReceipt | None:
-    """None when neither the text nor the TLVs name a message id."""
+def parse_receipt(short_message: bytes, tlvs: dict[int, bytes], default_stat: str = "UNKNOWN") -> ParsedReceipt | None:
+    """None when neither the text nor the TLVs name a message id. `default_stat` stands in when neither
+    the text nor message_state gives one (an SME acknowledgement says DELIVRD by being sent)."""
     fields = parse_receipt_text(short_message.decode("latin-1", errors="replace"))
     upstream_id = _cstr(tlvs[0x001E]) if 0x001E in tlvs else fields.get("id", "")
     if not upstream_id:
@@ -54,7 +85,7 @@ def parse_receipt(short_message: bytes, tlvs: dict[int, bytes]) -> ParsedReceipt
     stat = fields.get("stat", "").upper()
     if not stat and 0x0427 in tlvs and tlvs[0x0427]:
         stat = MESSAGE_STATE_STAT.get(tlvs[0x0427][0], "UNKNOWN")
-    stat = stat or "UNKNOWN"
+    stat = stat or default_stat
     status = RECEIPT_STAT.get(stat, Status.UNDELIVERED)
     err: str | None = fields.get("err") or None
     if err is None and 0x0423 in tlvs and len(tlvs[0x0423]) >= 3:

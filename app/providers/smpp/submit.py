@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import SmppProviderConfig
-from app.domain.encoding import DATA_CODING, Encoding, LongMessageMode, segment, udh_concat
+from app.domain.encoding import LongMessageMode, data_coding, segment, udh_concat
 from app.domain.messages import OutboundMessage
 from app.providers.smpp.pdu import Status, Tag, tlv_int
 
@@ -75,10 +75,8 @@ def relative_validity(seconds: int) -> str:
 def build_parts(msg: OutboundMessage, config: SmppProviderConfig, reference: int) -> list[Part]:
     """submit_sm fields and TLVs of each part. `reference` is the concatenation reference: all 16 bits
     go in sar_msg_ref_num, the low 8 in the UDH (IEI 0x00, the 8-bit form handsets all read)."""
-    seg = segment(msg.body, msg.encoding, msg.long_message_mode)
-    dc = DATA_CODING[seg.encoding]
-    if msg.flash:  # message class 0; Latin-1 has no class bits of its own, so it goes as 8-bit class 0
-        dc = {Encoding.GSM7: 0x10, Encoding.LATIN1: 0x14, Encoding.UCS2: 0x18}[seg.encoding]
+    seg = segment(msg.body, msg.encoding, msg.long_message_mode, flash=msg.flash)
+    dc = data_coding(seg.encoding, msg.flash)  # flash: 0x10 / 0x18 (a Latin-1 flash goes as UCS-2)
     sender = msg.sender or config.default_from or ""
     numeric = sender.lstrip("+").isdigit()
     base: dict[str, Any] = {

@@ -1,0 +1,153 @@
+"""Which part a status report lands on (issue #13 item 10, 11): the provider's id format, the receipt
+window, the most recent part that is not final, and kept reports — on real PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.tables import Message, MessagePart, PendingReceipt, StatusEvent, utcnow
+from app.domain.ids import normalise_upstream_id
+from app.domain.messages import Receipt
+from app.domain.status import Status
+from app.services.receipts import apply_pending, apply_receipts, apply_to_parts
+
+SETTINGS = Settings(database_url="x", receipt_timeout_seconds=72 * 3600, providers=[
+    {"name": "smsc-same", "type": "smpp", "system_id": "a", "password": "p"},
+    {"name": "smsc-dec", "type": "smpp", "system_id": "a", "password": "p", "receipt_id_format": "decimal"},
+    {"name": "smsc-hex", "type": "smpp", "system_id": "a", "password": "p", "receipt_id_format": "hex"},
+    {"name": "smsc-auto", "type": "smpp", "system_id": "a", "password": "p", "receipt_id_format": "auto"},
+])
+
+
+async def sent(sessions: async_sessionmaker[AsyncSession], provider: str, upstream_id: str,
+               submitted_at: datetime | None = None, status: str = "sent") -> str:
+    sid = "SM" + secrets.token_hex(16)
+    now = utcnow()
+    async with sessions() as s:
+        await s.execute(insert(Message).values(
+            sid=sid, status=status, to_number="+4477000000", body="x", encoding="GSM7", segments=1, channel="smpp",
+            provider=provider, created_at=now, updated_at=now))
+        await s.execute(insert(MessagePart).values(
+            message_sid=sid, part_no=1, provider=provider, upstream_id=normalise_upstream_id(upstream_id),
+            status=status, submitted_at=submitted_at or now))
+        await s.commit()
+    return sid
+
+
+async def report(sessions: async_sessionmaker[AsyncSession], provider: str, upstream_id: str,
+                 **extra: object) -> None:
+    async with sessions() as s:
+        await apply_receipts(s, [Receipt(provider=provider, upstream_id=upstream_id, status=Status.DELIVERED,
+                                         provider_status_code="DELIVRD", source=f"smpp:{provider}",
+                                         **extra)], SETTINGS)  # type: ignore[arg-type]
+        await s.commit()
+
+
+async def status(sessions: async_sessionmaker[AsyncSession], sid: str) -> str:
+    async with sessions() as s:
+        return str(await s.scalar(select(Message.status).where(Message.sid == sid)))
+
+
+async def kept(sessions: async_sessionmaker[AsyncSession], upstream_id: str) -> int:
+    async with sessions() as s:
+        return int(await s.scalar(select(func.count()).select_from(PendingReceipt)
+                                  .where(PendingReceipt.upstream_id == normalise_upstream_id(upstream_id))) or 0)
+
+
+def fresh_number() -> int:
+    return 10**11 + secrets.randbelow(10**11)
+
+
+async def test_the_provider_id_format_converts_and_same_never_guesses(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    n = fresh_number()
+    dec = await sent(sessions, "smsc-dec", format(n, "x"))  # resp hex, receipt decimal
+    await report(sessions, "smsc-dec", str(n))
+    assert await status(sessions, dec) == "delivered"
+    hexed = await sent(sessions, "smsc-hex", str(n + 1))  # resp decimal, receipt hex
+    await report(sessions, "smsc-hex", format(n + 1, "x"))
+    assert await status(sessions, hexed) == "delivered"
+    same = await sent(sessions, "smsc-same", format(n + 2, "x"))
+    await report(sessions, "smsc-same", str(n + 2))
+    assert await status(sessions, same) == "sent" and await kept(sessions, str(n + 2)) == 1
+
+
+async def test_auto_reads_the_same_id_before_the_other_base(sessions: async_sessionmaker[AsyncSession]) -> None:
+    n = fresh_number()
+    exact = await sent(sessions, "smsc-auto", str(n))
+    other = await sent(sessions, "smsc-auto", format(n, "x"))
+    await report(sessions, "smsc-auto", str(n))
+    assert (await status(sessions, exact), await status(sessions, other)) == ("delivered", "sent")
+    await report(sessions, "smsc-auto", str(int(format(n, "x"), 16)))  # the same number: exact now final
+    assert await status(sessions, other) == "sent"  # exact id found (final): a duplicate, not the hex twin
+
+
+async def test_the_most_recent_part_not_final_within_the_window_wins(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    now = utcnow()
+    too_old = await sent(sessions, "smsc-same", uid, now - timedelta(hours=73))
+    final = await sent(sessions, "smsc-same", uid, now - timedelta(minutes=5), status="delivered")
+    older = await sent(sessions, "smsc-same", uid, now - timedelta(hours=1))
+    newest = await sent(sessions, "smsc-same", uid, now - timedelta(minutes=10))
+    await report(sessions, "smsc-same", uid)
+    states = [await status(sessions, sid) for sid in (too_old, final, older, newest)]
+    assert states == ["sent", "delivered", "sent", "delivered"]
+    async with sessions() as s:
+        history = (await s.scalars(select(StatusEvent.message_sid).where(
+            StatusEvent.message_sid.in_([too_old, final, older])))).all()
+    assert history == []  # nothing written to the others
+
+
+async def test_a_report_for_final_parts_only_is_recorded_not_applied_nor_kept(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    sid = await sent(sessions, "smsc-same", uid, status="delivered")
+    async with sessions() as s:
+        await apply_receipts(s, [Receipt(provider="smsc-same", upstream_id=uid, status=Status.UNDELIVERED,
+                                         provider_status_code="UNDELIV", source="smpp:smsc-same")], SETTINGS)
+        await s.commit()
+        rows = (await s.execute(select(StatusEvent.status, StatusEvent.applied)
+                                .where(StatusEvent.message_sid == sid))).all()
+    assert [tuple(r) for r in rows] == [("undelivered", False)]
+    assert await status(sessions, sid) == "delivered" and await kept(sessions, uid) == 0
+
+
+async def test_a_kept_report_keeps_its_tlvs_and_never_lands_on_a_part_sent_long_after(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    tlvs = {"tlvs": {"cost": "0.0500", "mccmnc": "25001"}, "receipt": {"stat": "DELIVRD"}}
+    overtaking, stale = secrets.token_hex(5), secrets.token_hex(5)
+    await report(sessions, "smsc-same", overtaking, extra=tlvs)
+    await report(sessions, "smsc-same", stale, extra=tlvs)
+    async with sessions() as s:  # this one came an hour ago: its message was never recorded here
+        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == stale)
+                        .values(created_at=utcnow() - timedelta(hours=1)))
+        await s.commit()
+    first = await sent(sessions, "smsc-same", overtaking)
+    later = await sent(sessions, "smsc-same", stale)  # the id reused by another message
+    async with sessions() as s:
+        await apply_pending(s, "smsc-same", [overtaking, stale], SETTINGS)
+        await s.commit()
+        part_tlvs = await s.scalar(select(MessagePart.tlvs).where(MessagePart.message_sid == first))
+    assert await status(sessions, first) == "delivered" and part_tlvs == tlvs
+    assert await status(sessions, later) == "sent"
+    assert (await kept(sessions, overtaking), await kept(sessions, stale)) == (0, 1)
+
+
+async def test_a_poll_answer_lands_on_the_part_asked_about(sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    asked = await sent(sessions, "smsc-same", uid, utcnow() - timedelta(hours=2))
+    newer = await sent(sessions, "smsc-same", uid)  # the same id, reused since
+    async with sessions() as s:
+        part_id = await s.scalar(select(MessagePart.id).where(MessagePart.message_sid == asked))
+        assert part_id is not None
+        await apply_to_parts(s, [(part_id, Receipt(provider="smsc-same", upstream_id=uid, status=Status.UNDELIVERED,
+                                                   provider_status_code="UNDELIV", source="query_sm:smsc-same"))],
+                             SETTINGS)
+        await s.commit()
+    assert (await status(sessions, asked), await status(sessions, newer)) == ("undelivered", "sent")
