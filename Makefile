@@ -25,8 +25,10 @@ $(STAMP): requirements.lock requirements-bootstrap.lock pyproject.toml
 	@echo "make: $(VENV) is ready"
 
 ## make run: virtualenv from the lock file, migrate, serve on 127.0.0.1:8080 (SQLite, embedded broker, SMSC simulator)
+## (RUN_ARGS passes options to `smsgw dev`, e.g. make run RUN_ARGS="--smsc-port 2776")
+RUN_ARGS ?=
 run: $(STAMP)
-	@$(BIN)/smsgw dev
+	@$(BIN)/smsgw dev $(RUN_ARGS)
 
 ## make test: real PostgreSQL and ActiveMQ on loopback, the tools tests drive (installed when missing), then
 ## the whole suite. No dependency audit here: it needs an advisory database this network may not reach (make audit).

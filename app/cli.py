@@ -66,32 +66,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
         providers = [{**DEV_PROVIDERS[0], "port": args.smsc_port}]
         os.environ.setdefault("SMSGW_PROVIDERS", orjson.dumps(providers).decode())
         os.environ.setdefault("SMSGW_ROUTES", orjson.dumps(DEV_ROUTES).decode())
+    from app.dev import ports_in_use, serve_dev
+
     settings = _settings()
+    taken = ports_in_use(settings, args.smsc_port)
+    for use in taken:  # before anything starts: a half-started gateway is worse than none
+        print(f"smsgw dev: {use.host}:{use.port} ({use.what}) is already in use; choose another port: "
+              f"{use.change}", file=sys.stderr)
+    if taken:
+        return 1
     _setup_logging(settings)
-    from app.db.migrate import upgrade_to_head
-
-    upgrade_to_head(settings.database_url)
-    return asyncio.run(_dev(settings, args))
-
-
-async def _dev(settings: Any, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.main import create_app
-    from app.simulator.server import SimulatorConfig, SmscSimulator
-
-    sim = SmscSimulator(SimulatorConfig(host="127.0.0.1", port=args.smsc_port))
-    await sim.start()
-    print(f"SMSC simulator on 127.0.0.1:{sim.port} (smppclient1/password)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_config=None, access_log=False))
-    print(f"smsgw on http://{settings.host}:{settings.port}  API key: dev-key  "
-          f"reports: stomp://127.0.0.1:61613 /queue/{settings.delivery_report_queue}", flush=True)
     try:
-        await server.serve()
-    finally:
-        await sim.stop()
-    return 0
+        from app.db.migrate import upgrade_to_head
+
+        upgrade_to_head(settings.database_url)
+        return asyncio.run(serve_dev(settings, args.smsc_port))
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals (migrating, starting)
+        print("stopped", flush=True)
+        return 130
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -363,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(fn=cmd_migrate)
 
     p = sub.add_parser("dev", help="what `make run` starts: SQLite, embedded broker, SMSC simulator")
-    p.add_argument("--smsc-port", type=int, default=2775)
+    p.add_argument("--smsc-port", type=int, default=2775, help="port of the bundled SMSC simulator (default 2775)")
     p.set_defaults(fn=cmd_dev)
 
     p = sub.add_parser("simulate-smsc", help="the bundled SMSC simulator")

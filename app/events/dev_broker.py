@@ -136,6 +136,9 @@ class EmbeddedBroker:
         self._rr: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
+        # Each connection's task, ended by stop(): a task still reading when the loop closes would be
+        # cancelled by asyncio.run, and asyncio 3.11 logs that as "Exception in callback" (issue #17).
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.stats = {"connections": 0, "sent": 0, "delivered": 0, "acked": 0}
 
     async def start(self) -> None:
@@ -146,6 +149,10 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._conns.values()):
+                writer.close()  # the connection's read ends, and its task with it
+            if self._conns:
+                await asyncio.wait(list(self._conns), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
@@ -159,6 +166,9 @@ class EmbeddedBroker:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = Client(self, writer)
         self.stats["connections"] += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns[task] = writer
         buffer = bytearray()
         try:
             while True:
@@ -176,6 +186,8 @@ class EmbeddedBroker:
         finally:
             self._drop(client)
             writer.close()
+            if task is not None:
+                self._conns.pop(task, None)
 
     def _handle(self, c: Client, command: str, h: dict[str, str], body: bytes) -> bool:
         if command in ("CONNECT", "STOMP"):
