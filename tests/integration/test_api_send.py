@@ -34,6 +34,23 @@ async def test_send_single_is_queued_and_stored(api: httpx.AsyncClient) -> None:
     assert [h["Status"] for h in m["History"]] == ["queued"]
 
 
+async def test_local_number_without_default_country_is_400_with_a_hint(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "70123456", "Body": "hello"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["field"] == "To" and "SMSGW_DEFAULT_COUNTRY" in err["message"] and "+" in err["message"]
+
+
+async def test_default_country_reads_national_numbers(sqlite_url: str) -> None:
+    """SMSGW_DEFAULT_COUNTRY=LB: the same local number is +961..."""
+    from conftest import api_settings, running_app
+
+    async with running_app(api_settings(sqlite_url, default_country="LB")) as client:
+        r = await client.post("/msg-client/send", json={"To": "70123456", "Body": "hello"})
+        assert r.status_code == 200, r.text
+        assert r.json()["To"] == "+96170123456"
+
+
 async def test_bearer_auth_is_accepted(api: httpx.AsyncClient) -> None:
     r = await api.post("/msg-client/send", json={"To": "+14155550100", "Body": "x"},
                        headers={"X-API-Key": "", "Authorization": f"Bearer {API_KEY}"})
