@@ -11,27 +11,29 @@ from sqlalchemy import and_, or_, select, update
 
 from app.api.deps import ApiKeyDep, Session
 from app.api.errors import BadRequest, Conflict, NotFound
-from app.api.schemas import HistoryEntry, MessagePage, MessageView, error_responses, storable
+from app.api.schemas import HistoryEntry, MessagePage, MessageSummary, MessageView, error_responses, storable
 from app.db.tables import Message, MessagePart, StatusEvent, utcnow
 from app.domain.status import CANCELABLE, Status
 
 router = APIRouter(prefix="/msg-client", tags=["messages"])
 
 
-def _view(m: Message, parts: list[MessagePart], events: list[StatusEvent] | None) -> MessageView:
-    history: list[HistoryEntry] = []
-    if events is not None:
-        first = Status.SCHEDULED if m.send_at else Status.QUEUED
-        history.append(HistoryEntry(Status=first.value, At=m.created_at, Source="api", Applied=True))
-        history += [HistoryEntry(Status=e.status, At=e.created_at, Source=e.source, Applied=e.applied,
-                                 ProviderStatusCode=e.provider_status_code, Detail=e.detail) for e in events]
-    return MessageView(
+def _summary(m: Message, parts: list[MessagePart]) -> MessageSummary:
+    return MessageSummary(
         MessageSid=m.sid, Status=m.status, To=m.to_number, From=m.from_addr, Body=m.body, Segments=m.segments,
         Encoding=m.encoding, Channel=m.channel, Provider=m.provider,
         UpstreamIds=[p.upstream_id for p in sorted(parts, key=lambda p: p.part_no)],
         ProviderStatusCode=m.provider_status_code, ErrorCode=m.error_code, CreatedAt=m.created_at,
-        UpdatedAt=m.updated_at, SendAt=m.send_at, History=history,
+        UpdatedAt=m.updated_at, SendAt=m.send_at,
     )
+
+
+def _view(m: Message, parts: list[MessagePart], events: list[StatusEvent]) -> MessageView:
+    first = Status.SCHEDULED if m.send_at else Status.QUEUED
+    history = [HistoryEntry(Status=first.value, At=m.created_at, Source="api", Applied=True)]
+    history += [HistoryEntry(Status=e.status, At=e.created_at, Source=e.source, Applied=e.applied,
+                             ProviderStatusCode=e.provider_status_code, Detail=e.detail) for e in events]
+    return MessageView(**_summary(m, parts).model_dump(), History=history)
 
 
 @router.get("/messages/{sid}", response_model=MessageView, responses=error_responses(401, 404, 500),
@@ -108,7 +110,7 @@ async def list_messages(
     if rows:
         for p in (await session.scalars(select(MessagePart).where(MessagePart.message_sid.in_(parts_by)))).all():
             parts_by[p.message_sid].append(p)
-    return MessagePage(Messages=[_view(m, parts_by[m.sid], None) for m in rows],
+    return MessagePage(Messages=[_summary(m, parts_by[m.sid]) for m in rows],
                        NextCursor=_encode_cursor(rows[-1]) if more and rows else None)
 
 

@@ -57,6 +57,8 @@ MESSAGE = {
     ],
 }
 
+LISTED = {k: v for k, v in MESSAGE.items() if k != "History"}  # list items carry no history
+
 REQUESTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("post", "/msg-client/send"): {
         "single": {"summary": "One recipient", "value": {"To": "+96170123456", "Body": "Your code is 4821",
@@ -98,7 +100,7 @@ OK: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "canceled": {"summary": "Canceled", "value": {**MESSAGE, "Status": "canceled", "ProviderStatusCode": None,
                                                       "UpstreamIds": [], "Provider": None, "History": []}}},
     ("get", "/msg-client/messages"): {"page": {"summary": "One page and the cursor of the next",
-                                              "value": {"Messages": [MESSAGE], "NextCursor": "MjAyNi0xMS0yMl..."}}},
+                                              "value": {"Messages": [LISTED], "NextCursor": "MjAyNi0xMS0yMl..."}}},
     ("get", "/msg-client/providers"): {"providers": {"summary": "Upstreams and their binds", "value": {"Providers": [
         {"name": "smsc-main", "type": "smpp", "dialect": "smpp", "connected": True, "in_flight": 3,
          "sessions_up": 1, "sessions_total": 1, "submitted": 1234, "errors": 0, "last_error": None, "detail": {},

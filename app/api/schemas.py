@@ -88,7 +88,9 @@ class HistoryEntry(BaseModel):
     Detail: str | None = None
 
 
-class MessageView(BaseModel):
+class MessageSummary(BaseModel):
+    """A message as a list shows it: everything but its history (GET /messages/{sid} has that)."""
+
     MessageSid: str
     Status: str
     To: str
@@ -104,11 +106,14 @@ class MessageView(BaseModel):
     CreatedAt: datetime
     UpdatedAt: datetime
     SendAt: datetime | None
+
+
+class MessageView(MessageSummary):
     History: list[HistoryEntry] = Field(default_factory=list)
 
 
 class MessagePage(BaseModel):
-    Messages: list[MessageView]
+    Messages: list[MessageSummary]
     NextCursor: str | None = None
 
 

@@ -82,7 +82,8 @@ def _required(fields: dict[str, Any], *names: str, max_length: int | None = None
         value = fields.get(name)
         if value is not None and str(value).strip():
             return _at_most(str(value).strip(), name, max_length)
-    raise BadRequest(f"{names[0]} is required", names[0], code="missing_field")
+    also = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""  # name every spelling accepted
+    raise BadRequest(f"{names[0]}{also} is required", names[0], code="missing_field")
 
 
 def _at_most(value: str, name: str, max_length: int | None) -> str:
@@ -119,7 +120,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     `ErrorCode`. A report for an id not known yet is kept and applied when the id appears."""
     fields = await _form(request, ctx)
     upstream_id = _required(fields, "MessageSid", "SmsSid", max_length=MAX_UPSTREAM_ID)
-    word = _required(fields, "MessageStatus", "SmsStatus").lower()
+    word = _required(fields, "SmsStatus", "MessageStatus").lower()  # Twilio sends both, with one value
     status = WEBHOOK_STATUS.get(word)
     if status is None:
         known = ", ".join(sorted(WEBHOOK_STATUS))

@@ -209,6 +209,31 @@ async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
     assert len(r.json()["Messages"]) == 5
 
 
+async def test_list_since_returns_messages_created_at_or_after_and_items_carry_no_history(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    from sqlalchemy import update
+
+    to = "+14155550778"
+    old, new = [(await api.post("/msg-client/send", json={"To": to, "Body": b})).json()["MessageSid"]
+                for b in ("old", "new")]
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    async with sessions() as s:
+        await s.execute(update(Message).where(Message.sid == old).values(created_at=week_ago))
+        await s.commit()
+    listed = lambda r: [m["MessageSid"] for m in r.json()["Messages"]]  # noqa: E731
+    day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    r = await api.get("/msg-client/messages", params={"to": to, "since": day_ago})
+    assert r.status_code == 200 and listed(r) == [new]
+    r = await api.get("/msg-client/messages", params={"to": to, "since": week_ago.isoformat()})
+    assert listed(r) == [new, old]  # at or after, newest first
+    just_after = (week_ago + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # `Z` is UTC
+    r = await api.get("/msg-client/messages", params={"to": to, "since": just_after})
+    assert listed(r) == [new]
+    assert all("History" not in m for m in r.json()["Messages"])
+    r = await api.get("/msg-client/messages", params={"since": "2026-12-01T09:00:00"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "since"
+
+
 async def test_injection_strings_are_stored_verbatim(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
     text = "'; DROP TABLE message; -- <script>alert(1)</script> %s {0}"
     r = await api.post("/msg-client/send", json={"To": "+14155550112", "Body": text})
