@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
-from app.api.deps import Ctx
+from app.api.deps import AppContext, Ctx
 from app.api.errors import BadRequest
 from app.api.responses import Json
 from app.api.schemas import error_responses, storable
@@ -86,6 +86,12 @@ def _required(fields: dict[str, Any], *names: str, max_length: int | None = None
     raise BadRequest(f"{names[0]}{also} is required", names[0], code="missing_field")
 
 
+def _wake_publishers(ctx: AppContext) -> None:
+    """The outbox rows just committed go out now, not when the idle publishers next look."""
+    if ctx.workers is not None:
+        ctx.workers.wake_publishers()
+
+
 def _at_most(value: str, name: str, max_length: int | None) -> str:
     if max_length is not None and len(value) > max_length:
         raise BadRequest(f"{name} is longer than {max_length} characters", name)
@@ -110,6 +116,7 @@ async def receive(request: Request, ctx: Ctx) -> Json:
     async with ctx.sessions() as session:
         sid, new = await store_inbound(session, msg, ctx.settings)
         await session.commit()
+    _wake_publishers(ctx)
     return Json({"Sid": sid, "SmsSid": upstream_sid, "Duplicate": not new})
 
 
@@ -132,6 +139,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     async with ctx.sessions() as session:
         await apply_receipts(session, [receipt], ctx.settings, counts)
         await session.commit()
+    _wake_publishers(ctx)
     metrics = ctx.extras.get("metrics")
     if metrics is not None:
         metrics.count_reports(counts)

@@ -44,6 +44,7 @@ log = logging.getLogger("smsgw.outbox")
 LEASE_SECONDS = 30.0
 BROKER_KINDS = ("report", "inbound")
 HTTP_KINDS = ("callback", "forward")
+IDLE_MAX_SECONDS = 2.0
 # A JMS-selectable copy of the row's dedupe key (a property name must be a Java identifier, so not the
 # `smsgw-report-id` header, which stays for consumers).
 DEDUPE_PROPERTY = "smsgw_dedupe_key"
@@ -231,6 +232,7 @@ class _Claimer:
         self.kinds = tuple(kinds)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._idle_wait = 0.0
 
     def notify(self) -> None:
         self._wake.set()
@@ -243,6 +245,16 @@ class _Claimer:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _nothing_to_do(self, first: float) -> None:
+        """Wait after an empty claim: `first` seconds, doubling while the outbox stays empty, up to
+        IDLE_MAX_SECONDS. An idle gateway then asks the database every 2 s instead of 5 times a second;
+        a commit in this process (notify) wakes the loop at once, so only rows written by another replica
+        wait for the longer interval."""
+        self._idle_wait = min(max(self._idle_wait * 2, first), IDLE_MAX_SECONDS)
+        await self._idle(self._idle_wait)
+        if self._wake.is_set():
+            self._idle_wait = 0.0
 
     async def claim(self, limit: int, count_attempt: bool = False) -> list[OutboxEvent]:
         """Lease up to `limit` due rows. With `count_attempt`, the claim adds one to each row's attempts
@@ -358,8 +370,9 @@ class OutboxPublisher(_Claimer):
                     backoff = 0.2
                 rows = await self.claim(self.settings.outbox_batch, count_attempt=True)
                 if not rows:
-                    await self._idle(0.2)
+                    await self._nothing_to_do(0.2)
                     continue
+                self._idle_wait = 0.0
                 assert self.conn is not None
                 try:
                     already = await self._already_on_broker(self.conn, [r for r in rows if r.attempts > 0])
@@ -416,8 +429,9 @@ class CallbackSender(_Claimer):
             try:
                 rows = await self.claim(100)
                 if not rows:
-                    await self._idle(0.5)
+                    await self._nothing_to_do(0.5)
                     continue
+                self._idle_wait = 0.0
                 results = await asyncio.gather(*(self._post(r) for r in rows))
                 await self._settle(rows, results)
             except asyncio.CancelledError:
