@@ -121,6 +121,7 @@ class Client:
         self.writer = writer
         self.subs: dict[str, Subscription] = {}
         self.transactions: dict[str, list[Message]] = {}
+        self.connected = False
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -128,9 +129,13 @@ class Client:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 61613) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 61613, login: str | None = None,
+                 passcode: str | None = None) -> None:
         self.host = host
         self.port = port
+        # With a login set (SMSGW_BROKER_USER/PASSWORD), a CONNECT without those credentials is refused,
+        # as ActiveMQ with authentication refuses it.
+        self.credentials = (login, passcode or "") if login else None
         self.queues: dict[str, deque[Message]] = {}
         self.subs: dict[str, list[Subscription]] = {}
         self._rr: dict[str, int] = {}
@@ -191,8 +196,15 @@ class EmbeddedBroker:
 
     def _handle(self, c: Client, command: str, h: dict[str, str], body: bytes) -> bool:
         if command in ("CONNECT", "STOMP"):
+            if self.credentials is not None and (h.get("login"), h.get("passcode", "")) != self.credentials:
+                c.send(frame("ERROR", {"message": "authentication failed"}))
+                return False
+            c.connected = True
             c.send(frame("CONNECTED", {"version": "1.2" if "1.2" in h.get("accept-version", "1.0") else "1.0",
                                        "heart-beat": "0,0", "server": "smsgw-embedded"}))
+        elif not c.connected and self.credentials is not None:
+            c.send(frame("ERROR", {"message": "not connected"}))
+            return False
         elif command == "SEND":
             dest = self._dest(h.get("destination", ""))
             extra = {k: v for k, v in h.items() if k not in ("destination", "receipt", "transaction")}
