@@ -347,9 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the service")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1, help="processes (each runs the API and the workers)")
+    p.add_argument("--host", help="address to listen on (default: SMSGW_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: SMSGW_PORT, 8080)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes, each running the API and the workers (default 1)")
     p.set_defaults(fn=cmd_serve)
 
     sub.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(fn=cmd_migrate)
@@ -368,21 +369,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "recipients: in chunks, progress on stderr, one "
                                                    "`MessageSid<TAB>To<TAB>Status` line per message on stdout"),
                                ("status", cmd_status, "show a message of a running gateway")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--url", default=os.environ.get("SMSGW_URL", "http://127.0.0.1:8080"))
-        p.add_argument("--api-key")
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--url", default=os.environ.get("SMSGW_URL", "http://127.0.0.1:8080"),
+                       help="the gateway's base URL (default: $SMSGW_URL or http://127.0.0.1:8080, what make "
+                            "run serves)")
+        p.add_argument("--api-key", help="sent as X-API-Key (default: $SMSGW_API_KEY, else dev-key)")
         if name == "send":
             p.add_argument("--to", nargs="+", default=[], metavar="NUMBER",
-                           help="one or more recipients (also comma-separated)")
-            p.add_argument("--to-file", metavar="FILE", help="recipients, one per line (`-`: stdin)")
+                           help="one or more recipients, E.164 (the + may be left out only for a valid "
+                                "international number); each may be comma-separated")
+            p.add_argument("--to-file", metavar="FILE", help="recipients, one per line (`-`: stdin; `#` starts "
+                                                             "a comment)")
             p.add_argument("--chunk", type=_positive_int, default=1000,
                            help="recipients per request when sending to several (default 1000)")
-            p.add_argument("--body", required=True)
-            p.add_argument("--from", dest="sender")
-            p.add_argument("--channel")
-            p.add_argument("--send-at")
+            p.add_argument("--body", required=True, help="the text, any Unicode; long texts are segmented")
+            p.add_argument("--from", dest="sender", metavar="SENDER",
+                           help="sender: up to 15 digits or 11 letters/digits (default: the route's)")
+            p.add_argument("--channel", help="route, e.g. smpp or http (default: SMSGW_DEFAULT_CHANNEL, smpp)")
+            p.add_argument("--send-at", metavar="TIME",
+                           help="schedule: ISO-8601 with offset, at most a year ahead (default: now)")
         else:
-            p.add_argument("sid")
+            p.add_argument("sid", help="the MessageSid /send answered")
             p.add_argument("--watch", action="store_true",
                            help="poll until a final status, printing each change; exit 0 if delivered")
             p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
