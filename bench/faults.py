@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ from bench.harness import (
     free_port,
     fresh_database,
     print_table,
+    private_broker_env,
     services_env,
     simulator_stats,
     smsgw,
@@ -52,9 +54,6 @@ from bench.harness import (
 
 SCENARIOS = ("smsc", "broker", "database", "gateway", "replicas")
 SERVICES = str(ROOT / "scripts" / "services.sh")
-# An ActiveMQ of its own for the broker fault, so stopping it disturbs nothing else.
-OWN_MQ = {"SMSGW_SERVICES_DIR": "/tmp/smsgw-services-faults-bench", "SMSGW_MQ_STOMP_PORT": "61633",
-          "SMSGW_MQ_OPENWIRE_PORT": "61636"}
 
 
 @dataclass
@@ -71,6 +70,7 @@ class Run:
     gateways: dict[int, Proc] = field(default_factory=dict)
     accepted: dict[str, float] = field(default_factory=dict)
     refused: dict[int, int] = field(default_factory=dict)  # status -> count (503 expected while the DB is away)
+    mq_env: dict[str, str] = field(default_factory=dict)  # the broker fault's own ActiveMQ (services.sh env)
     submits_before_restart: int = 0
     resubmits_before_restart: int = 0
 
@@ -179,10 +179,12 @@ async def services(*command: str, env: dict[str, str] | None = None) -> None:
 async def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     env = services_env()
     stomp_url = env["SMSGW_TEST_STOMP_URL"]
-    if name == "broker":
-        await services("mq-start", env=OWN_MQ)
-        stomp_url = f"stomp://127.0.0.1:{OWN_MQ['SMSGW_MQ_STOMP_PORT']}"
-    run = Run(args, name, env, stomp_url, f"faults-{name}-{secrets.token_hex(3)}")
+    # An ActiveMQ of its own for the broker fault, so stopping it disturbs nothing else.
+    mq_env = private_broker_env("faults-mq") if name == "broker" else {}
+    if mq_env:
+        await services("mq-start", env=mq_env)
+        stomp_url = f"stomp://127.0.0.1:{mq_env['SMSGW_MQ_STOMP_PORT']}"
+    run = Run(args, name, env, stomp_url, f"faults-{name}-{secrets.token_hex(3)}", mq_env=mq_env)
     run.database_url = await fresh_database(env["SMSGW_TEST_PG_URL"], f"smsgw_faults_{name}")
     run.smsc_port, run.control_port = free_port(), free_port()
     migrate = await asyncio.create_subprocess_exec(*smsgw("migrate"), env=run.gateway_env(),
@@ -207,8 +209,9 @@ async def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     finally:
         await consumer.stop()
         run.stop()
-        if name == "broker":
-            await services("mq-stop", env=OWN_MQ)
+        if mq_env:
+            await services("mq-stop", env=mq_env)
+            shutil.rmtree(mq_env["SMSGW_SERVICES_DIR"], ignore_errors=True)
     finals = sum(counts.get(s, 0) for s in ("delivered", "undelivered", "failed"))
     reported = set(consumer.seen)
     resubmits = stats.get("duplicates", 0) + run.resubmits_before_restart
@@ -254,10 +257,10 @@ async def fault(run: Run, name: str, ports: list[int], n: int, events: list[str]
         run.start_smsc()
         note("SMSC restarted")
     elif name == "broker":
-        await services("mq-stop", env=OWN_MQ)
+        await services("mq-stop", env=run.mq_env)
         note(f"ActiveMQ stopped for {run.args.broker_down:.0f} s")
         await asyncio.sleep(run.args.broker_down)
-        await services("mq-start", env=OWN_MQ)
+        await services("mq-start", env=run.mq_env)
         note("ActiveMQ started")
     elif name == "database":
         await services("pg-restart")
