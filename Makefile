@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test audit tools lint typecheck services services-down bench bench-quick faults clean
 
-# uv installs the 95 hash-locked packages in about 5 s where pip took about 110 s (both measured here on an
+# uv installs the 95 hash-locked packages in 3-11 s where pip took 75-110 s (both measured here on an
 # empty cache); pip stays as the fallback where no uv wheel exists. Nothing is resolved: every pin and
 # hash comes from requirements.lock.
 $(STAMP): requirements.lock requirements-bootstrap.lock pyproject.toml
 	@test -x $(BIN)/python || { echo "make: creating the virtualenv $(VENV) with $(PY)"; $(PY) -m venv $(VENV); }
-	@echo "make: installing the hash-locked dependencies into $(VENV) (about 10 s with uv; 2-4 min with the pip fallback)"
+	@echo "make: installing the hash-locked dependencies into $(VENV) (about 20 s with uv; 2-4 min with the pip fallback)"
 	@if $(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements-bootstrap.lock; then \
 	  $(BIN)/uv pip install --python $(BIN)/python --require-hashes -r requirements.lock && \
 	  $(BIN)/uv pip install --python $(BIN)/python --no-deps -e . ; \
