@@ -47,8 +47,12 @@ async def send(
     result = await accept(session, req, ctx.settings, key.id, idempotency_key, ctx.extras.get("accept_batcher"))
     if not result.replayed:
         ctx.wake_dispatcher()
+        channel = (req.channel or ctx.settings.default_channel).strip()
+        metrics = ctx.extras.get("metrics")
+        if metrics is not None and result.status_code == 200:
+            metrics.accepted.labels(channel).inc(len(result.body.get("Messages") or [result.body]))
         if log.isEnabledFor(logging.INFO):
-            _log_accepted(result, (req.channel or ctx.settings.default_channel).strip())
+            _log_accepted(result, channel)
     return Json(result.body, status_code=result.status_code)
 
 
