@@ -72,32 +72,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
         providers = [{**DEV_PROVIDERS[0], "port": args.smsc_port}]
         os.environ.setdefault("SMSGW_PROVIDERS", orjson.dumps(providers).decode())
         os.environ.setdefault("SMSGW_ROUTES", orjson.dumps(DEV_ROUTES).decode())
+    from app.dev import ports_in_use, serve_dev
+
     settings = _settings()
+    taken = ports_in_use(settings, args.smsc_port)
+    for use in taken:  # before anything starts: a half-started gateway is worse than none
+        print(f"smsgw dev: {use.host}:{use.port} ({use.what}) is already in use; choose another port: "
+              f"{use.change}", file=sys.stderr)
+    if taken:
+        return 1
     _setup_logging(settings)
-    from app.db.migrate import upgrade_to_head
-
-    upgrade_to_head(settings.database_url)
-    return asyncio.run(_dev(settings, args))
-
-
-async def _dev(settings: Any, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.main import create_app
-    from app.simulator.server import SimulatorConfig, SmscSimulator
-
-    sim = SmscSimulator(SimulatorConfig(host="127.0.0.1", port=args.smsc_port))
-    await sim.start()
-    print(f"SMSC simulator on 127.0.0.1:{sim.port} (smppclient1/password)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_config=None, access_log=False))
-    print(f"smsgw on http://{settings.host}:{settings.port}  API key: dev-key  "
-          f"reports: stomp://127.0.0.1:61613 /queue/{settings.delivery_report_queue}", flush=True)
     try:
-        await server.serve()
-    finally:
-        await sim.stop()
-    return 0
+        from app.db.migrate import upgrade_to_head
+
+        upgrade_to_head(settings.database_url)
+        return asyncio.run(serve_dev(settings, args.smsc_port))
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals (migrating, starting)
+        print("stopped", flush=True)
+        return 130
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -364,15 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the service")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1, help="processes (each runs the API and the workers)")
+    p.add_argument("--host", help="address to listen on (default: SMSGW_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: SMSGW_PORT, 8080)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes, each running the API and the workers (default 1)")
     p.set_defaults(fn=cmd_serve)
 
     sub.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(fn=cmd_migrate)
 
     p = sub.add_parser("dev", help="what `make run` starts: SQLite, embedded broker, SMSC simulator")
-    p.add_argument("--smsc-port", type=int, default=2775)
+    p.add_argument("--smsc-port", type=int, default=2775, help="port of the bundled SMSC simulator (default 2775)")
     p.set_defaults(fn=cmd_dev)
 
     p = sub.add_parser("simulate-smsc", help="the bundled SMSC simulator")
@@ -385,21 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "recipients: in chunks, progress on stderr, one "
                                                    "`MessageSid<TAB>To<TAB>Status` line per message on stdout"),
                                ("status", cmd_status, "show a message of a running gateway")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--url", default=os.environ.get("SMSGW_URL", "http://127.0.0.1:8080"))
-        p.add_argument("--api-key")
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--url", default=os.environ.get("SMSGW_URL", "http://127.0.0.1:8080"),
+                       help="the gateway's base URL (default: $SMSGW_URL or http://127.0.0.1:8080, what make "
+                            "run serves)")
+        p.add_argument("--api-key", help="sent as X-API-Key (default: $SMSGW_API_KEY, else dev-key)")
         if name == "send":
             p.add_argument("--to", nargs="+", default=[], metavar="NUMBER",
-                           help="one or more recipients (also comma-separated)")
-            p.add_argument("--to-file", metavar="FILE", help="recipients, one per line (`-`: stdin)")
+                           help="one or more recipients, E.164 (the + may be left out only for a valid "
+                                "international number); each may be comma-separated")
+            p.add_argument("--to-file", metavar="FILE", help="recipients, one per line (`-`: stdin; `#` starts "
+                                                             "a comment)")
             p.add_argument("--chunk", type=_positive_int, default=1000,
                            help="recipients per request when sending to several (default 1000)")
-            p.add_argument("--body", required=True)
-            p.add_argument("--from", dest="sender")
-            p.add_argument("--channel")
-            p.add_argument("--send-at")
+            p.add_argument("--body", required=True, help="the text, any Unicode; long texts are segmented")
+            p.add_argument("--from", dest="sender", metavar="SENDER",
+                           help="sender: up to 15 digits or 11 letters/digits (default: the route's)")
+            p.add_argument("--channel", help="route, e.g. smpp or http (default: SMSGW_DEFAULT_CHANNEL, smpp)")
+            p.add_argument("--send-at", metavar="TIME",
+                           help="schedule: ISO-8601 with offset, at most a year ahead (default: now)")
         else:
-            p.add_argument("sid")
+            p.add_argument("sid", help="the MessageSid /send answered")
             p.add_argument("--watch", action="store_true",
                            help="poll until a final status, printing each change; exit 0 if delivered")
             p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")

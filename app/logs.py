@@ -23,7 +23,8 @@ import orjson
 
 from app.providers.http.common import redact
 
-_STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# `color_message` is uvicorn's copy of the message with terminal escape codes: never a field of ours.
+_STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 # Shown first among a line's fields, in this order.
 _CONTEXT = ("request_id", "message_sid")
 
@@ -108,7 +109,8 @@ def setup_logging(fmt: str = "json", level: str = "INFO", secrets: Iterable[str]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "aiosmpplib", "stomp.py", "sqlalchemy.engine", "uvicorn.access"):
+    # alembic: seven "setup plugin" lines and the migration context at every start.
+    for noisy in ("httpx", "httpcore", "aiosmpplib", "stomp.py", "sqlalchemy.engine", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api import health, messages, providers, send, webhooks
 from app.api.deps import AppContext
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware, StartupGate
 from app.api.openapi_examples import install_openapi
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
 
     app = FastAPI(
         title="smsgw", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served offline by install_docs
         openapi_tags=[
             {"name": "send", "description": "Queue SMS"},
             {"name": "messages", "description": "Look up, list and cancel messages"},
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     )
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(send.router)
     app.router.routes.insert(0, send.lean_route)
     app.include_router(webhooks.router)

@@ -51,7 +51,9 @@ class Workers:
 
             # `embedded` listens on 127.0.0.1:61613; `embedded://127.0.0.1:PORT` picks another port.
             _, _, port = settings.broker_url.strip().rpartition(":")
-            self.broker = EmbeddedBroker("127.0.0.1", int(port) if port.isdigit() else 61613)
+            password = settings.broker_password.get_secret_value() if settings.broker_password else None
+            self.broker = EmbeddedBroker("127.0.0.1", int(port) if port.isdigit() else 61613,
+                                         login=settings.broker_user, passcode=password)
             await self.broker.start()
             settings = settings.model_copy(update={"broker_url": f"stomp://127.0.0.1:{self.broker.port}"})
         self.sink.start()

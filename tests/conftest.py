@@ -153,8 +153,9 @@ def api_settings(database_url: str, **overrides: object) -> Settings:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings, start_workers: bool = False) -> AsyncIterator[httpx.AsyncClient]:
-    """The ASGI app with its lifespan entered, and an httpx client bound to it."""
+async def running_app(settings: Settings, start_workers: bool | None = False) -> AsyncIterator[httpx.AsyncClient]:
+    """The ASGI app with its lifespan entered, and an httpx client bound to it (`start_workers=None`:
+    as `settings.workers_enabled` says)."""
     import httpx
 
     from app.main import create_app

@@ -8,14 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
-from app.api.deps import Ctx
+from app.api.deps import AppContext, Ctx
 from app.api.responses import Json
 from app.api.schemas import error_responses
 from app.domain.messages import InboundSms, Receipt
 from app.domain.status import WEBHOOK_STATUS
 from app.domain.text import storable
 from app.errors import BadRequest
-from app.services.durable import commit_durably
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 
@@ -85,7 +84,14 @@ def _required(fields: dict[str, Any], *names: str, max_length: int | None = None
         value = fields.get(name)
         if value is not None and str(value).strip():
             return _at_most(str(value).strip(), name, max_length)
-    raise BadRequest(f"{names[0]} is required", names[0], code="missing_field")
+    also = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""  # name every spelling accepted
+    raise BadRequest(f"{names[0]}{also} is required", names[0], code="missing_field")
+
+
+def _wake_publishers(ctx: AppContext) -> None:
+    """The outbox rows just committed go out now, not when the idle publishers next look."""
+    if ctx.workers is not None:
+        ctx.workers.wake_publishers()
 
 
 def _at_most(value: str, name: str, max_length: int | None) -> str:
@@ -111,7 +117,8 @@ async def receive(request: Request, ctx: Ctx) -> Json:
     )
     async with ctx.sessions() as session:
         sid, new = await store_inbound(session, msg, ctx.settings)
-        await commit_durably(session)  # the upstream's 200 follows
+        await session.commit()  # the upstream's 200 follows
+    _wake_publishers(ctx)
     return Json({"Sid": sid, "SmsSid": upstream_sid, "Duplicate": not new})
 
 
@@ -123,7 +130,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     with a Twilio provider's `auth_token` applies only to messages sent through that provider."""
     fields, signed_by = await _form(request, ctx)
     upstream_id = _required(fields, "MessageSid", "SmsSid", max_length=MAX_UPSTREAM_ID)
-    word = _required(fields, "MessageStatus", "SmsStatus").lower()
+    word = _required(fields, "SmsStatus", "MessageStatus").lower()  # Twilio sends both, with one value
     status = WEBHOOK_STATUS.get(word)
     if status is None:
         known = ", ".join(sorted(WEBHOOK_STATUS))
@@ -134,6 +141,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     counts: Counter[str] = Counter()
     async with ctx.sessions() as session:
         await apply_receipts(session, [receipt], ctx.settings, counts)
-        await commit_durably(session)  # the upstream's 200 follows
+        await session.commit()  # the upstream's 200 follows
+    _wake_publishers(ctx)
     ctx.metrics.count_reports(counts)
     return Json({"MessageSid": upstream_id, "Status": status.value})

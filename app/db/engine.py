@@ -1,5 +1,13 @@
 """The async engine and session factory. Built in the FastAPI lifespan (or a CLI command), never
-at import time."""
+at import time.
+
+Every PostgreSQL connection of ours commits synchronously (`synchronous_commit=on` as a connection
+setting), whatever the server's default: a server running `synchronous_commit=off` makes a COMMIT
+visible to other sessions before its WAL is on disk, so a crash can take back a row that another
+session already acted on outside the database — a 200 answered for a message, a deliver_sm_resp or a
+webhook 200 after a receipt was stored, a report published from an outcome. `make faults`'
+postgres-kill scenario shows those losses without this setting.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +31,8 @@ def create_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEng
     else:
         # A database that does not answer must cost a request seconds, not asyncpg's default minute.
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
-                      connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
+                      connect_args={"timeout": CONNECT_TIMEOUT_SECONDS,
+                                    "server_settings": {"synchronous_commit": "on"}})
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
 

@@ -116,6 +116,7 @@ class Dispatcher:
         self._room = asyncio.Event()
         self._flush = asyncio.Event()
         self._in_flight = 0
+        self._last_claimed = float("-inf")  # loop time of the last claim that found messages
         self._outcomes: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._runners: list[asyncio.Task[None]] = []
@@ -169,6 +170,7 @@ class Dispatcher:
                 task.add_done_callback(self._tasks.discard)
             if claimed:
                 idle = 0.05
+                self._last_claimed = asyncio.get_running_loop().time()
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -305,8 +307,11 @@ class Dispatcher:
         while not (self._stopping and not self._outcomes and not self._tasks):
             if not self._outcomes:
                 self._flush.clear()
+                # Each outcome and stop() set _flush; the timeout only re-checks the exit condition (a
+                # send task leaves _tasks after its outcome). Idle, with nothing in flight, once a second:
+                # 50 wake-ups a second were most of an idle gateway's CPU.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush.wait(), 0.02)
+                    await asyncio.wait_for(self._flush.wait(), 0.02 if self._stopping or self._tasks else 1.0)
             if self._outcomes:
                 await self._write_outcomes()
 
@@ -474,7 +479,10 @@ class Dispatcher:
     async def _housekeeping_loop(self) -> None:
         ticks = 0
         while True:
-            await asyncio.sleep(0.5)
+            # Every 0.5 s while sending (the pending-receipt sweep closes a race of receipts and submit
+            # responses); every 2 s once nothing was sent for 2 minutes, so an idle gateway stays idle.
+            busy = self._in_flight or asyncio.get_running_loop().time() - self._last_claimed < 120
+            await asyncio.sleep(0.5 if busy else 2.0)
             ticks += 1
             try:
                 async with self._sessions() as s:

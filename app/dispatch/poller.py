@@ -31,6 +31,7 @@ log = logging.getLogger("smsgw.poller")
 
 BATCH = 500
 CONCURRENCY = 64
+IDLE_FIRST, IDLE_MAX = 0.5, 2.0  # seconds between polls of the due parts while none are due
 LEASE = timedelta(seconds=60)  # a claimed part is polled again after this if its poller died
 POLLED_DIALECTS = frozenset({"commpeak", "websmpp"})
 
@@ -54,14 +55,19 @@ class StatusPoller:
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> None:
+        idle = IDLE_FIRST
         while True:
             try:
                 n = await self.poll_once()
             except Exception:
                 log.exception("status polling failed")
                 n = 0
-            if n < BATCH:
-                await asyncio.sleep(0.5)
+            if n >= BATCH:
+                continue
+            # Nothing was due: wait longer each time, up to IDLE_MAX (polls are due poll_interval, 30 s by
+            # default, after a submit, so a second more costs nothing, and an idle gateway stays idle).
+            await asyncio.sleep(idle)
+            idle = IDLE_FIRST if n else min(idle * 2, IDLE_MAX)
 
     async def poll_once(self) -> int:
         now = utcnow()

@@ -19,9 +19,10 @@ class PhoneError(ValueError):
 def normalise_e164(raw: str, default_region: str | None = None) -> str:
     """`raw` as E.164 with a leading `+`; the `+` is optional on input (contract §2).
 
-    Numbers without `+` are read as international unless a default region is configured, in which
-    case a national number of that region is accepted too. Letters, and numbers that no numbering
-    plan can have, are refused.
+    With a `+`, any number a numbering plan can have (possible length) is accepted. Without one, a
+    configured default region also accepts that region's national numbers; with no default region the
+    digits must be a valid international number as written (issue #17: a local `70123456` must not
+    go out as `+70123456`). Letters are refused.
     """
     value = raw.strip()
     if not value:
@@ -31,15 +32,34 @@ def normalise_e164(raw: str, default_region: str | None = None) -> str:
     digits = re.sub(r"[^0-9]", "", value)
     if not 3 <= len(digits) <= 15:
         raise PhoneError(f"{raw!r} is not an E.164 number (3 to 15 digits)")
-    candidates = ["+" + digits] if value.startswith("+") or default_region is None else [value, "+" + digits]
-    for candidate in candidates:
-        try:
-            parsed = phonenumbers.parse(candidate, None if candidate.startswith("+") else default_region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_possible_number(parsed):
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    raise PhoneError(f"{raw!r} is not a possible E.164 number")
+    if value.startswith("+"):
+        parsed = _parse("+" + digits, None)
+        if parsed is not None and phonenumbers.is_possible_number(parsed):
+            return _e164(parsed)
+        raise PhoneError(f"{raw!r} is not a possible E.164 number")
+    if default_region is None:
+        parsed = _parse("+" + digits, None)
+        if parsed is not None and phonenumbers.is_valid_number(parsed):
+            return _e164(parsed)
+        raise PhoneError(f"{raw!r} is not a valid international number: write it with its country code "
+                         f"and a leading + (e.g. +96170123456), or set SMSGW_DEFAULT_COUNTRY (e.g. LB) to "
+                         f"accept national numbers")
+    for candidate, region in ((value, default_region), ("+" + digits, None)):
+        parsed = _parse(candidate, region)
+        if parsed is not None and phonenumbers.is_possible_number(parsed):
+            return _e164(parsed)
+    raise PhoneError(f"{raw!r} is not a possible number, national ({default_region}) or international")
+
+
+def _parse(candidate: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _e164(parsed: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def split_recipients(value: str | list[str]) -> list[str]:

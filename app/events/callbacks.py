@@ -133,8 +133,9 @@ class CallbackSender(_Claimer):
             try:
                 rows = await self.claim(100)
                 if not rows:
-                    await self._idle(0.5)
+                    await self._nothing_to_do(0.5)
                     continue
+                self._idle_wait = 0.0
                 results = await asyncio.gather(*(self._post(r) for r in rows))
                 await self._settle(rows, results)
             except asyncio.CancelledError:

@@ -121,6 +121,7 @@ class Client:
         self.writer = writer
         self.subs: dict[str, Subscription] = {}
         self.transactions: dict[str, list[Message]] = {}
+        self.connected = False
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -128,14 +129,21 @@ class Client:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 61613) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 61613, login: str | None = None,
+                 passcode: str | None = None) -> None:
         self.host = host
         self.port = port
+        # With a login set (SMSGW_BROKER_USER/PASSWORD), a CONNECT without those credentials is refused,
+        # as ActiveMQ with authentication refuses it.
+        self.credentials = (login, passcode or "") if login else None
         self.queues: dict[str, deque[Message]] = {}
         self.subs: dict[str, list[Subscription]] = {}
         self._rr: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
+        # Each connection's task, ended by stop(): a task still reading when the loop closes would be
+        # cancelled by asyncio.run, and asyncio 3.11 logs that as "Exception in callback" (issue #17).
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.stats = {"connections": 0, "sent": 0, "delivered": 0, "acked": 0}
 
     async def start(self) -> None:
@@ -146,6 +154,10 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._conns.values()):
+                writer.close()  # the connection's read ends, and its task with it
+            if self._conns:
+                await asyncio.wait(list(self._conns), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
@@ -159,6 +171,9 @@ class EmbeddedBroker:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = Client(self, writer)
         self.stats["connections"] += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns[task] = writer
         buffer = bytearray()
         try:
             while True:
@@ -176,11 +191,20 @@ class EmbeddedBroker:
         finally:
             self._drop(client)
             writer.close()
+            if task is not None:
+                self._conns.pop(task, None)
 
     def _handle(self, c: Client, command: str, h: dict[str, str], body: bytes) -> bool:
         if command in ("CONNECT", "STOMP"):
+            if self.credentials is not None and (h.get("login"), h.get("passcode", "")) != self.credentials:
+                c.send(frame("ERROR", {"message": "authentication failed"}))
+                return False
+            c.connected = True
             c.send(frame("CONNECTED", {"version": "1.2" if "1.2" in h.get("accept-version", "1.0") else "1.0",
                                        "heart-beat": "0,0", "server": "smsgw-embedded"}))
+        elif not c.connected and self.credentials is not None:
+            c.send(frame("ERROR", {"message": "not connected"}))
+            return False
         elif command == "SEND":
             dest = self._dest(h.get("destination", ""))
             extra = {k: v for k, v in h.items() if k not in ("destination", "receipt", "transaction")}

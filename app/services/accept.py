@@ -39,7 +39,6 @@ from app.domain.status import Status
 from app.errors import BadRequest
 from app.events.callbacks import check_callback
 from app.services.accept_batch import AcceptBatcher
-from app.services.durable import commit_durably
 from app.services.route_shape import Shape, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
@@ -244,7 +243,7 @@ async def accept(
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
                                       status_code=200, response=answer, created_at=now))
     try:
-        await commit_durably(session)
+        await session.commit()
     except IntegrityError:
         # The same Idempotency-Key committed by a concurrent request first: answer as it did.
         await session.rollback()

@@ -21,7 +21,6 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.tables import Message, SendRequest
-from app.services.durable import commit_durably
 
 MAX_ROWS_PER_COMMIT = 20_000
 
@@ -64,7 +63,7 @@ class AcceptBatcher:
                     if requests:
                         await s.execute(insert(SendRequest), requests)
                     await s.execute(insert(Message), [r for item in batch for r in item.rows])
-                    await commit_durably(s)
+                    await s.commit()
             except Exception as exc:
                 for item in batch:
                     if not item.done.done():

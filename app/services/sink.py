@@ -21,7 +21,6 @@ from app.config import Settings
 from app.domain.messages import InboundSms, Receipt
 from app.errors import SinkClosed
 from app.metrics import Metrics
-from app.services.durable import commit_durably
 from app.services.inbound import store_inbound
 from app.services.receipts import apply_receipts
 
@@ -68,14 +67,14 @@ class DbReportSink:
     async def inbound(self, message: InboundSms) -> None:
         async with self._sessions() as s:
             await store_inbound(s, message, self._settings)
-            await commit_durably(s)  # deliver_sm_resp follows: the SMSC will not send it again
+            await s.commit()  # deliver_sm_resp follows: the SMSC will not send it again
         self._on_commit()
 
     async def _apply(self, receipts: list[Receipt]) -> None:
         counts: Counter[str] = Counter()
         async with self._sessions() as s:
             finals = await apply_receipts(s, receipts, self._settings, counts)
-            await commit_durably(s)  # deliver_sm_resp follows: the SMSC will not send it again
+            await s.commit()  # deliver_sm_resp follows: the SMSC will not send it again
         self._metrics.count_reports(counts)
         if finals:
             self._on_commit()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import STOMP_URL, api_settings, running_app
+from support.quiet import until_quiet
 from support.stomp_consumer import Consumer
 
 from app.simulator import SimulatorConfig, SmscSimulator
@@ -71,8 +72,7 @@ async def test_single_message_delivered_with_one_report(gateway: Any, sim: SmscS
     assert headers["type"] == "smpp" and headers["persistent"] == "true"
     assert headers["content-type"] == "application/json" and "content-length" not in headers
     assert headers["smsgw-report-id"] == f"report:{sid}"
-    await asyncio.sleep(0.3)
-    assert len(reports.bodies()) == 1
+    assert await until_quiet(lambda: len(reports.bodies())) == 1  # no late duplicate
 
 
 async def test_undelivered_and_rejected_outcomes(gateway: Any, sim: SmscSimulator) -> None:

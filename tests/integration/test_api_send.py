@@ -34,6 +34,23 @@ async def test_send_single_is_queued_and_stored(api: httpx.AsyncClient) -> None:
     assert [h["Status"] for h in m["History"]] == ["queued"]
 
 
+async def test_local_number_without_default_country_is_400_with_a_hint(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/send", json={"To": "70123456", "Body": "hello"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["field"] == "To" and "SMSGW_DEFAULT_COUNTRY" in err["message"] and "+" in err["message"]
+
+
+async def test_default_country_reads_national_numbers(sqlite_url: str) -> None:
+    """SMSGW_DEFAULT_COUNTRY=LB: the same local number is +961..."""
+    from conftest import api_settings, running_app
+
+    async with running_app(api_settings(sqlite_url, default_country="LB")) as client:
+        r = await client.post("/msg-client/send", json={"To": "70123456", "Body": "hello"})
+        assert r.status_code == 200, r.text
+        assert r.json()["To"] == "+96170123456"
+
+
 async def test_bearer_auth_is_accepted(api: httpx.AsyncClient) -> None:
     r = await api.post("/msg-client/send", json={"To": "+14155550100", "Body": "x"},
                        headers={"X-API-Key": "", "Authorization": f"Bearer {API_KEY}"})
@@ -190,6 +207,30 @@ async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
     assert r.status_code == 400
     r = await api.get("/msg-client/messages", params={"status": "queued", "to": to})
     assert len(r.json()["Messages"]) == 5
+
+
+async def test_list_since_returns_messages_created_at_or_after(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    from sqlalchemy import update
+
+    to = "+14155550778"
+    old, new = [(await api.post("/msg-client/send", json={"To": to, "Body": b})).json()["MessageSid"]
+                for b in ("old", "new")]
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    async with sessions() as s:
+        await s.execute(update(Message).where(Message.sid == old).values(created_at=week_ago))
+        await s.commit()
+    listed = lambda r: [m["MessageSid"] for m in r.json()["Messages"]]  # noqa: E731
+    day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    r = await api.get("/msg-client/messages", params={"to": to, "since": day_ago})
+    assert r.status_code == 200 and listed(r) == [new]
+    r = await api.get("/msg-client/messages", params={"to": to, "since": week_ago.isoformat()})
+    assert listed(r) == [new, old]  # at or after, newest first
+    just_after = (week_ago + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # `Z` is UTC
+    r = await api.get("/msg-client/messages", params={"to": to, "since": just_after})
+    assert listed(r) == [new]
+    r = await api.get("/msg-client/messages", params={"since": "2026-12-01T09:00:00"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "since"
 
 
 async def test_injection_strings_are_stored_verbatim(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:

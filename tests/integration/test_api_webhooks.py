@@ -173,3 +173,32 @@ async def test_decimal_report_for_a_hex_id_is_not_guessed_when_the_provider_writ
                        headers=TOKEN)
     assert r.status_code == 200
     assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "sent"  # kept, not matched
+
+
+
+async def test_missing_status_names_both_spellings(api: httpx.AsyncClient) -> None:
+    r = await api.post("/msg-client/delivery-notification", data={"MessageSid": "SMx"}, headers=TOKEN)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["field"] == "SmsStatus" and err["message"] == "SmsStatus (or MessageStatus) is required"
+
+
+async def test_twilio_accepted_keeps_the_message_sent_and_read_delivers_it(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Twilio's extra words (contract §2): `accepted` is a step behind `sent`, so it is recorded, not
+    applied; `read` (WhatsApp/RCS) means delivered, with the one report."""
+    sid = await _send(api, channel="http")
+    upstream = "SM" + secrets.token_hex(16)
+    await _mark_sent(sessions, sid, [upstream])
+    path = "/msg-client/delivery-notification"
+    r = await api.post(path, data={"MessageSid": upstream, "SmsStatus": "accepted"}, headers=TOKEN)
+    assert r.status_code == 200 and r.json()["Status"] == "queued"
+    assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "sent"
+    r = await api.post(path, data={"MessageSid": upstream, "SmsStatus": "read"}, headers=TOKEN)
+    assert r.status_code == 200 and r.json()["Status"] == "delivered"
+    m = (await api.get(f"/msg-client/messages/{sid}")).json()
+    assert m["Status"] == "delivered" and m["ProviderStatusCode"] == "read"
+    assert [(h["Status"], h["Applied"]) for h in m["History"] if h["Source"] == "webhook"] == [
+        ("queued", False), ("delivered", True)]
+    (report,) = await _reports(sessions, sid)
+    assert report["DeliveryStatus"] == "DELIVERED" and report["ProviderStatusCode"] == "read"

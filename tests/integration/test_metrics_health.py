@@ -47,6 +47,7 @@ async def test_metrics_and_readiness(module_db_url: str, module_sessions: async_
                     break
                 await asyncio.sleep(0.05)
             text = (await client.get("/metrics")).text
+            assert metric(text, "smsgw_messages_accepted_total", channel="smpp") == 3
             assert metric(text, "smsgw_message_status_total", status="delivered", provider="smsc-main") == 3
             assert metric(text, "smsgw_message_status_total", status="sent", provider="smsc-main") == 3
             assert (metric(text, "smsgw_submit_duration_seconds_count", provider="smsc-main") or 0) >= 3

@@ -3,6 +3,7 @@ answer it declares, errors in the contract's shape; /docs renders from /openapi.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -44,6 +45,14 @@ async def test_send_examples_are_accepted_as_documented(api: httpx.AsyncClient) 
         assert r.status_code == 200, (body, r.text)
 
 
-async def test_docs_render(api: httpx.AsyncClient) -> None:
-    r = await api.get("/docs")
-    assert r.status_code == 200 and "swagger" in r.text.lower() and "/openapi.json" in r.text
+async def test_docs_and_redoc_load_their_assets_from_the_gateway(api: httpx.AsyncClient) -> None:
+    """No CDN: every script and stylesheet of /docs and /redoc is served by the gateway itself
+    (the browser check is tests/e2e/test_docs_offline_browser.py)."""
+    for page in ("/docs", "/redoc"):
+        r = await api.get(page)
+        assert r.status_code == 200 and "/openapi.json" in r.text
+        assert not re.findall(r"(?:src|href)=[\"']?(?:https?:)?//", r.text), f"{page} loads from another host"
+        assets = re.findall(r"(?:src|href)=[\"']?(/docs-static/[^\"' >]+)", r.text)
+        assert assets, page
+        for asset in assets:
+            assert (await api.get(asset)).status_code == 200, asset

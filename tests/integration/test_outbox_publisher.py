@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import threading
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from support.outbox import write_reports
+from support.quiet import until_quiet
 
 from app.config import Settings
 from app.db.tables import OutboxEvent
@@ -34,6 +36,7 @@ from app.domain.twilio_signature import validate_signature
 from app.events import outbox
 from app.events.callbacks import CallbackSender
 from app.events.stomp_publisher import OutboxPublisher
+from bench.harness import private_broker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +67,7 @@ async def wait_count(listener: Collector, n: int, timeout: float = 60.0) -> list
             if len(listener.frames) >= n:
                 break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # anything extra (a duplicate) would arrive now
+    await until_quiet(lambda: len(listener.frames))  # a late duplicate would restart the wait
     with listener.lock:
         return list(listener.frames)
 
@@ -126,23 +129,23 @@ async def test_two_publishers_send_each_row_once(module_db_url: str, module_sess
 
 
 @pytest.fixture(scope="module")
-async def own_broker() -> AsyncIterator[str]:
-    """An ActiveMQ of this module's own, so stopping it disturbs no other test."""
-    env = {**os.environ, "SMSGW_SERVICES_DIR": "/tmp/smsgw-services-faults", "SMSGW_MQ_STOMP_PORT": "61623",
-           "SMSGW_MQ_OPENWIRE_PORT": "61626"}
+async def own_broker() -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """An ActiveMQ of this module's own (its folder and ports new for each run), so stopping it disturbs
+    no other test; yields its URL and the services.sh environment that starts and stops it."""
+    env = {**os.environ, **private_broker_env("test-outbox-mq")}
     script = str(ROOT / "scripts" / "services.sh")
     await asyncio.to_thread(subprocess.run, [script, "mq-start"], env=env, check=True)
-    yield "stomp://127.0.0.1:61623"
+    yield f"stomp://127.0.0.1:{env['SMSGW_MQ_STOMP_PORT']}", env
     await asyncio.to_thread(subprocess.run, [script, "mq-stop"], env=env, check=True)
+    shutil.rmtree(env["SMSGW_SERVICES_DIR"], ignore_errors=True)
 
 
 async def test_broker_down_delays_reports_and_loses_none(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession],
-                                                        own_broker: str) -> None:
-    env = {**os.environ, "SMSGW_SERVICES_DIR": "/tmp/smsgw-services-faults", "SMSGW_MQ_STOMP_PORT": "61623",
-           "SMSGW_MQ_OPENWIRE_PORT": "61626"}
+                                                        own_broker: tuple[str, dict[str, str]]) -> None:
+    own_url, env = own_broker
     script = str(ROOT / "scripts" / "services.sh")
     queue = "delivery-report-" + secrets.token_hex(4)
-    pub = OutboxPublisher(module_sessions, Settings(database_url=module_db_url, broker_url=own_broker, outbox_batch=50), "p1")
+    pub = OutboxPublisher(module_sessions, Settings(database_url=module_db_url, broker_url=own_url, outbox_batch=50), "p1")
     tasks = await run_publishers([pub])
     try:
         first = await write_reports(module_sessions, queue, 500)
@@ -151,7 +154,7 @@ async def test_broker_down_delays_reports_and_loses_none(module_db_url: str, mod
         second = await write_reports(module_sessions, queue, 500)
         await asyncio.sleep(1.0)
         await asyncio.to_thread(subprocess.run, [script, "mq-start"], env=env, check=True)
-        conn, listener = await asyncio.to_thread(consume, stomp_port(own_broker), queue)
+        conn, listener = await asyncio.to_thread(consume, stomp_port(own_url), queue)
         frames = await wait_count(listener, 1000, timeout=90)
         await asyncio.to_thread(conn.disconnect)
     finally:

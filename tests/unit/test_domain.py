@@ -68,7 +68,7 @@ def test_receipt_id_candidates_follow_the_provider_format(raw: str, id_format: s
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("+96170123456", "+96170123456"), ("96170123456", "+96170123456"), ("+1 (415) 555-0100", "+14155550100"),
-    ("447700900123", "+447700900123"),
+    ("4915112345678", "+4915112345678"), ("+447700900123", "+447700900123"), ("+70123456", "+70123456"),
 ])
 def test_e164(raw: str, expected: str) -> None:
     assert normalise_e164(raw) == expected
@@ -82,6 +82,15 @@ def test_e164_rejects(raw: str) -> None:
 
 def test_national_numbers_with_a_default_region() -> None:
     assert normalise_e164("070123456", "LB") == "+96170123456"
+    assert normalise_e164("70123456", "LB") == "+96170123456"
+    assert normalise_e164("96170123456", "LB") == "+96170123456"  # international without + still works
+
+
+@pytest.mark.parametrize("raw", ["70123456", "0123456789", "447700900123"])
+def test_without_plus_or_default_region_only_valid_international_numbers(raw: str) -> None:
+    """A Lebanese local 70123456 is not silently sent to +70123456 (issue #17.6)."""
+    with pytest.raises(PhoneError, match=r"leading \+ .*SMSGW_DEFAULT_COUNTRY"):
+        normalise_e164(raw)
 
 
 def test_recipients_split() -> None:

@@ -95,3 +95,17 @@ def test_setup_logging_puts_the_ids_on_every_line(capsys: pytest.CaptureFixture[
     assert "request_id" not in lines[0] and "message_sid" not in lines[0]
     assert lines[1]["request_id"] == "abc123" and lines[1]["message_sid"] == "SM42"
     assert lines[2]["request_id"] == "abc123" and "message_sid" not in lines[2]
+
+
+def test_uvicorn_color_message_is_never_a_field() -> None:
+    record = _record("Uvicorn running on http://127.0.0.1:8080",
+                     color_message="Uvicorn running on \x1b[1m%s://%s:%d\x1b[0m")
+    line = ConsoleFormatter().format(record)
+    assert "color_message" not in line and "\x1b" not in line
+    assert "color_message" not in orjson.loads(JsonFormatter().format(record))
+
+
+def test_alembic_start_up_lines_are_not_logged() -> None:
+    setup_logging("console", "INFO")
+    assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
+    assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.WARNING)
