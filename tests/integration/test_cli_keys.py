@@ -34,17 +34,17 @@ def test_created_key_sends_and_revoked_key_is_401(sqlite_url: str, monkeypatch: 
     code, out, _ = smsgw_keys(capsys, "create", "--name", "crm")
     assert code == 0
     head, key, note = out.splitlines()
-    key_id = re.fullmatch(r"id=(\d+) name=crm", head)
+    key_id = re.fullmatch(r"id=(\d+) name=crm account \(sees its own messages\)", head)
     assert key_id and key.startswith("sk_") and len(key) > 40 and "only its hash is kept" in note
     _, listed, _ = smsgw_keys(capsys, "list")
-    assert re.search(rf"^{key_id[1]}\tcrm\t{re.escape(key[:8])}…\tactive\t", listed, re.M), listed
+    assert re.search(rf"^{key_id[1]}\tcrm\t{re.escape(key[:8])}…\taccount\tactive\t", listed, re.M), listed
     assert key not in listed  # only the prefix is shown: the key itself is not stored
     assert asyncio.run(send_with(sqlite_url, key)) == [200, 200]
 
     assert smsgw_keys(capsys, "revoke", key_id[1])[:2] == (0, "revoked\n")
     assert smsgw_keys(capsys, "revoke", key_id[1])[:2] == (1, "no such active key\n")
     _, listed, _ = smsgw_keys(capsys, "list")
-    assert re.search(rf"^{key_id[1]}\tcrm\t.*\trevoked\t", listed, re.M), listed
+    assert re.search(rf"^{key_id[1]}\tcrm\t.*\taccount\trevoked\t", listed, re.M), listed
     assert asyncio.run(send_with(sqlite_url, key)) == [401, 401]
 
 
