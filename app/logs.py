@@ -13,6 +13,7 @@ inside one (`request_id_var`, `message_sid_var`). A line that passes its own `ex
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -21,7 +22,21 @@ from typing import Any
 
 import orjson
 
-from app.providers.http.common import redact
+# Secret-looking query parameters, in URLs and in text quoting them.
+SECRET_PARAMS = ("password", "pass", "pwd", "auth_token", "token", "api_key", "apikey", "key", "secret")
+_SECRET_RE = re.compile(
+    r"(?i)(?P<k>(?:^|[?&;\s\"'])(?:" + "|".join(SECRET_PARAMS) + r")=)(?P<v>[^&;\s\"']*)"
+)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with secret query parameters and the given secret values replaced by `***`."""
+    out = _SECRET_RE.sub(lambda m: m.group("k") + "***", text)
+    for s in secrets:
+        if s:
+            out = out.replace(s, "***")
+    return out
+
 
 # `color_message` is uvicorn's copy of the message with terminal escape codes: never a field of ours.
 _STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}

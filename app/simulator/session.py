@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
+from app.domain.throttle import TokenBucket
 from app.providers.smpp.pdu import (
     HEADER,
     HEADER_LENGTH,
@@ -68,8 +69,7 @@ class SmppSession(asyncio.Protocol):
         self.unacked: dict[int, Outbound] = {}  # deliver_sm awaiting deliver_sm_resp, by sequence
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq = 0
-        self._tokens = 0.0
-        self._token_time = 0.0
+        self._bucket: TokenBucket | None = None
 
     # ------------------------------------------------------------ state
 
@@ -90,16 +90,10 @@ class SmppSession(asyncio.Protocol):
         return self._seq
 
     def take_token(self, now: float, rate: float) -> bool:
-        """Token bucket (capacity: one second's worth) for throttle_rate."""
-        if self._token_time == 0.0:
-            self._tokens, self._token_time = rate, now
-        tokens = min(rate, self._tokens + (now - self._token_time) * rate)
-        self._token_time = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return True
-        self._tokens = tokens
-        return False
+        """throttle_rate's token bucket (one second's worth; a new rate starts a new, full bucket)."""
+        if self._bucket is None or self._bucket.rate != rate:
+            self._bucket = TokenBucket(rate, now=now)
+        return self._bucket.take(now) == 0.0
 
     def write(self, chunks: list[bytes]) -> None:
         if chunks and self.transport is not None and not self.transport.is_closing():

@@ -46,9 +46,10 @@ from app.config import HttpProviderConfig
 from app.domain.capability import BULKSMS
 from app.domain.encoding import Encoding, EncodingError, LongMessageMode
 from app.domain.ids import UpstreamId
+from app.logs import redact
 from app.providers import base
 from app.providers.base import OutboundMessage, PermanentError, ProviderError, SubmitResult
-from app.providers.http.common import BatchHttpProvider, redact, status_error
+from app.providers.http.common import BatchHttpProvider, status_error
 
 log = logging.getLogger(__name__)
 

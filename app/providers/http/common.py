@@ -20,10 +20,8 @@ errors are re-raised as ProviderErrors that name only the provider and the error
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
-import re
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -32,79 +30,12 @@ from urllib.parse import urlencode
 from app.config import HttpProviderConfig
 from app.domain.ids import UpstreamId
 from app.domain.status import RECEIPT_STAT, REPORTED
+from app.logs import redact
 from app.providers import base
 from app.providers.http import wire
-
-SECRET_PARAMS = ("password", "pass", "pwd", "auth_token", "token", "api_key", "apikey", "key", "secret")
-_SECRET_RE = re.compile(
-    r"(?i)(?P<k>(?:^|[?&;\s\"'])(?:" + "|".join(SECRET_PARAMS) + r")=)(?P<v>[^&;\s\"']*)"
-)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """`text` with secret query parameters and the given secret values replaced by `***`."""
-    out = _SECRET_RE.sub(lambda m: m.group("k") + "***", text)
-    for s in secrets:
-        if s:
-            out = out.replace(s, "***")
-    return out
-
-
-class TokenBucket:
-    """`rate` acquisitions per second on average, bursts up to `rate` (0 = unlimited)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._tokens = max(rate, 1.0)
-        self._last = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(max(self.rate, 1.0), self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
-
-
-class _RedactingFilter(logging.Filter):
-    """Strips passwords from httpx's own log lines, which print the full request URL."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except (TypeError, ValueError):
-            return True
-        clean = redact(text, *self.secrets)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
-
+from app.providers.throttle import Throttle
 
 log = logging.getLogger("smsgw.providers.http")
-_LOG_FILTER = _RedactingFilter()
-_FILTERED_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
-
-
-def protect_logs(secret: str | None) -> None:
-    """Install the redacting filter on httpx's loggers (once) and teach it `secret`."""
-    if secret:
-        _LOG_FILTER.secrets.add(secret)
-    for name in _FILTERED_LOGGERS:
-        logger = logging.getLogger(name)
-        if _LOG_FILTER not in logger.filters:
-            logger.addFilter(_LOG_FILTER)
-
 
 # The one table from transport exceptions to what the dispatcher does.
 EXCEPTION_TABLE: tuple[tuple[type[Exception], type[base.ProviderError], str], ...] = (
@@ -166,7 +97,7 @@ class HttpTransport:
         self.name = config.name
         self._config = config
         self._secret = secret
-        self._bucket = TokenBucket(config.throughput)
+        self._bucket = Throttle(config.throughput)
         self._client: wire.WireClient | None = None
         self.in_flight = 0
         self.submitted = 0
@@ -178,7 +109,6 @@ class HttpTransport:
         return self._client is not None
 
     async def start(self) -> None:
-        protect_logs(self._secret)
         if self._client is None:
             self._client = wire.WireClient(self._config.timeout, self._config.concurrency)
 

@@ -22,8 +22,9 @@ import orjson
 from app.config import HttpProviderConfig
 from app.domain.capability import COMMPEAK
 from app.domain.ids import UpstreamId
+from app.logs import redact
 from app.providers.base import OutboundMessage, ProviderError, Receipt, RouteError, SubmitResult, UnknownOutcomeError
-from app.providers.http.common import HttpProvider, final_receipt, redact, status_error
+from app.providers.http.common import HttpProvider, final_receipt, status_error
 from app.providers.http.wire import Reply
 
 

@@ -57,7 +57,6 @@ from app.providers.base import (
     UnknownOutcomeError,
 )
 from app.providers.base import OutboundMessage as Outbound
-from app.providers.http.common import TokenBucket
 from app.providers.smpp import pdu
 from app.providers.smpp.pdu import (
     RESPONSE_BIT,
@@ -75,6 +74,7 @@ from app.providers.smpp.pdu import (
 from app.providers.smpp.receipt_parse import STATUS_KINDS, DeliverKind, deliver_kind, parse_receipt
 from app.providers.smpp.submit import StatusClasses, build_parts, status_code
 from app.providers.smpp.submit import relative_validity as relative_validity
+from app.providers.throttle import Throttle
 
 log = logging.getLogger("smsgw.smpp")
 
@@ -341,7 +341,7 @@ class SmppProvider:
         self.statuses = StatusClasses.for_provider(config.temporary_errors)
         self._rr = itertools.count()
         self._ref = itertools.count(random.randrange(0x10000))
-        self._bucket = TokenBucket(config.throughput)
+        self._bucket = Throttle(config.throughput)
         self._mo_parts: dict[tuple[str, int], tuple[float, dict[int, str]]] = {}
         self._answered: dict[str, float] = {}  # normalised message_id of recent submit_sm_resp -> time.time()
         self.submitted = 0
