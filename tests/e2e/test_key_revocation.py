@@ -15,7 +15,8 @@ import orjson
 import pytest
 from conftest import API_KEY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from support.processes import free_port, serve, smsgw, stop, wait_live
+from support.processes import serve, smsgw, stop, wait_live
+from support.servers import free_port
 
 from app.db.engine import create_engine, session_factory
 from app.services.api_keys import FALLBACK_TTL, KeyStore, create_key, revoke_key

@@ -7,7 +7,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import stomp
 from conftest import API_KEY, STOMP_URL
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.servers import free_port
 
 from app.db.tables import Message, OutboxEvent, utcnow
 from app.domain.ids import new_message_sid
@@ -37,12 +37,6 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
     def on_message(self, frame: Any) -> None:
         with self.lock:
             self.frames.append(frame)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_sigkill_mid_publish_loses_no_report(module_db_url: str,

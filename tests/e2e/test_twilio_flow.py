@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from typing import Any
 
 import httpx
@@ -14,16 +13,11 @@ from conftest import API_KEY, api_settings
 from fakes.server import LoopbackServer
 from fakes.twilio import TwilioFakeState
 from fakes.twilio import create_app as twilio_app
+from support.servers import free_port
 
 from app.main import create_app
 
 TOKEN = "tw-" + secrets.token_hex(8)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_status(client: httpx.AsyncClient, sid: str, want: str, timeout: float = 20.0) -> dict[str, Any]:

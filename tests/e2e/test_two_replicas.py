@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +16,7 @@ import orjson
 from conftest import API_KEY, STOMP_URL
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.servers import free_port
 
 from app.db.tables import Message, utcnow
 from app.domain.ids import new_message_sid
@@ -24,12 +24,6 @@ from app.simulator import SimulatorConfig, SmscSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_two_replicas_submit_each_message_once(module_db_url: str,

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.outbox import write_reports
-from support.pg_cluster import free_port
+from support.servers import free_port
 
 from app.config import Settings
 from app.db.tables import OutboxEvent

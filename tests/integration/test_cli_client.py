@@ -8,7 +8,6 @@ import io
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,18 +21,13 @@ import pytest
 from conftest import API_KEY, STOMP_URL
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.servers import free_port
 
 from app import cli
 from app.db.tables import Message
 from app.simulator import SimulatorConfig, SmscSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from conftest import API_KEY
 from support.gateway import Gateway, KeepAliveClient
-from support.pg_cluster import PrivateCluster, free_port
+from support.pg_cluster import PrivateCluster
+from support.servers import free_port
 
 from app.db.migrate import upgrade_to_head
 

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from conftest import API_KEY, api_settings
 from support.gateway import Gateway, KeepAliveClient
-from support.pg_cluster import free_port
+from support.servers import free_port
 
 from app.api.http_limits import BoundedHttpToolsProtocol, HeadLimits
 

@@ -17,7 +17,8 @@ from collections import Counter
 from conftest import api_settings, running_app
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from support.smsc_process import SmscProcess, free_port
+from support.servers import free_port
+from support.smsc_process import SmscProcess
 
 from app.db.tables import Message
 

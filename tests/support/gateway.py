@@ -24,7 +24,7 @@ import httpx
 import orjson
 from conftest import api_settings, running_app
 
-from support.pg_cluster import free_port
+from support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
