@@ -9,10 +9,8 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 import stomp
@@ -20,6 +18,7 @@ from conftest import API_KEY, STOMP_URL
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.servers import free_port
+from support.stomp_consumer import Collector
 
 from app.db.tables import Message, OutboxEvent, utcnow
 from app.domain.ids import new_message_sid
@@ -27,16 +26,6 @@ from app.simulator import SimulatorConfig, SmscSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 3000
-
-
-class Collector(stomp.ConnectionListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.frames: list[Any] = []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame: Any) -> None:
-        with self.lock:
-            self.frames.append(frame)
 
 
 async def test_sigkill_mid_publish_loses_no_report(module_db_url: str,

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from typing import Any
 
 import stomp
+from support.stomp_consumer import Collector
 
 from app.events.dev_broker import EmbeddedBroker, parse_frames
 from app.events.stomp_publisher import StompConnection
-
-
-class Collector(stomp.ConnectionListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.frames: list[Any] = []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame: Any) -> None:
-        with self.lock:
-            self.frames.append(frame)
 
 
 def test_parser_handles_split_frames_and_heartbeats() -> None:

@@ -9,7 +9,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from support.outbox import write_reports
 from support.quiet import until_quiet
+from support.stomp_consumer import Collector
 
 from app.config import Settings
 from app.db.tables import OutboxEvent
@@ -39,16 +39,6 @@ from app.events.stomp_publisher import OutboxPublisher
 from bench.harness import private_broker_env
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Collector(stomp.ConnectionListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.frames: list[Any] = []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame: Any) -> None:
-        with self.lock:
-            self.frames.append(frame)
 
 
 def consume(port: int, queue: str) -> tuple[Any, Collector]:
