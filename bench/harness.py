@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import psutil
 
-from app.events.dev_broker import parse_frames
+from app.events.stomp_frames import parse_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

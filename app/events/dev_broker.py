@@ -20,27 +20,9 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+from app.events.stomp_frames import encode_frame, parse_frames
+
 log = logging.getLogger("smsgw.broker")
-
-_UNESCAPE = {"\\n": "\n", "\\r": "\r", "\\c": ":", "\\\\": "\\"}
-
-
-def _unescape(value: str) -> str:
-    out, i = [], 0
-    while i < len(value):
-        pair = value[i:i + 2]
-        if pair in _UNESCAPE:
-            out.append(_UNESCAPE[pair])
-            i += 2
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
-
 
 @dataclass
 class Message:
@@ -59,44 +41,6 @@ class Subscription:
     unacked: dict[str, Message] = field(default_factory=dict)
 
 
-def parse_frames(buffer: bytearray) -> list[tuple[str, dict[str, str], bytes]]:
-    """Remove and return every complete frame at the front of `buffer` (heart-beat EOLs skipped)."""
-    frames: list[tuple[str, dict[str, str], bytes]] = []
-    while True:
-        while bytes(buffer[:1]) in (b"\n", b"\r"):
-            del buffer[:1]
-        end = buffer.find(b"\n\n")
-        crlf = buffer.find(b"\r\n\r\n")
-        if crlf != -1 and (end == -1 or crlf < end):
-            head_end, sep = crlf, 4
-        elif end != -1:
-            head_end, sep = end, 2
-        else:
-            return frames
-        lines = buffer[:head_end].decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
-        command = lines[0].strip()
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            if command in ("CONNECT", "STOMP"):
-                headers.setdefault(k, v)
-            else:
-                headers.setdefault(_unescape(k), _unescape(v))
-        start = head_end + sep
-        if "content-length" in headers and headers["content-length"].strip().isdigit():
-            n = int(headers["content-length"])
-            if len(buffer) < start + n + 1:
-                return frames
-            body, stop = bytes(buffer[start:start + n]), start + n + 1
-        else:
-            nul = buffer.find(b"\x00", start)
-            if nul == -1:
-                return frames
-            body, stop = bytes(buffer[start:nul]), nul + 1
-        del buffer[:stop]
-        frames.append((command, headers, body))
-
-
 _SELECTOR = re.compile(r"^\s*([A-Za-z_$][\w$]*)\s*(?:=\s*('(?:[^']|'')*')|IN\s*\((.*)\))\s*$", re.I | re.S)
 _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 
@@ -108,11 +52,6 @@ def parse_selector(selector: str) -> tuple[str, set[str]] | None:
         return None
     literals = m.group(2) if m.group(2) is not None else m.group(3)
     return m.group(1), {v.replace("''", "'") for v in _LITERAL.findall(literals)}
-
-
-def frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
-    head = "".join(f"{_escape(k)}:{_escape(v)}\n" for k, v in headers.items())
-    return f"{command}\n{head}\n".encode() + body + b"\x00"
 
 
 class Client:
@@ -197,13 +136,13 @@ class EmbeddedBroker:
     def _handle(self, c: Client, command: str, h: dict[str, str], body: bytes) -> bool:
         if command in ("CONNECT", "STOMP"):
             if self.credentials is not None and (h.get("login"), h.get("passcode", "")) != self.credentials:
-                c.send(frame("ERROR", {"message": "authentication failed"}))
+                c.send(encode_frame("ERROR", {"message": "authentication failed"}))
                 return False
             c.connected = True
-            c.send(frame("CONNECTED", {"version": "1.2" if "1.2" in h.get("accept-version", "1.0") else "1.0",
+            c.send(encode_frame("CONNECTED", {"version": "1.2" if "1.2" in h.get("accept-version", "1.0") else "1.0",
                                        "heart-beat": "0,0", "server": "smsgw-embedded"}))
         elif not c.connected and self.credentials is not None:
-            c.send(frame("ERROR", {"message": "not connected"}))
+            c.send(encode_frame("ERROR", {"message": "not connected"}))
             return False
         elif command == "SEND":
             dest = self._dest(h.get("destination", ""))
@@ -211,7 +150,7 @@ class EmbeddedBroker:
             sent = Message(f"m-{next(self._ids)}", dest, extra, body)
             if "transaction" in h:
                 if h["transaction"] not in c.transactions:
-                    c.send(frame("ERROR", {"message": f"unknown transaction {h['transaction']!r}"}))
+                    c.send(encode_frame("ERROR", {"message": f"unknown transaction {h['transaction']!r}"}))
                     return False
                 c.transactions[h["transaction"]].append(sent)
             else:
@@ -221,7 +160,7 @@ class EmbeddedBroker:
         elif command in ("COMMIT", "ABORT"):
             pending = c.transactions.pop(h.get("transaction", ""), None)
             if pending is None:
-                c.send(frame("ERROR", {"message": f"unknown transaction {h.get('transaction', '')!r}"}))
+                c.send(encode_frame("ERROR", {"message": f"unknown transaction {h.get('transaction', '')!r}"}))
                 return False
             for queued in pending if command == "COMMIT" else ():
                 self._enqueue(queued)
@@ -248,13 +187,13 @@ class EmbeddedBroker:
                     self._pump(sub.destination)
         elif command == "DISCONNECT":
             if "receipt" in h:
-                c.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
+                c.send(encode_frame("RECEIPT", {"receipt-id": h["receipt"]}))
             return False
         else:
-            c.send(frame("ERROR", {"message": f"unsupported command {command!r}"}))
+            c.send(encode_frame("ERROR", {"message": f"unsupported command {command!r}"}))
             return False
         if "receipt" in h:
-            c.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
+            c.send(encode_frame("RECEIPT", {"receipt-id": h["receipt"]}))
         return True
 
     def _browse(self, c: Client, h: dict[str, str]) -> None:
@@ -262,13 +201,14 @@ class EmbeddedBroker:
         dest, sub_id = self._dest(h.get("destination", "")), h.get("id", "0")
         wanted = parse_selector(h["selector"]) if h.get("selector") else None
         if h.get("selector") and wanted is None:
-            c.send(frame("ERROR", {"message": f"unsupported selector {h['selector']!r}"}))
+            c.send(encode_frame("ERROR", {"message": f"unsupported selector {h['selector']!r}"}))
             return
         for msg in self.queues.get(dest, ()):
             if wanted is None or msg.headers.get(wanted[0]) in wanted[1]:
                 headers = {**msg.headers, "destination": dest, "message-id": msg.id, "subscription": sub_id}
-                c.send(frame("MESSAGE", headers, msg.body))
-        c.send(frame("MESSAGE", {"browser": "end", "destination": dest, "message-id": "0", "subscription": sub_id}))
+                c.send(encode_frame("MESSAGE", headers, msg.body))
+        c.send(encode_frame("MESSAGE", {"browser": "end", "destination": dest, "message-id": "0",
+                                        "subscription": sub_id}))
 
     def _enqueue(self, msg: Message) -> None:
         self.stats["sent"] += 1
@@ -288,7 +228,7 @@ class EmbeddedBroker:
             if sub.ack != "auto":
                 headers["ack"] = msg.id
                 sub.unacked[msg.id] = msg
-            sub.client.send(frame("MESSAGE", headers, msg.body))
+            sub.client.send(encode_frame("MESSAGE", headers, msg.body))
             self.stats["delivered"] += 1
 
     def _remove(self, sub: Subscription) -> None:

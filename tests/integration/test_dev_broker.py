@@ -11,7 +11,7 @@ import stomp
 from support.stomp_consumer import Collector
 
 from app.events.dev_broker import EmbeddedBroker, parse_frames
-from app.events.stomp_publisher import StompConnection
+from app.events.stomp_client import StompConnection
 
 
 def test_parser_handles_split_frames_and_heartbeats() -> None:
