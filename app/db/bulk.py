@@ -10,9 +10,9 @@ multi-row insert and an executemany.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, Table, Text, bindparam, insert, text, update
+from sqlalchemy import FromClause, String, Table, Text, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,16 +37,37 @@ def _unbounded(kind: Any) -> Any:
     return Text() if isinstance(kind, String) else kind
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with the columns' Python-side defaults filled in where a row leaves them out, as the
+    ORM would (a text statement applies none)."""
+    missing = [c for c in table.columns if c.name not in rows[0] and c.default is not None
+               and (c.default.is_scalar or c.default.is_callable)]
+    if not missing:
+        return list(rows)
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        row = dict(r)
+        for c in missing:
+            d: Any = c.default
+            row[c.name] = d.arg if d.is_scalar else d.arg(None)
+        out.append(row)
+    return out
+
+
+async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys, column names of `table`) in one statement."""
     if not rows:
         return
+    tbl = cast(Table, table)
     if session.get_bind().dialect.name != "postgresql":
-        await session.execute(insert(table), list(rows))
+        await session.execute(insert(tbl), list(rows))
         return
+    rows = _with_defaults(tbl, rows)
     columns = tuple(rows[0])
+    if any(len(r) != len(columns) for r in rows):
+        raise ValueError("insert_rows: every row needs the same columns")
     params = {c: [r[c] for r in rows] for c in columns}
-    await session.execute(_unnest_insert(table, columns), params)
+    await session.execute(_unnest_insert(tbl, columns), params)
 
 
 def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> Any:
@@ -64,16 +85,17 @@ def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-async def update_rows(session: AsyncSession, table: Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
+async def update_rows(session: AsyncSession, table: FromClause, key: str, rows: Sequence[dict[str, Any]]) -> None:
     """Set, in each row of `table` whose `key` column equals a row's `key`, that row's other values.
     Every row has the same keys; a key that matches nothing changes nothing."""
     if not rows:
         return
+    tbl = cast(Table, table)
     columns = tuple(c for c in rows[0] if c != key)
     if session.get_bind().dialect.name != "postgresql":
-        stmt = update(table).where(table.c[key] == bindparam("_key")).values(
+        stmt = update(tbl).where(tbl.c[key] == bindparam("_key")).values(
             {c: bindparam(c) for c in columns})
         await session.execute(stmt, [{"_key": r[key], **{c: r[c] for c in columns}} for r in rows])
         return
     params = {c: [r[c] for r in rows] for c in (key, *columns)}
-    await session.execute(_unnest_update(table, key, columns), params)
+    await session.execute(_unnest_update(tbl, key, columns), params)

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db.bulk import insert_rows
 from app.db.tables import IdempotencyRecord, Message, SendRequest, utcnow
 from app.domain import encoding as enc
 from app.domain.capability import CapabilityError
@@ -238,7 +239,7 @@ async def accept(
         return Accepted(200, answer)
     if requests:
         await session.execute(insert(SendRequest), requests)
-    await session.execute(insert(Message), rows)
+    await insert_rows(session, Message.__table__, rows)
     if idempotency_key is not None:
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
                                       status_code=200, response=answer, created_at=now))

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db.bulk import insert_rows
 from app.db.tables import Message, SendRequest
 
 MAX_ROWS_PER_COMMIT = 20_000
@@ -62,7 +63,7 @@ class AcceptBatcher:
                     requests = [r for item in batch for r in item.requests]
                     if requests:
                         await s.execute(insert(SendRequest), requests)
-                    await s.execute(insert(Message), [r for item in batch for r in item.rows])
+                    await insert_rows(s, Message.__table__, [r for item in batch for r in item.rows])
                     await s.commit()
             except Exception as exc:
                 for item in batch:

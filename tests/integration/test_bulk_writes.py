@@ -92,3 +92,15 @@ async def test_many_rows_updated_on_sqlite(sqlite_url: str) -> None:
         await _check_update(session_factory(engine), "SMupdsq")
     finally:
         await engine.dispose()
+
+
+async def test_columns_left_out_take_their_python_defaults(sessions: async_sessionmaker[AsyncSession]) -> None:
+    rows = _rows("SMdflt", 3)
+    for r in rows:
+        del r["long_message_mode"], r["flash"], r["api_key_id"]  # defaults "split", False, None
+    async with sessions() as s:
+        await insert_rows(s, Message.__table__, rows)
+        await s.commit()
+    async with sessions() as s:
+        got = (await s.scalars(select(Message).where(Message.sid == rows[0]["sid"]))).one()
+    assert (got.long_message_mode, got.flash, got.api_key_id) == ("split", False, None)
