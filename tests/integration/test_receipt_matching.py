@@ -132,7 +132,7 @@ async def test_a_kept_report_keeps_its_tlvs_and_never_lands_on_a_part_sent_long_
     await report(sessions, "smsc-same", overtaking, extra=tlvs)
     await report(sessions, "smsc-same", stale, extra=tlvs)
     async with sessions() as s:  # this one came an hour ago: its message was never recorded here
-        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == stale)
+        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == normalise_upstream_id(stale))
                         .values(created_at=utcnow() - timedelta(hours=1)))
         await s.commit()
     first = await sent(sessions, "smsc-same", overtaking)
