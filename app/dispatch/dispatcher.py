@@ -341,9 +341,9 @@ class Dispatcher:
     async def _record(self, batch: list[Outcome]) -> None:
         now = utcnow()
         settings = self._settings
-        applied: CounterType[str] = CounterType()  # statuses of receipts that had overtaken their submit
         events: list[dict[str, Any]] = []
         out_rows: list[dict[str, Any]] = []
+        accepted: list[tuple[str, list[str]]] = []  # (provider, ids) of the parts recorded here
         async with self._sessions() as s:
             sent_by_provider: dict[str, list[Outcome]] = defaultdict(list)
             for o in batch:
@@ -382,13 +382,9 @@ class Dispatcher:
                                                               status=Status.SENT, to=o.msg.to, sender=o.msg.sender,
                                                               error_code=None, at=now))
                 self._metrics.status.labels(Status.SENT.value, provider).inc(len(group))
-                # Receipts that overtook their submit response: apply them now that the parts exist.
-                uids = [str(u) for o in group for u in (o.result.upstream_ids if o.result else ())]
-                if events:
-                    await s.execute(insert(StatusEvent), events)
-                    events = []
-                await s.flush()
-                await apply_pending(s, provider, uids, settings, applied)
+                # Receipts that overtook these submit responses are applied after the commit.
+                accepted.append((provider,
+                                 [str(u) for o in group for u in (o.result.upstream_ids if o.result else ())]))
 
             for o in batch:
                 if o.kind == "retry" and o.msg.attempts >= settings.retry_max_attempts:
@@ -404,7 +400,7 @@ class Dispatcher:
                     if getattr(res, "rowcount", 1):
                         events.append(_event(o.msg.sid, Status.QUEUED, f"provider:{o.provider or '-'}", now,
                                               code=o.code, detail=f"retry in {delay:.1f}s: {o.detail}", applied=True))
-                        await self._record_parts(s, o, now, settings, applied)
+                        await self._record_parts(s, o, now, accepted)
                 elif o.kind == "failed":
                     res = await s.execute(
                         update(Message)
@@ -414,7 +410,7 @@ class Dispatcher:
                     if getattr(res, "rowcount", 1):
                         events.append(_event(o.msg.sid, Status.FAILED, f"provider:{o.provider or '-'}", now,
                                               code=o.code, detail=o.detail))
-                        await self._record_parts(s, o, now, settings, applied)
+                        await self._record_parts(s, o, now, accepted)
                         out_rows.append(outbox.report_event(
                             queue=settings.delivery_report_queue, message_sid=o.msg.sid, status=Status.FAILED,
                             provider_status_code=o.code, channel=o.msg.channel, to=o.msg.to, provider=o.provider,
@@ -429,12 +425,35 @@ class Dispatcher:
             if out_rows:
                 await outbox_insert(s, out_rows)
             await s.commit()
+        await self._apply_pending(accepted)
+
+    async def _apply_pending(self, accepted: list[tuple[str, list[str]]]) -> None:
+        """Receipts that overtook the submit responses just recorded: applied now that the parts are
+        committed. Checked after the commit, not in its transaction: a receipt kept while that
+        transaction was open is invisible to it, and its own check could not see these parts either
+        (see receipts.apply_kept). A failure here leaves them to the sweep."""
+        accepted = [(provider, ids) for provider, ids in accepted if ids]
+        if not accepted:
+            return
+        applied: CounterType[str] = CounterType()
+        try:
+            async with self._sessions() as s:
+                for provider, ids in accepted:
+                    await apply_pending(s, provider, ids, self._settings, applied)
+                if s.in_transaction():
+                    await s.commit()
+        except Exception:
+            log.exception("applying receipts kept for %d recorded submits failed: left to the sweep",
+                          sum(len(ids) for _, ids in accepted))
+            return
         self._count_statuses(applied)
 
-    async def _record_parts(self, s: AsyncSession, o: Outcome, now: datetime, settings: Settings,
-                            applied: CounterType[str]) -> None:
+    @staticmethod
+    async def _record_parts(s: AsyncSession, o: Outcome, now: datetime,
+                            accepted: list[tuple[str, list[str]]]) -> None:
         """The parts of a long message that stopped part-way: accepted ones with their ids, the others
-        `queued` for the next attempt, or `failed` (the refused one) / `canceled` when the message failed."""
+        `queued` for the next attempt, or `failed` (the refused one) / `canceled` when the message failed.
+        The ids accepted on this attempt go to `accepted` (their kept receipts are applied after commit)."""
         progress = o.progress or o.msg.progress
         if progress is None:
             return
@@ -463,11 +482,7 @@ class Dispatcher:
             await s.execute(update(MessagePart)
                             .where(MessagePart.message_sid == o.msg.sid, MessagePart.status == Status.QUEUED.value)
                             .values(status=Status.CANCELED.value))
-        new_ids = [str(uid) for n, uid in progress.accepted.items() if n not in before]
-        if new_ids:
-            # Receipts that overtook these parts' submit responses.
-            await s.flush()
-            await apply_pending(s, progress.provider, new_ids, settings, applied)
+        accepted.append((progress.provider, [str(uid) for n, uid in progress.accepted.items() if n not in before]))
 
     def _count_statuses(self, counts: CounterType[str]) -> None:
         self._metrics.count_reports(counts, receipts=False)  # these reports were counted when they arrived

@@ -14,8 +14,8 @@ Matching a report to a part (what Jasmin does with its expiring `queue-msgid` ke
 - When every candidate is final the report is a duplicate or a late one: written to the most recent
   one's history with `applied = false`, never applied.
 - A report for an id nobody has (yet) is kept in `pending_receipt`, with its vendor TLVs, and
-  applied when a submit response brings that id (`apply_pending`, `sweep_pending`): a receipt can
-  overtake the submit_sm_resp. A kept report only applies to a part submitted within
+  applied when a submit response brings that id (`apply_pending`, `apply_kept`, `sweep_pending`): a
+  receipt can overtake the submit_sm_resp. A kept report only applies to a part submitted within
   OVERTAKE_SECONDS of its arrival: an older part would have matched it at once, and a part sent much
   later under a reused id is another message.
 
@@ -112,13 +112,16 @@ async def _candidate_parts(session: AsyncSession, wanted: set[str],
 
 
 async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
-                         counts: Counter[str] | None = None) -> list[str]:
+                         counts: Counter[str] | None = None, kept: list[int] | None = None) -> list[str]:
     """Apply a batch of reports (no commit). Returns the sids whose status became final; `counts` (when
     given) gains `matched`, `kept` (reports for ids not known yet, kept as pending) and
-    `status:<status>:<provider>` for each status change applied."""
+    `status:<status>:<provider>` for each status change applied; `kept` (when given) gains the ids of
+    the `pending_receipt` rows written, for `apply_kept` once this transaction has committed."""
     finals, unmatched = await _apply_batch(session, receipts, settings, counts)
     if unmatched:
-        await _keep_pending(session, unmatched, settings)
+        ids = await _keep_pending(session, unmatched, settings)
+        if kept is not None:
+            kept.extend(ids)
     if counts is not None:
         counts["kept"] += len(unmatched)
     return finals
@@ -272,7 +275,7 @@ def final_outbox_rows(msg: Message, status: Status, settings: Settings) -> list[
     return list(_final_events(msg, status, settings))
 
 
-async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings: Settings) -> None:
+async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings: Settings) -> list[int]:
     now = utcnow()
     if log.isEnabledFor(logging.INFO):
         for r in receipts:
@@ -281,7 +284,7 @@ async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings
                                                       "provider_status_code": r.provider_status_code,
                                                       "source": r.source})
     ttl = timedelta(seconds=settings.pending_receipt_ttl_seconds)
-    await session.execute(insert(PendingReceipt), [
+    result = await session.scalars(insert(PendingReceipt).returning(PendingReceipt.id), [
         {
             "provider": r.provider, "upstream_id": normalise_upstream_id(r.upstream_id), "status": r.status.value,
             "provider_status_code": r.provider_status_code, "error_code": r.error_code, "source": r.source,
@@ -289,6 +292,7 @@ async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings
         }
         for r in receipts
     ])
+    return list(result.all())
 
 
 def _payload(r: Receipt) -> dict[str, Any]:
@@ -328,9 +332,31 @@ async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], set
     return len(done)
 
 
+async def apply_kept(session: AsyncSession, ids: Sequence[int], settings: Settings,
+                     counts: Counter[str] | None = None) -> int:
+    """Apply these kept reports if their parts exist now (no commit); returns how many were applied.
+
+    Call in a transaction of its own, after the one that kept them committed. The report's transaction
+    and the one recording its part's submit response may each miss the other's rows (neither has
+    committed when the other reads); whichever commits second sees the first's rows in its check after
+    committing (this, or the dispatcher's `apply_pending` after its commit), so one of the two applies
+    the report. The rows are locked (waiting, not skipped) so that a check running alongside the other
+    side's finishes first: it applies the report or leaves it for the other, never both or neither.
+    """
+    if not ids:
+        return 0
+    rows = (await session.scalars(
+        select(PendingReceipt).where(PendingReceipt.id.in_(list(ids))).order_by(PendingReceipt.id)
+        .with_for_update())).all()
+    if not rows:
+        return 0
+    return await _apply_kept(session, rows, settings, counts)
+
+
 async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iterable[str],
                         settings: Settings, counts: Counter[str] | None = None) -> None:
-    """Apply reports that arrived before these ids were known (no commit). Call after the parts exist."""
+    """Apply reports that arrived before these ids were known (no commit). Call in a transaction of its
+    own after the one that recorded the parts has committed (see `apply_kept` for why)."""
     formats = _id_formats(settings)
     wanted = {c for u in upstream_ids for c in _kept_ids(u, formats.get(provider, "same"))}
     if not wanted:
@@ -341,6 +367,7 @@ async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iter
         .where(or_(PendingReceipt.provider.is_(None), PendingReceipt.provider == provider))
         .where(PendingReceipt.created_at >= utcnow() - timedelta(seconds=OVERTAKE_SECONDS))
         .order_by(PendingReceipt.id)
+        .with_for_update()  # waits for an `apply_kept` of the same report to finish (see there)
     )).all()
     if not rows:
         return
@@ -363,8 +390,8 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
                         counts: Counter[str] | None = None) -> int:
     """Apply kept reports whose id has appeared since (no commit).
 
-    Closes the race where a report is kept as pending while the transaction recording its submit
-    response is still open: `apply_pending` in that transaction cannot see it, this sweep does. Only
+    The backstop for a kept report that neither `apply_kept` nor `apply_pending` applied (the process
+    stopped between a commit and its check, or the check failed). Only
     reports kept in the last OVERTAKE_SECONDS can still match; recent ones (two minutes) are tried
     in every form their id may take, older ones only if a part has their exact id, so the sweep stays
     cheap when many reports for unknown ids pile up.
@@ -373,6 +400,7 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
     recent = now - _RECENT
     rows = list((await session.scalars(
         select(PendingReceipt).where(PendingReceipt.created_at >= recent).order_by(PendingReceipt.id).limit(limit)
+        .with_for_update(skip_locked=True)  # rows a check is applying right now are its own
     )).all())
     rows += (await session.scalars(
         select(PendingReceipt)
@@ -382,6 +410,7 @@ async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 
             select(MessagePart.upstream_id).where(MessagePart.upstream_id.is_not(None),
                                                   MessagePart.status.not_in([s.value for s in FINAL]))))
         .order_by(PendingReceipt.id).limit(limit)
+        .with_for_update(of=PendingReceipt, skip_locked=True)
     )).all()
     if not rows:
         return 0

@@ -22,7 +22,7 @@ from app.domain.messages import InboundSms, Receipt
 from app.errors import SinkClosed
 from app.metrics import Metrics
 from app.services.inbound import store_inbound
-from app.services.receipts import apply_receipts
+from app.services.receipts import apply_kept, apply_receipts
 
 log = logging.getLogger("smsgw.receipts")
 
@@ -72,11 +72,30 @@ class DbReportSink:
 
     async def _apply(self, receipts: list[Receipt]) -> None:
         counts: Counter[str] = Counter()
+        kept: list[int] = []
         async with self._sessions() as s:
-            finals = await apply_receipts(s, receipts, self._settings, counts)
+            finals = await apply_receipts(s, receipts, self._settings, counts, kept)
             await s.commit()  # deliver_sm_resp follows: the SMSC will not send it again
         self._metrics.count_reports(counts)
         if finals:
+            self._on_commit()
+        if kept:
+            await self._apply_kept(kept)
+
+    async def _apply_kept(self, kept: list[int]) -> None:
+        # Kept reports whose part was being recorded while they were matched: it may have committed
+        # since (see apply_kept). They are stored already, so a failure here only waits for the sweep.
+        counts: Counter[str] = Counter()
+        try:
+            async with self._sessions() as s:
+                applied = await apply_kept(s, kept, self._settings, counts)
+                if applied:
+                    await s.commit()
+        except Exception:
+            log.exception("applying %d kept receipts failed: left to the sweep", len(kept))
+            return
+        if applied:
+            self._metrics.count_reports(counts, receipts=False)  # counted when they arrived
             self._on_commit()
 
     async def _flusher(self) -> None:

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import app.dispatch.dispatcher as dispatcher_module
+import app.services.receipts as receipts_module
 from app.config import Settings
 from app.db.tables import Message, MessagePart, PendingReceipt, StatusEvent, utcnow
-from app.domain.ids import normalise_upstream_id
-from app.domain.messages import Receipt
+from app.dispatch.dispatcher import Claimed, Dispatcher, Outcome
+from app.domain.ids import UpstreamId, normalise_upstream_id
+from app.domain.messages import Receipt, SubmitResult
 from app.domain.status import Status
+from app.metrics import Metrics
 from app.services.receipts import apply_pending, apply_receipts, apply_to_parts
+from app.services.sink import DbReportSink
 
 SETTINGS = Settings(database_url="x", receipt_timeout_seconds=72 * 3600, providers=[
     {"name": "smsc-same", "type": "smpp", "system_id": "a", "password": "p"},
@@ -125,7 +132,7 @@ async def test_a_kept_report_keeps_its_tlvs_and_never_lands_on_a_part_sent_long_
     await report(sessions, "smsc-same", overtaking, extra=tlvs)
     await report(sessions, "smsc-same", stale, extra=tlvs)
     async with sessions() as s:  # this one came an hour ago: its message was never recorded here
-        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == stale)
+        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == normalise_upstream_id(stale))
                         .values(created_at=utcnow() - timedelta(hours=1)))
         await s.commit()
     first = await sent(sessions, "smsc-same", overtaking)
@@ -151,3 +158,67 @@ async def test_a_poll_answer_lands_on_the_part_asked_about(sessions: async_sessi
                              SETTINGS)
         await s.commit()
     assert (await status(sessions, asked), await status(sessions, newer)) == ("undelivered", "sent")
+
+
+# A receipt and the submit response it overtook are written by two transactions that may each miss the
+# other's rows: the receipt finds no part (its record is not committed yet) and is kept, while the
+# record's transaction cannot see the kept receipt. Whichever commits second applies it, at once
+# (not at the next sweep, nor never when the gateway stops first).
+async def sending(sessions: async_sessionmaker[AsyncSession], owner: str) -> str:
+    sid = "SM" + secrets.token_hex(16)
+    now = utcnow()
+    async with sessions() as s:
+        await s.execute(insert(Message).values(
+            sid=sid, status="sending", to_number="+4477000000", body="x", encoding="GSM7", segments=1,
+            channel="smpp", created_at=now, updated_at=now, lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=60)))
+        await s.commit()
+    return sid
+
+
+def accepted(sid: str, upstream_id: str) -> Outcome:
+    claimed = Claimed(sid, "+4477000000", None, "x", "GSM7", "split", False, None, "smpp", 1,
+                      "http://127.0.0.1:9/status", False)  # a callback: its outbox row is written in the record
+    return Outcome(claimed, "sent", "smsc-same", SubmitResult((UpstreamId(upstream_id),)))
+
+
+def receipt_for(upstream_id: str) -> Receipt:
+    return Receipt(provider="smsc-same", upstream_id=upstream_id, status=Status.DELIVERED,
+                   provider_status_code="DELIVRD", source="smpp:smsc-same")
+
+
+async def test_receipt_kept_while_its_submit_is_being_recorded_is_applied_when_the_record_commits(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream = format(fresh_number(), "x")
+    owner = "owner-" + secrets.token_hex(4)
+    dispatcher = Dispatcher(sessions, SETTINGS, {}, Metrics(), owner)  # not started: no sweep
+    sid = await sending(sessions, owner)
+    sink = DbReportSink(sessions, SETTINGS, Metrics())
+    record_outbox = dispatcher_module.outbox_insert
+
+    async def receipt_meanwhile(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        await sink.receipts([receipt_for(upstream)])  # the record's transaction is open: kept
+        await record_outbox(s, rows)
+
+    monkeypatch.setattr(dispatcher_module, "outbox_insert", receipt_meanwhile)
+    await dispatcher._record([accepted(sid, upstream)])
+    assert await status(sessions, sid) == "delivered"
+    assert await kept(sessions, upstream) == 0
+
+
+async def test_submit_recorded_while_its_receipt_is_being_kept_is_applied_when_the_receipt_commits(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream = format(fresh_number(), "x")
+    owner = "owner-" + secrets.token_hex(4)
+    dispatcher = Dispatcher(sessions, SETTINGS, {}, Metrics(), owner)  # not started: no sweep
+    sid = await sending(sessions, owner)
+    keep = receipts_module._keep_pending
+
+    async def record_meanwhile(s: AsyncSession, unmatched: list[Receipt], settings: Settings) -> list[int]:
+        await dispatcher._record([accepted(sid, upstream)])  # the receipt found no part and is not kept yet
+        return await keep(s, unmatched, settings)
+
+    monkeypatch.setattr(receipts_module, "_keep_pending", record_meanwhile)
+    await DbReportSink(sessions, SETTINGS, Metrics()).receipts([receipt_for(upstream)])
+    assert await status(sessions, sid) == "delivered"
+    assert await kept(sessions, upstream) == 0
