@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import STOMP_URL, api_settings, running_app
+from support.gateway import wait_status
 from support.quiet import until_quiet
 from support.stomp_consumer import Consumer
 
@@ -47,15 +48,6 @@ async def gateway(module_db_url: str, sim: SmscSimulator) -> AsyncIterator[tuple
         yield client, reports, inbound
     for c in (reports, inbound):
         await asyncio.to_thread(c.stop)
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] in statuses or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
 
 
 async def test_single_message_delivered_with_one_report(gateway: Any, sim: SmscSimulator) -> None:

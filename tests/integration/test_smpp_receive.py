@@ -13,6 +13,7 @@ import httpx
 from conftest import STOMP_URL, api_settings, running_app
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.gateway import wait_status
 from support.stomp_consumer import Consumer
 
 from app.db.tables import MessagePart
@@ -51,15 +52,6 @@ async def send(client: httpx.AsyncClient, to: str, body: str = "hello") -> str:
     r = await client.post("/msg-client/send", json={"To": to, "Body": body, "From": "Acme"})
     assert r.status_code == 200, r.text
     return str(r.json()["MessageSid"])
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, statuses: set[str], timeout: float = 15.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] in statuses or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
 
 
 def number() -> str:
