@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import FromClause, String, Table, Text, bindparam, insert, text, update
+import orjson
+from sqlalchemy import JSON, FromClause, String, Table, Text, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +26,9 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]) -> Any:
     if stmt is None:
         names = ", ".join(f'"{c}"' for c in columns)
         arrays = ", ".join(f":{c}" for c in columns)
-        stmt = text(f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})').bindparams(
+        values = ", ".join(_value_sql(table, c, f'v."{c}"') for c in columns)
+        sql = f'INSERT INTO "{table.name}" ({names}) SELECT {values} FROM unnest({arrays}) AS v({names})'
+        stmt = text(sql).bindparams(
             *(bindparam(c, type_=ARRAY(_unbounded(table.c[c].type))) for c in columns))
         _STATEMENTS[key] = stmt
     return stmt
@@ -34,7 +37,18 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]) -> Any:
 def _unbounded(kind: Any) -> Any:
     # `$1::VARCHAR(34)[]` would cut a longer value to 34 characters without a word (an explicit cast
     # truncates); a text array leaves the check to the column, which refuses it as a plain INSERT does.
-    return Text() if isinstance(kind, String) else kind
+    # JSON goes as text too (serialised here, cast back in the statement): json[] has no driver codec.
+    return Text() if isinstance(kind, String | JSON) else kind
+
+
+def _value_sql(table: Table, column: str, ref: str) -> str:
+    return f"CAST({ref} AS JSON)" if isinstance(table.c[column].type, JSON) else ref
+
+
+def _array(table: Table, column: str, values: list[Any]) -> list[Any]:
+    if isinstance(table.c[column].type, JSON):
+        return [None if v is None else orjson.dumps(v).decode() for v in values]
+    return values
 
 
 def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,7 +80,7 @@ async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[d
     columns = tuple(rows[0])
     if any(len(r) != len(columns) for r in rows):
         raise ValueError("insert_rows: every row needs the same columns")
-    params = {c: [r[c] for r in rows] for c in columns}
+    params = {c: _array(tbl, c, [r[c] for r in rows]) for c in columns}
     await session.execute(_unnest_insert(tbl, columns), params)
 
 
@@ -75,7 +89,7 @@ def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> Any:
     stmt = _STATEMENTS.get(cache_key)
     if stmt is None:
         names = (key, *columns)
-        sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
+        sets = ", ".join(f'"{c}" = ' + _value_sql(table, c, f'v."{c}"') for c in columns)
         arrays = ", ".join(f":{c}" for c in names)
         aliases = ", ".join(f'"{c}"' for c in names)
         stmt = text(f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) '
@@ -97,5 +111,5 @@ async def update_rows(session: AsyncSession, table: FromClause, key: str, rows: 
             {c: bindparam(c) for c in columns})
         await session.execute(stmt, [{"_key": r[key], **{c: r[c] for c in columns}} for r in rows])
         return
-    params = {c: [r[c] for r in rows] for c in (key, *columns)}
+    params = {c: _array(tbl, c, [r[c] for r in rows]) for c in (key, *columns)}
     await session.execute(_unnest_update(tbl, key, columns), params)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,12 +37,14 @@ from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, SmppProviderConfig
+from app.db.bulk import insert_rows, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, PendingReceipt, StatusEvent, utcnow
 from app.db.upsert import insert_ignore
 from app.domain.ids import normalise_upstream_id, receipt_id_candidates
 from app.domain.messages import Receipt
-from app.domain.status import FINAL, REPORTED, Status, advances, aggregate_parts
-from app.events import outbox
+from app.domain.status import FINAL, Status
+from app.services.receipt_rules import MessageState, PartState, decide
+from app.services.status_change import Recipient
 
 log = logging.getLogger("smsgw.receipts")
 
@@ -60,18 +63,40 @@ def _wanted(upstream_id: str) -> list[str]:
     return [str(u) for u in receipt_id_candidates(upstream_id, "auto")]
 
 
-def _submitted(part: MessagePart) -> datetime:
+@dataclass(slots=True)
+class _Part:
+    """A message_part row as matching reads it (a plain row: no ORM identity map on this path)."""
+
+    id: int
+    message_sid: str
+    part_no: int
+    provider: str
+    upstream_id: str | None
+    status: str
+    submitted_at: datetime | None
+
+
+_PART_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.part_no, MessagePart.provider,
+                 MessagePart.upstream_id, MessagePart.status, MessagePart.submitted_at)
+
+
+async def _parts_where(session: AsyncSession, *criteria: Any) -> list[_Part]:
+    rows = (await session.execute(select(*_PART_COLUMNS).where(*criteria))).all()
+    return [_Part(*row) for row in rows]
+
+
+def _submitted(part: _Part) -> datetime:
     return part.submitted_at if part.submitted_at is not None else _EPOCH
 
 
-def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[MessagePart]], formats: dict[str, str],
-           kept_at: datetime | None = None) -> tuple[list[MessagePart], bool]:
+def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], formats: dict[str, str],
+           kept_at: datetime | None = None) -> tuple[list[_Part], bool]:
     """(parts this report applies to, whether they are all final already: a duplicate or late one)."""
     near = [p for u in wanted for p in by_id.get(u, ()) if receipt.provider in (None, p.provider)]
     if not near:
         return [], False
     candidates: dict[str, list[str]] = {}  # by id format: one entry unless a webhook spans providers
-    found: list[MessagePart] = []
+    found: list[_Part] = []
     for first in (True, False):  # `auto` reads the same id first, the other base only if that finds nothing
         for part in near:
             fmt = formats.get(part.provider, "same")
@@ -99,12 +124,11 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[MessagePar
 
 
 async def _candidate_parts(session: AsyncSession, wanted: set[str],
-                           settings: Settings) -> dict[str, list[MessagePart]]:
+                           settings: Settings) -> dict[str, list[_Part]]:
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
-    parts = (await session.scalars(
-        select(MessagePart).where(MessagePart.upstream_id.in_(wanted))
-        .where(or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window)))).all()
-    by_id: dict[str, list[MessagePart]] = defaultdict(list)
+    parts = await _parts_where(session, MessagePart.upstream_id.in_(wanted),
+                               or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
+    by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
         if part.upstream_id is not None:
             by_id[part.upstream_id].append(part)
@@ -136,7 +160,7 @@ async def _apply_batch(session: AsyncSession, receipts: Sequence[Receipt], setti
     wanted = [_wanted(r.upstream_id) for r in receipts]
     by_id = await _candidate_parts(session, {u for ids in wanted for u in ids}, settings)
     formats = _id_formats(settings)
-    matched: list[tuple[Receipt, list[MessagePart]]] = []
+    matched: list[tuple[Receipt, list[_Part]]] = []
     unmatched: list[Receipt] = []
     for i, r in enumerate(receipts):
         hit, _late = _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)
@@ -164,11 +188,10 @@ async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Rec
     holds the id too. Returns the sids whose status became final."""
     if not reports:
         return []
-    asked = {p.id: p for p in (await session.scalars(
-        select(MessagePart).where(MessagePart.id.in_([pid for pid, _ in reports])))).all()}
+    asked = {p.id: p for p in await _parts_where(session, MessagePart.id.in_([pid for pid, _ in reports]))}
     sids = {p.message_sid for p in asked.values()}
-    siblings: dict[tuple[str, str | None], list[MessagePart]] = defaultdict(list)
-    for part in (await session.scalars(select(MessagePart).where(MessagePart.message_sid.in_(sids)))).all():
+    siblings: dict[tuple[str, str | None], list[_Part]] = defaultdict(list)
+    for part in await _parts_where(session, MessagePart.message_sid.in_(sids)):
         siblings[(part.message_sid, part.upstream_id)].append(part)
     matched = [(r, siblings[(asked[pid].message_sid, asked[pid].upstream_id)]) for pid, r in reports if pid in asked]
     finals = await _apply(session, matched, {}, settings, counts)
@@ -179,100 +202,64 @@ async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Rec
 
 async def _apply(
     session: AsyncSession,
-    matched: list[tuple[Receipt, list[MessagePart]]],
+    matched: list[tuple[Receipt, list[_Part]]],
     direct: dict[str, Receipt],
     settings: Settings,
     counts: Counter[str] | None = None,
 ) -> list[str]:
+    """Decide (receipt_rules.decide) and write: one statement each for the parts, the messages, the
+    history and the outbox, whatever the batch size. Plain rows in, no ORM objects or flush."""
     now = utcnow()
     sids = {p.message_sid for _, ps in matched for p in ps} | set(direct)
     if not sids:
         return []
-    messages = {m.sid: m for m in (await session.scalars(select(Message).where(Message.sid.in_(sids)))).all()}
-    all_parts: dict[str, list[MessagePart]] = defaultdict(list)
-    for part in (await session.scalars(select(MessagePart).where(MessagePart.message_sid.in_(sids)))).all():
-        all_parts[part.message_sid].append(part)
+    messages: dict[str, MessageState] = {}
+    for m in (await session.execute(select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)))).all():
+        messages[m.sid] = MessageState(m.sid, Status(m.status),
+                                       Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
+                                                 m.callback_url),
+                                       m.provider_status_code, m.error_code, m.updated_at)
+    parts: dict[int, PartState] = {}
+    parts_of: dict[str, list[PartState]] = defaultdict(list)
+    for p in (await session.execute(select(*_STATE_COLUMNS).where(MessagePart.message_sid.in_(sids)))).all():
+        state = PartState(p.id, p.message_sid, Status(p.status), p.provider_status_code, p.error_code, p.tlvs,
+                          p.done_at, p.next_poll_at)
+        parts[p.id] = state
+        parts_of[p.message_sid].append(state)
 
-    events: list[dict[str, Any]] = []
-    reports: list[dict[str, Any]] = []
-    finals: list[str] = []
-    info = log.isEnabledFor(logging.INFO)
-
-    def settle(msg: Message, r: Receipt, new: Status) -> None:
-        applied = advances(Status(msg.status), new)
-        events.append({
-            "message_sid": msg.sid, "status": r.status.value, "source": r.source, "applied": applied,
-            "provider_status_code": r.provider_status_code, "detail": r.error_code and f"err {r.error_code}",
-            "created_at": now,
-        })
-        if info:
+    out = decide([(r, [parts[p.id] for p in hit if p.id in parts]) for r, hit in matched],
+                 [(sid, r) for sid, r in direct.items() if sid in messages],
+                 messages, parts_of, now=now, report_queue=settings.delivery_report_queue)
+    if log.isEnabledFor(logging.INFO):
+        for sid, after, r, applied in out.applied:
             # `status` is the message's status after this report (a long message's parts aggregate);
             # `applied` false: a duplicate or a report that came behind a later status.
-            log.info("status", extra={"message_sid": msg.sid, "status": (new if applied else Status(msg.status)).value,
-                                      "reported": r.status.value, "applied": applied,
-                                      "provider_status_code": r.provider_status_code, "error_code": r.error_code,
-                                      "upstream_id": r.upstream_id, "source": r.source})
-        if not applied:
-            return
-        if counts is not None:
-            counts[f"status:{new.value}:{msg.provider or '-'}"] += 1
-        msg.status = new.value
-        msg.updated_at = now
-        if r.provider_status_code:
-            msg.provider_status_code = r.provider_status_code
-        if r.error_code and new is not Status.DELIVERED:
-            msg.error_code = r.error_code
-        msg.lease_owner = msg.lease_expires_at = msg.due_at = None
-        if new in REPORTED:
-            finals.append(msg.sid)
-            reports.extend(_final_events(msg, new, settings))
-        elif new is Status.SENT and msg.callback_url:
-            reports.append(outbox.callback_event(url=msg.callback_url, message_sid=msg.sid, status=new,
-                                                 to=msg.to_number, sender=msg.from_addr, error_code=None))
-
-    for r, hit in matched:
-        for part in hit:
-            if advances(Status(part.status), r.status):
-                part.status = r.status.value
-                part.provider_status_code = r.provider_status_code
-                part.error_code = r.error_code
-                if r.extra:
-                    part.tlvs = {**(part.tlvs or {}), **r.extra}
-                if r.status in REPORTED:
-                    part.done_at = r.done_at or now
-                    part.next_poll_at = None
-        for sid in {p.message_sid for p in hit}:
-            msg = messages[sid]
-            settle(msg, r, aggregate_parts(Status(p.status) for p in all_parts[sid]))
-    for sid, r in direct.items():
-        settle(messages[sid], r, r.status)
-
-    if events:
-        await session.execute(insert(StatusEvent), events)
-    if reports:
-        await outbox_insert(session, reports)
-    return finals
+            log.info("status", extra={"message_sid": sid, "status": after.value, "reported": r.status.value,
+                                      "applied": applied, "provider_status_code": r.provider_status_code,
+                                      "error_code": r.error_code, "upstream_id": r.upstream_id, "source": r.source})
+    if counts is not None:
+        counts.update(out.counts)
+    if out.parts:
+        await update_rows(session, MessagePart.__table__, "id", [p.row() for p in out.parts.values()])
+    if out.messages:
+        await update_rows(session, Message.__table__, "sid", [m.row() for m in out.messages.values()])
+    if out.history:
+        await insert_rows(session, StatusEvent.__table__, out.history)
+    if out.outbox:
+        await outbox_insert(session, out.outbox)
+    return out.finals
 
 
-def _final_events(msg: Message, status: Status, settings: Settings) -> Iterable[dict[str, Any]]:
-    yield outbox.report_event(
-        queue=settings.delivery_report_queue, message_sid=msg.sid, status=status,
-        provider_status_code=msg.provider_status_code, channel=msg.channel, to=msg.to_number,
-        provider=msg.provider, error_code=msg.error_code,
-    )
-    if msg.callback_url:
-        yield outbox.callback_event(url=msg.callback_url, message_sid=msg.sid, status=status,
-                                    to=msg.to_number, sender=msg.from_addr, error_code=msg.error_code)
+_MESSAGE_COLUMNS = (Message.sid, Message.status, Message.channel, Message.to_number, Message.from_addr,
+                    Message.provider, Message.callback_url, Message.provider_status_code, Message.error_code,
+                    Message.updated_at)
+_STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, MessagePart.provider_status_code,
+                  MessagePart.error_code, MessagePart.tlvs, MessagePart.done_at, MessagePart.next_poll_at)
 
 
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Outbox rows, skipping any whose dedupe_key is already there."""
     await session.execute(insert_ignore(session, OutboxEvent), rows)
-
-
-def final_outbox_rows(msg: Message, status: Status, settings: Settings) -> list[dict[str, Any]]:
-    """The report (and callback) rows for a message that reached `status` by other means (failures)."""
-    return list(_final_events(msg, status, settings))
 
 
 async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings: Settings) -> list[int]:

@@ -104,3 +104,26 @@ async def test_columns_left_out_take_their_python_defaults(sessions: async_sessi
     async with sessions() as s:
         got = (await s.scalars(select(Message).where(Message.sid == rows[0]["sid"]))).one()
     assert (got.long_message_mode, got.flash, got.api_key_id) == ("split", False, None)
+
+
+async def test_json_columns_go_in_and_are_updated_as_json(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from app.db.tables import MessagePart
+
+    rows = _rows("SMjson", 2)
+    async with sessions() as s:
+        await insert_rows(s, Message.__table__, rows)
+        await insert_rows(s, MessagePart.__table__, [
+            {"message_sid": r["sid"], "part_no": 1, "provider": "p", "upstream_id": r["sid"], "status": "sent",
+             "tlvs": {"0x2000": "01"} if i == 0 else None} for i, r in enumerate(rows)])
+        await s.commit()
+    async with sessions() as s:
+        parts = (await s.scalars(select(MessagePart).where(MessagePart.message_sid.like("SMjson%"))
+                                 .order_by(MessagePart.message_sid))).all()
+        assert [p.tlvs for p in parts] == [{"0x2000": "01"}, None]
+        await update_rows(s, MessagePart.__table__, "id", [
+            {"id": parts[0].id, "tlvs": {"0x2000": "01", "0x2001": "x\"y"}}, {"id": parts[1].id, "tlvs": None}])
+        await s.commit()
+    async with sessions() as s:
+        again = (await s.scalars(select(MessagePart).where(MessagePart.message_sid.like("SMjson%"))
+                                 .order_by(MessagePart.message_sid))).all()
+    assert [p.tlvs for p in again] == [{"0x2000": "01", "0x2001": "x\"y"}, None]
