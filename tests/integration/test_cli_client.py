@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 from conftest import API_KEY, STOMP_URL
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.processes import serve, stop, wait_live
 from support.servers import free_port
 
 from app import cli
@@ -43,13 +43,6 @@ class Run:
     err: str
 
 
-def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`smsgw serve`, its stderr in a file (a pipe nobody reads could fill up and stall it)."""
-    with open(log, "wb") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-
-
 @pytest.fixture(scope="module")
 async def gateway(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     sim = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.3))
@@ -67,24 +60,10 @@ async def gateway(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) 
     proc = serve(port, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get(f"{url}/health/ready")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("gateway not ready: " + log.read_text()[-2000:])
+        await wait_live(url, log, 30.0, path="/health/ready")
         yield Gateway(url, sim)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         await sim.stop()
 
 

@@ -19,11 +19,12 @@ def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-async def wait_live(url: str, log: Path, seconds: float = 30.0) -> None:
+async def wait_live(url: str, log: Path, seconds: float = 30.0, path: str = "/health/live") -> None:
+    """Until `url` answers 200 on `path` (`/health/ready` to wait for its binds and broker too)."""
     async with httpx.AsyncClient(timeout=2) as client:
         for _ in range(int(seconds * 10)):
             try:
-                if (await client.get(f"{url}/health/live")).status_code == 200:
+                if (await client.get(f"{url}{path}")).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
