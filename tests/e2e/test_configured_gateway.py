@@ -16,6 +16,7 @@ import orjson
 import pytest
 import stomp
 from conftest import api_settings, running_app
+from support.gateway import wait_status
 from support.servers import free_port
 
 from app.simulator import SimulatorConfig, SmscSimulator
@@ -47,15 +48,6 @@ async def gateway(db_url: str, sim: SmscSimulator, broker_port: int, *, provider
         else:
             raise AssertionError((await client.get("/health/ready")).text)
         yield client
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, status: str, timeout: float = 15) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] == status or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
 
 
 class Posted:
@@ -96,7 +88,7 @@ async def test_transmitter_receiver_bind_sends_on_one_and_takes_receipts_and_mo_
                            inbound_forward_url=url) as client:
             assert sorted(s.mode or "" for s in sim.sessions) == ["receiver", "transmitter"]
             r = await client.post("/msg-client/send", json={"To": "+96170123456", "Body": "over TX"})
-            m = await wait_status(client, r.json()["MessageSid"], "delivered")
+            m = await wait_status(client, r.json()["MessageSid"], {"delivered"})
             # The simulator writes receipts only to a receiving bind: this one came over the receiver.
             assert m["Status"] == "delivered" and m["ProviderStatusCode"] == "DELIVRD", m
             await sim.inject_mo("96170999888", "96170000001", "reply over RX")

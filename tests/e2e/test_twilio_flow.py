@@ -4,29 +4,19 @@ drive the message to delivered (or undelivered with Twilio's ErrorCode)."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from typing import Any
 
 import httpx
 from conftest import API_KEY, api_settings
 from fakes.server import LoopbackServer
 from fakes.twilio import TwilioFakeState
 from fakes.twilio import create_app as twilio_app
+from support.gateway import wait_status
 from support.servers import free_port
 
 from app.main import create_app
 
 TOKEN = "tw-" + secrets.token_hex(8)
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, want: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        m: dict[str, Any] = (await client.get(f"/msg-client/messages/{sid}")).json()
-        if m["Status"] == want or asyncio.get_running_loop().time() > deadline:
-            return m
-        await asyncio.sleep(0.05)
 
 
 async def test_signed_callbacks_drive_twilio_messages_to_final(module_db_url: str) -> None:
@@ -45,8 +35,8 @@ async def test_signed_callbacks_drive_twilio_messages_to_final(module_db_url: st
                 httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": API_KEY}) as client:
             ok = (await client.post("/msg-client/send", json={"To": "+14155550176", "Body": "hi"})).json()
             bad = (await client.post("/msg-client/send", json={"To": "+14155550177", "Body": "hi"})).json()
-            m1 = await wait_status(client, ok["MessageSid"], "delivered")
-            m2 = await wait_status(client, bad["MessageSid"], "undelivered")
+            m1 = await wait_status(client, ok["MessageSid"], {"delivered"})
+            m2 = await wait_status(client, bad["MessageSid"], {"undelivered"})
             await state.drain()
     assert m1["Status"] == "delivered" and m1["Provider"] == "twilio" and m1["UpstreamIds"][0].startswith("sm")
     assert (m2["Status"], m2["ErrorCode"]) == ("undelivered", "30003")
