@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import ApiKeyDep, Session
 from app.api.schemas import HistoryEntry, MessagePage, MessageView, error_responses
-from app.domain.status import Status
 from app.services import messages as service
 from app.services.messages import MessageRecord
 
@@ -18,10 +17,8 @@ router = APIRouter(prefix="/msg-client", tags=["messages"])
 
 def _view(r: MessageRecord) -> MessageView:
     m = r.message
-    first = Status.SCHEDULED if m.send_at else Status.QUEUED
-    history = [HistoryEntry(Status=first.value, At=m.created_at, Source="api", Applied=True)]
-    history += [HistoryEntry(Status=e.status, At=e.created_at, Source=e.source, Applied=e.applied,
-                             ProviderStatusCode=e.provider_status_code, Detail=e.detail) for e in r.history]
+    history = [HistoryEntry(Status=h.status, At=h.at, Source=h.source, Applied=h.applied,
+                            ProviderStatusCode=h.provider_status_code, Detail=h.detail) for h in r.entries()]
     return MessageView(
         MessageSid=m.sid, Status=m.status, To=m.to_number, From=m.from_addr, Body=m.full_body,
         Segments=m.segments, Encoding=m.encoding, Channel=m.channel, Provider=m.provider,

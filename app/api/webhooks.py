@@ -20,7 +20,7 @@ from app.services.receipts import apply_receipts
 
 router = APIRouter(prefix="/msg-client", tags=["webhooks"])
 
-# The column sizes of inbound_message / message_part / pending_receipt (app/db/tables.py): a longer
+# The column sizes of inbound_message / message_part / kept_receipt (app/db/tables.py): a longer
 # value is refused with a 400 naming the field, not by the database with a 500.
 MAX_UPSTREAM_ID = 100
 MAX_NUMBER = 40

@@ -84,32 +84,47 @@ async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[d
     await session.execute(_unnest_insert(tbl, columns), params)
 
 
-def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> Any:
-    cache_key = (table.name + ":update:" + key, columns)
+def _unnest_update(table: Table, key: str, columns: tuple[str, ...], only_if: tuple[str, ...]) -> Any:
+    cache_key = (table.name + ":update:" + key + ":" + ",".join(only_if), columns)
     stmt = _STATEMENTS.get(cache_key)
     if stmt is None:
         names = (key, *columns)
         sets = ", ".join(f'"{c}" = ' + _value_sql(table, c, f'v."{c}"') for c in columns)
         arrays = ", ".join(f":{c}" for c in names)
         aliases = ", ".join(f'"{c}"' for c in names)
+        conditions = "".join(f' AND t."{c}" = :_if_{c}' for c in only_if)
+        returning = f' RETURNING t."{key}"' if only_if else ""
         stmt = text(f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) '
-                    f'WHERE t."{key}" = v."{key}"').bindparams(
-            *(bindparam(c, type_=ARRAY(_unbounded(table.c[c].type))) for c in names))
+                    f'WHERE t."{key}" = v."{key}"{conditions}{returning}').bindparams(
+            *(bindparam(c, type_=ARRAY(_unbounded(table.c[c].type))) for c in names),
+            *(bindparam(f"_if_{c}", type_=table.c[c].type) for c in only_if))
         _STATEMENTS[cache_key] = stmt
     return stmt
 
 
-async def update_rows(session: AsyncSession, table: FromClause, key: str, rows: Sequence[dict[str, Any]]) -> None:
+async def update_rows(session: AsyncSession, table: FromClause, key: str, rows: Sequence[dict[str, Any]],
+                      only_if: dict[str, Any] | None = None) -> list[Any]:
     """Set, in each row of `table` whose `key` column equals a row's `key`, that row's other values.
-    Every row has the same keys; a key that matches nothing changes nothing."""
+    Every row has the same keys; a key that matches nothing changes nothing. With `only_if`
+    (column → value), only rows that also hold those values change, and the keys of the rows changed
+    are returned (otherwise an empty list)."""
     if not rows:
-        return
+        return []
     tbl = cast(Table, table)
     columns = tuple(c for c in rows[0] if c != key)
+    conditions = only_if or {}
     if session.get_bind().dialect.name != "postgresql":
-        stmt = update(tbl).where(tbl.c[key] == bindparam("_key")).values(
-            {c: bindparam(c) for c in columns})
-        await session.execute(stmt, [{"_key": r[key], **{c: r[c] for c in columns}} for r in rows])
-        return
+        stmt: Any = update(tbl).where(tbl.c[key] == bindparam("_key"), *(tbl.c[c] == v for c, v in conditions.items()))
+        stmt = stmt.values({c: bindparam(c) for c in columns})
+        if not conditions:
+            await session.execute(stmt, [{"_key": r[key], **{c: r[c] for c in columns}} for r in rows])
+            return []
+        changed: list[Any] = []
+        for r in rows:  # SQLite: one statement a row, each saying whether it matched
+            result = await session.execute(stmt.returning(tbl.c[key]), {"_key": r[key], **{c: r[c] for c in columns}})
+            changed += list(result.scalars().all())
+        return changed
     params = {c: _array(tbl, c, [r[c] for r in rows]) for c in (key, *columns)}
-    await session.execute(_unnest_update(tbl, key, columns), params)
+    params.update({f"_if_{c}": v for c, v in conditions.items()})
+    result = await session.execute(_unnest_update(tbl, key, columns, tuple(conditions)), params)
+    return list(result.scalars().all()) if conditions else []

@@ -131,6 +131,15 @@ class Message(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The two history entries every message has are read from these columns, not written as status_event
+    # rows (two rows per message saved on the hot path): when the upstream accepted it (`sent_at`, by
+    # `provider`), and its final status (`done_at`, reported by `done_source`, its code in
+    # `provider_status_code`, `done_detail` what the history says of it). NULL for rows written before
+    # migration 0005, whose history is all in status_event.
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+    done_source: Mapped[str | None] = mapped_column(String(60), default=None)
+    done_detail: Mapped[str | None] = mapped_column(Text, default=None)
     if TYPE_CHECKING:  # column properties, mapped below (they need SendRequest's columns)
         full_body: Mapped[str]
         callback_url: Mapped[str | None]
@@ -196,7 +205,8 @@ class MessagePart(Base):
 
 
 class StatusEvent(Base):
-    """Every status change and every report we heard, applied or not (the message's history)."""
+    """The message's history besides what its own row says (see Message.sent_at): retries, scheduling,
+    cancellation, intermediate and duplicate reports, applied or not."""
 
     __tablename__ = "status_event"
 
@@ -212,10 +222,11 @@ class StatusEvent(Base):
     __table_args__ = (Index("ix_status_event_message", "message_sid", "id"),)
 
 
-class PendingReceipt(Base):
-    """A status report for an upstream id we do not know (yet): kept until that id appears."""
+class KeptReceipt(Base):
+    """A status report for an upstream id we do not know (yet): kept until that id appears
+    (services/kept_receipts.py)."""
 
-    __tablename__ = "pending_receipt"
+    __tablename__ = "kept_receipt"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     provider: Mapped[str | None] = mapped_column(String(60), default=None)
@@ -228,7 +239,7 @@ class PendingReceipt(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
 
-    __table_args__ = (Index("ix_pending_receipt_upstream", "upstream_id"),)
+    __table_args__ = (Index("ix_kept_receipt_upstream", "upstream_id"),)
 
 
 class InboundMessage(Base):

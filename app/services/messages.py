@@ -18,10 +18,35 @@ from app.services.api_keys import KeyInfo
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryItem:
+    status: str
+    at: datetime
+    source: str
+    applied: bool = True
+    provider_status_code: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageRecord:
     message: Message
     parts: list[MessagePart]
     history: list[StatusEvent]
+
+    def entries(self) -> list[HistoryItem]:
+        """The message's history, oldest first: its acceptance, the status_event rows, and the two entries
+        its own row holds (sent, and its final status: see Message.sent_at)."""
+        m = self.message
+        first = Status.SCHEDULED if m.send_at else Status.QUEUED
+        items = [HistoryItem(first.value, m.created_at, "api")]
+        items += [HistoryItem(e.status, e.created_at, e.source, e.applied, e.provider_status_code, e.detail)
+                  for e in self.history]
+        if m.sent_at is not None:
+            items.append(HistoryItem(Status.SENT.value, m.sent_at, f"provider:{m.provider or '-'}"))
+        if m.done_at is not None:
+            items.append(HistoryItem(m.status, m.done_at, m.done_source or "-", True, m.provider_status_code,
+                                     m.done_detail))
+        return sorted(items, key=lambda h: h.at)  # stable: a tie keeps the order above
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,13 @@ message updates, history rows, outbox rows. The caller writes them with one stat
 - a part moves only forward (`advances`); its vendor TLVs are merged in when it does;
 - a message's status is the aggregate of its parts' (`aggregate_parts`), or the reported status itself
   for a report that named our own MessageSid; it too moves only forward;
-- every report is a history row, `applied` false when it changed nothing (a duplicate, a late one);
+- every report is a history row, `applied` false when it changed nothing (a duplicate, a late one),
+  except the report that gives the message its final status: that entry is the message row's own
+  `done_at` / `done_source` / `done_detail` (no status_event row on the hot path);
+- a message of one part keeps its receipt's outcome on the message row only: its part row, which holds
+  the upstream id for matching, is not written again, unless a status poll or what the report carries
+  besides the SMPP receipt text (vendor TLVs, a webhook's fields) needs it; the text's own fields
+  (stat, err, dates) are what the message row already says;
 - what a change writes to the outbox is decided in services/status_change.py.
 """
 
@@ -23,6 +29,10 @@ from typing import Any
 from app.domain.messages import Receipt
 from app.domain.status import REPORTED, Status, advances, aggregate_parts
 from app.services.status_change import Recipient, history_row, outbox_rows
+
+
+# What a report may carry that the message row already says (the SMPP receipt text's fields).
+_ON_THE_MESSAGE = frozenset({"receipt"})
 
 
 @dataclass(slots=True)
@@ -54,12 +64,16 @@ class MessageState:
     provider_status_code: str | None
     error_code: str | None
     updated_at: datetime | None = None
+    done_at: datetime | None = None  # set with the final status: its history entry (see Message.sent_at)
+    done_source: str | None = None
+    done_detail: str | None = None
 
     def row(self) -> dict[str, Any]:
         # A message a report moved is no longer leased or due, whatever it was doing.
         return {"sid": self.sid, "status": self.status.value, "provider_status_code": self.provider_status_code,
                 "error_code": self.error_code, "updated_at": self.updated_at, "lease_owner": None,
-                "lease_expires_at": None, "due_at": None}
+                "lease_expires_at": None, "due_at": None, "done_at": self.done_at, "done_source": self.done_source,
+                "done_detail": self.done_detail}
 
 
 @dataclass(slots=True)
@@ -97,10 +111,12 @@ def decide(
             part.error_code = r.error_code
             if r.extra:
                 part.tlvs = {**(part.tlvs or {}), **r.extra}
+            polled = part.next_poll_at is not None
             if r.status in REPORTED:
                 part.done_at = r.done_at or now
                 part.next_poll_at = None
-            out.parts[part.id] = part
+            if polled or set(r.extra) - _ON_THE_MESSAGE or len(parts_of[part.message_sid]) > 1:
+                out.parts[part.id] = part
         for sid in dict.fromkeys(p.message_sid for p in hit):
             _settle(out, messages[sid], r, aggregate_parts(p.status for p in parts_of[sid]), now, report_queue)
     for sid, r in direct:
@@ -110,8 +126,12 @@ def decide(
 
 def _settle(out: Changes, msg: MessageState, r: Receipt, new: Status, now: datetime, report_queue: str) -> None:
     applied = advances(msg.status, new)
-    out.history.append(history_row(msg.sid, r.status, r.source, now, applied=applied, code=r.provider_status_code,
-                                   detail=r.error_code and f"err {r.error_code}"))
+    detail = r.error_code and f"err {r.error_code}"
+    if applied and new in REPORTED and new is r.status:
+        msg.done_at, msg.done_source, msg.done_detail = now, r.source, detail  # its history entry
+    else:
+        out.history.append(history_row(msg.sid, r.status, r.source, now, applied=applied,
+                                       code=r.provider_status_code, detail=detail))
     out.applied.append((msg.sid, new if applied else msg.status, r, applied))
     if not applied:
         return

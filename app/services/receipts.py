@@ -1,8 +1,7 @@
 """Applying status reports (SMPP receipts, webhooks, status polls) to messages, many at a time.
 
 One call handles a batch in a handful of round trips: one SELECT for the parts the reports may name,
-one for their messages and sibling parts, then the updates, history rows, outbox rows and
-pending-receipt rows in one flush.
+one for their messages and sibling parts, then one statement per table for what changes.
 
 Matching a report to a part (what Jasmin does with its expiring `queue-msgid` keys):
 - The report's id is read as the provider's `receipt_id_format` says (`same`, `hex`, `decimal`,
@@ -13,11 +12,9 @@ Matching a report to a part (what Jasmin does with its expiring `queue-msgid` ke
   message may share the id (one id and one receipt for a long message): the report applies to all.
 - When every candidate is final the report is a duplicate or a late one: written to the most recent
   one's history with `applied = false`, never applied.
-- A report for an id nobody has (yet) is kept in `pending_receipt`, with its vendor TLVs, and
-  applied when a submit response brings that id (`apply_pending`, `apply_kept`, `sweep_pending`): a
-  receipt can overtake the submit_sm_resp. A kept report only applies to a part submitted within
-  OVERTAKE_SECONDS of its arrival: an older part would have matched it at once, and a part sent much
-  later under a reused id is another message.
+- A report for an id nobody has (yet) is kept (`kept_receipt`, with its vendor TLVs) and applied when
+  a submit response brings that id: services/kept_receipts.py, which also closes the race of the two
+  transactions.
 
 Statuses only move forward; a report that changes nothing is still written to the history with
 `applied = false`. A message's first final status writes its delivery report to the outbox, in this
@@ -28,19 +25,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, SmppProviderConfig
+from app.db import kept_store
 from app.db.bulk import insert_rows, update_rows
-from app.db.tables import Message, MessagePart, OutboxEvent, PendingReceipt, StatusEvent, utcnow
+from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.db.upsert import insert_ignore
-from app.domain.ids import normalise_upstream_id, receipt_id_candidates
+from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
 from app.domain.status import FINAL, Status
 from app.services.receipt_rules import MessageState, PartState, decide
@@ -49,16 +47,16 @@ from app.services.status_change import Recipient
 log = logging.getLogger("smsgw.receipts")
 
 OVERTAKE_SECONDS = 600.0  # a kept report applies to a part submitted at most this long after it came
-_RECENT = timedelta(seconds=120)  # the race of a part committed just after its report was kept
+RECENT = timedelta(seconds=120)  # the race of a part committed just after its report was kept
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _FINAL_VALUES = frozenset(s.value for s in FINAL)
 
 
-def _id_formats(settings: Settings) -> dict[str, str]:
+def id_formats(settings: Settings) -> dict[str, str]:
     return {p.name: p.receipt_id_format for p in settings.providers if isinstance(p, SmppProviderConfig)}
 
 
-def _wanted(upstream_id: str) -> list[str]:
+def wanted_ids(upstream_id: str) -> list[str]:
     """Every stored id a report's id could stand for, in any format (the SELECT's superset)."""
     return [str(u) for u in receipt_id_candidates(upstream_id, "auto")]
 
@@ -111,7 +109,7 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], f
     if receipt.submitted_after is not None:
         found = [p for p in found if p.submitted_at is None or p.submitted_at >= receipt.submitted_after]
     if kept_at is not None:
-        low, high = kept_at - _RECENT, kept_at + timedelta(seconds=OVERTAKE_SECONDS)
+        low, high = kept_at - RECENT, kept_at + timedelta(seconds=OVERTAKE_SECONDS)
         found = [p for p in found if p.submitted_at is None or low <= p.submitted_at <= high]
     if not found:
         return [], False
@@ -140,10 +138,16 @@ async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], set
     """Apply a batch of reports (no commit). Returns the sids whose status became final; `counts` (when
     given) gains `matched`, `kept` (reports for ids not known yet, kept as pending) and
     `status:<status>:<provider>` for each status change applied; `kept` (when given) gains the ids of
-    the `pending_receipt` rows written, for `apply_kept` once this transaction has committed."""
-    finals, unmatched = await _apply_batch(session, receipts, settings, counts)
+    the `kept_receipt` rows written, for `kept_receipts.recheck_kept` once this transaction has committed."""
+    finals, unmatched = await apply_batch(session, receipts, settings, counts)
     if unmatched:
-        ids = await _keep_pending(session, unmatched, settings)
+        if log.isEnabledFor(logging.INFO):
+            for r in unmatched:
+                log.info("status kept", extra={"upstream_id": r.upstream_id, "provider": r.provider,
+                                               "reported": r.status.value,
+                                               "provider_status_code": r.provider_status_code, "source": r.source})
+        ids = await kept_store.insert_kept(session, unmatched, utcnow(),
+                                           timedelta(seconds=settings.pending_receipt_ttl_seconds))
         if kept is not None:
             kept.extend(ids)
     if counts is not None:
@@ -151,15 +155,15 @@ async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], set
     return finals
 
 
-async def _apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
+async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
                        counts: Counter[str] | None = None,
                        kept_at: Sequence[datetime] | None = None) -> tuple[list[str], list[Receipt]]:
     """Apply what matches; returns (sids that became final, reports that matched nothing)."""
     if not receipts:
         return [], []
-    wanted = [_wanted(r.upstream_id) for r in receipts]
+    wanted = [wanted_ids(r.upstream_id) for r in receipts]
     by_id = await _candidate_parts(session, {u for ids in wanted for u in ids}, settings)
-    formats = _id_formats(settings)
+    formats = id_formats(settings)
     matched: list[tuple[Receipt, list[_Part]]] = []
     unmatched: list[Receipt] = []
     for i, r in enumerate(receipts):
@@ -260,157 +264,3 @@ _STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, M
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Outbox rows, skipping any whose dedupe_key is already there."""
     await session.execute(insert_ignore(session, OutboxEvent), rows)
-
-
-async def _keep_pending(session: AsyncSession, receipts: list[Receipt], settings: Settings) -> list[int]:
-    now = utcnow()
-    if log.isEnabledFor(logging.INFO):
-        for r in receipts:
-            log.info("status kept as pending", extra={"upstream_id": r.upstream_id, "provider": r.provider,
-                                                      "reported": r.status.value,
-                                                      "provider_status_code": r.provider_status_code,
-                                                      "source": r.source})
-    ttl = timedelta(seconds=settings.pending_receipt_ttl_seconds)
-    result = await session.scalars(insert(PendingReceipt).returning(PendingReceipt.id), [
-        {
-            "provider": r.provider, "upstream_id": normalise_upstream_id(r.upstream_id), "status": r.status.value,
-            "provider_status_code": r.provider_status_code, "error_code": r.error_code, "source": r.source,
-            "payload": _payload(r), "created_at": now, "expires_at": now + ttl,
-        }
-        for r in receipts
-    ])
-    return list(result.all())
-
-
-def _payload(r: Receipt) -> dict[str, Any]:
-    # Everything the report carried (vendor TLVs, the receipt text's fields), so that applying it
-    # later gives the part what applying it at once would have.
-    payload: dict[str, Any] = {"raw_id": r.upstream_id, "extra": r.extra}
-    if r.done_at is not None:
-        payload["done_at"] = r.done_at.isoformat()
-    if r.submitted_after is not None:
-        payload["submitted_after"] = r.submitted_after.isoformat()
-    return payload
-
-
-def _kept_receipt(row: PendingReceipt) -> Receipt:
-    payload = dict(row.payload or {})
-    raw_id = str(payload.pop("raw_id", row.upstream_id))
-    extra = payload.pop("extra", None)
-    if extra is None:  # rows kept before the payload had an "extra" key: the rest of it is the extra
-        extra = {k: v for k, v in payload.items() if k not in ("done_at", "submitted_after")}
-    done_at, after = payload.get("done_at"), payload.get("submitted_after")
-    return Receipt(provider=row.provider, upstream_id=raw_id, status=Status(row.status),
-                   provider_status_code=row.provider_status_code, source=row.source, error_code=row.error_code,
-                   done_at=datetime.fromisoformat(done_at) if isinstance(done_at, str) else None, extra=extra,
-                   submitted_after=datetime.fromisoformat(after) if isinstance(after, str) else None)
-
-
-async def _apply_kept(session: AsyncSession, rows: Sequence[PendingReceipt], settings: Settings,
-                      counts: Counter[str] | None = None) -> int:
-    """Apply kept reports that now match a part, and remove those from `pending_receipt`; the others
-    stay kept as they were. Returns how many were applied."""
-    receipts = [_kept_receipt(r) for r in rows]
-    _finals, unmatched = await _apply_batch(session, receipts, settings, counts, [r.created_at for r in rows])
-    left = {id(r) for r in unmatched}
-    done = [row.id for row, r in zip(rows, receipts, strict=True) if id(r) not in left]
-    if done:
-        await session.execute(delete(PendingReceipt).where(PendingReceipt.id.in_(done)))
-    return len(done)
-
-
-async def apply_kept(session: AsyncSession, ids: Sequence[int], settings: Settings,
-                     counts: Counter[str] | None = None) -> int:
-    """Apply these kept reports if their parts exist now (no commit); returns how many were applied.
-
-    Call in a transaction of its own, after the one that kept them committed. The report's transaction
-    and the one recording its part's submit response may each miss the other's rows (neither has
-    committed when the other reads); whichever commits second sees the first's rows in its check after
-    committing (this, or the dispatcher's `apply_pending` after its commit), so one of the two applies
-    the report. The rows are locked (waiting, not skipped) so that a check running alongside the other
-    side's finishes first: it applies the report or leaves it for the other, never both or neither.
-    """
-    if not ids:
-        return 0
-    rows = (await session.scalars(
-        select(PendingReceipt).where(PendingReceipt.id.in_(list(ids))).order_by(PendingReceipt.id)
-        .with_for_update())).all()
-    if not rows:
-        return 0
-    return await _apply_kept(session, rows, settings, counts)
-
-
-async def apply_pending(session: AsyncSession, provider: str, upstream_ids: Iterable[str],
-                        settings: Settings, counts: Counter[str] | None = None) -> None:
-    """Apply reports that arrived before these ids were known (no commit). Call in a transaction of its
-    own after the one that recorded the parts has committed (see `apply_kept` for why)."""
-    formats = _id_formats(settings)
-    wanted = {c for u in upstream_ids for c in _kept_ids(u, formats.get(provider, "same"))}
-    if not wanted:
-        return
-    rows = (await session.scalars(
-        select(PendingReceipt)
-        .where(PendingReceipt.upstream_id.in_(wanted))
-        .where(or_(PendingReceipt.provider.is_(None), PendingReceipt.provider == provider))
-        .where(PendingReceipt.created_at >= utcnow() - timedelta(seconds=OVERTAKE_SECONDS))
-        .order_by(PendingReceipt.id)
-        .with_for_update()  # waits for an `apply_kept` of the same report to finish (see there)
-    )).all()
-    if not rows:
-        return
-    await _apply_kept(session, rows, settings, counts)
-
-
-def _kept_ids(submit_id: str, id_format: str) -> list[str]:
-    """How a report for this submit id is kept (its id as the receipt writes it, normalised)."""
-    value = normalise_upstream_id(submit_id)
-    if id_format == "hex" and value.isdigit() and len(value) <= 30:
-        return [format(int(value), "x")]
-    if id_format == "decimal" and value and set(value) <= set("0123456789abcdef") and len(value) <= 24:
-        return [str(int(value, 16))]
-    if id_format == "auto":
-        return _wanted(submit_id)
-    return [value]
-
-
-async def sweep_pending(session: AsyncSession, settings: Settings, limit: int = 1000,
-                        counts: Counter[str] | None = None) -> int:
-    """Apply kept reports whose id has appeared since (no commit).
-
-    The backstop for a kept report that neither `apply_kept` nor `apply_pending` applied (the process
-    stopped between a commit and its check, or the check failed). Only
-    reports kept in the last OVERTAKE_SECONDS can still match; recent ones (two minutes) are tried
-    in every form their id may take, older ones only if a part has their exact id, so the sweep stays
-    cheap when many reports for unknown ids pile up.
-    """
-    now = utcnow()
-    recent = now - _RECENT
-    rows = list((await session.scalars(
-        select(PendingReceipt).where(PendingReceipt.created_at >= recent).order_by(PendingReceipt.id).limit(limit)
-        .with_for_update(skip_locked=True)  # rows a check is applying right now are its own
-    )).all())
-    rows += (await session.scalars(
-        select(PendingReceipt)
-        .where(PendingReceipt.created_at < recent,
-               PendingReceipt.created_at >= now - timedelta(seconds=OVERTAKE_SECONDS))
-        .where(PendingReceipt.upstream_id.in_(
-            select(MessagePart.upstream_id).where(MessagePart.upstream_id.is_not(None),
-                                                  MessagePart.status.not_in([s.value for s in FINAL]))))
-        .order_by(PendingReceipt.id).limit(limit)
-        .with_for_update(of=PendingReceipt, skip_locked=True)
-    )).all()
-    if not rows:
-        return 0
-    wanted = {c for r in rows for c in _wanted(r.upstream_id)}
-    known = set((await session.scalars(
-        select(MessagePart.upstream_id).where(MessagePart.upstream_id.in_(wanted),
-                                              MessagePart.status.not_in([s.value for s in FINAL])))).all())
-    ready = [r for r in rows if known.intersection(_wanted(r.upstream_id))]
-    if not ready:
-        return 0
-    return await _apply_kept(session, ready, settings, counts)
-
-
-async def purge_expired_pending(session: AsyncSession) -> int:
-    result = await session.execute(delete(PendingReceipt).where(PendingReceipt.expires_at < utcnow()))
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -21,8 +21,9 @@ from app.config import Settings
 from app.domain.messages import InboundSms, Receipt
 from app.errors import SinkClosed
 from app.metrics import Metrics
+from app.services import kept_receipts
 from app.services.inbound import store_inbound
-from app.services.receipts import apply_kept, apply_receipts
+from app.services.receipts import apply_receipts
 
 log = logging.getLogger("smsgw.receipts")
 
@@ -84,17 +85,14 @@ class DbReportSink:
 
     async def _apply_kept(self, kept: list[int]) -> None:
         # Kept reports whose part was being recorded while they were matched: it may have committed
-        # since (see apply_kept). They are stored already, so a failure here only waits for the sweep.
-        counts: Counter[str] = Counter()
+        # since (see services/kept_receipts.py). They are stored already, so a failure here only waits
+        # for the sweep.
         try:
-            async with self._sessions() as s:
-                applied = await apply_kept(s, kept, self._settings, counts)
-                if applied:
-                    await s.commit()
+            counts = await kept_receipts.recheck_kept(self._sessions, kept, self._settings)
         except Exception:
             log.exception("applying %d kept receipts failed: left to the sweep", len(kept))
             return
-        if applied:
+        if counts is not None:
             self._metrics.count_reports(counts, receipts=False)  # counted when they arrived
             self._on_commit()
 

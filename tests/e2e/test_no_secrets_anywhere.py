@@ -116,7 +116,7 @@ async def test_no_secret_leaks(module_db_url: str, module_sessions: async_sessio
             root.setLevel(old_level)
     async with module_sessions() as s:
         stored = []
-        for table in ("message", "message_part", "status_event", "outbox_event", "pending_receipt",
+        for table in ("message", "message_part", "status_event", "outbox_event", "kept_receipt",
                       "inbound_message", "api_key", "idempotency_record"):
             stored += [str(tuple(row)) for row in (await s.execute(text(f"SELECT * FROM {table}"))).all()]
     logs = stream.getvalue()

@@ -11,7 +11,7 @@ from conftest import TWILIO_TOKEN, WEBHOOK_TOKEN
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import InboundMessage, MessagePart, OutboxEvent, PendingReceipt
+from app.db.tables import InboundMessage, KeptReceipt, MessagePart, OutboxEvent
 from app.domain.ids import normalise_upstream_id
 from app.domain.twilio_signature import compute_signature
 
@@ -122,7 +122,7 @@ async def test_failed_notification_reports_failed_with_code(
 async def test_notification_before_id_is_known_is_applied_later(
         api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
     from app.config import Settings
-    from app.services.receipts import apply_pending
+    from app.services.kept_receipts import recheck_submitted
 
     sid = await _send(api)
     upstream = "SM" + secrets.token_hex(16)
@@ -130,12 +130,10 @@ async def test_notification_before_id_is_known_is_applied_later(
                        headers=TOKEN)
     assert r.status_code == 200
     async with sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(PendingReceipt)
-                              .where(PendingReceipt.upstream_id == upstream.lower())) == 1
+        assert await s.scalar(select(func.count()).select_from(KeptReceipt)
+                              .where(KeptReceipt.upstream_id == upstream.lower())) == 1
     await _mark_sent(sessions, sid, [upstream])
-    async with sessions() as s:
-        await apply_pending(s, "twilio", [upstream], Settings(database_url="x"))
-        await s.commit()
+    await recheck_submitted(sessions, [("twilio", [upstream])], Settings(database_url="x"))
     assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "delivered"
     assert len(await _reports(sessions, sid)) == 1
 

@@ -20,7 +20,7 @@ from conftest import API_KEY, WEBHOOK_TOKEN, api_settings, running_app
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import IdempotencyRecord, InboundMessage, Message, MessagePart, OutboxEvent, PendingReceipt
+from app.db.tables import IdempotencyRecord, InboundMessage, KeptReceipt, Message, MessagePart, OutboxEvent
 from app.domain.ids import normalise_upstream_id
 
 SEND = "/msg-client/send"
@@ -319,8 +319,8 @@ async def test_hostile_text_in_a_status_webhook_is_stored_verbatim_or_refused_na
         else:
             assert r.status_code == 200, (name, r.text)
             async with sessions() as s:
-                assert await s.scalar(select(func.count()).select_from(PendingReceipt).where(
-                    PendingReceipt.upstream_id == normalise_upstream_id(value))), name
+                assert await s.scalar(select(func.count()).select_from(KeptReceipt).where(
+                    KeptReceipt.upstream_id == normalise_upstream_id(value))), name
         # A status word is one of the contract's, whatever else it is.
         r = await api.post(STATUS, data={"MessageSid": upstream, "MessageStatus": value}, headers=TOKEN)
         assert_error(r, 400, "SmsStatus" if name != "nul" else "MessageStatus")
@@ -331,7 +331,7 @@ async def test_sql_in_input_executed_nothing(api: httpx.AsyncClient, sessions: a
     r = await api.post(SEND, json={"To": "+14155550144", "Body": HOSTILE["sql"], "From": "Acme"})
     assert r.status_code == 200
     assert (await _stored(api, r.json()["MessageSid"]))["Body"] == HOSTILE["sql"]
-    for table in (Message, MessagePart, InboundMessage, OutboxEvent, PendingReceipt, IdempotencyRecord):
+    for table in (Message, MessagePart, InboundMessage, OutboxEvent, KeptReceipt, IdempotencyRecord):
         assert await count(sessions, table) >= 0
 
 
@@ -479,7 +479,7 @@ async def test_missing_webhook_credentials_are_401_and_garbage_ones_403(
         anon: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], path: str) -> None:
     form = {"Body": "x", "From": "+96170999888", "To": "+96170000001", "SmsSid": "SM" + secrets.token_hex(16),
             "MessageSid": "SM" + secrets.token_hex(16), "MessageStatus": "delivered"}
-    before = (await count(sessions, InboundMessage), await count(sessions, PendingReceipt))
+    before = (await count(sessions, InboundMessage), await count(sessions, KeptReceipt))
     for headers in ({}, {"X-API-Key": API_KEY}, {"Authorization": ""}, {"X-Twilio-Signature-Typo": "x"}):
         assert_error(await anon.post(path, data=form, headers=headers), 401, code="webhook_auth_required")
     refused: list[dict[str, str | bytes]] = [
@@ -498,4 +498,4 @@ async def test_missing_webhook_credentials_are_401_and_garbage_ones_403(
     ]
     for headers in refused:
         assert_error(await anon.post(path, data=form, headers=headers), 403, code="webhook_auth_failed")
-    assert (await count(sessions, InboundMessage), await count(sessions, PendingReceipt)) == before
+    assert (await count(sessions, InboundMessage), await count(sessions, KeptReceipt)) == before

@@ -11,16 +11,18 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import app.dispatch.dispatcher as dispatcher_module
-import app.services.receipts as receipts_module
+import app.db.kept_store as kept_store
+import app.services.dispatching as dispatching_module
 from app.config import Settings
-from app.db.tables import Message, MessagePart, PendingReceipt, StatusEvent, utcnow
-from app.dispatch.dispatcher import Claimed, Dispatcher, Outcome
-from app.domain.ids import UpstreamId, normalise_upstream_id
+from app.db.tables import KeptReceipt, Message, MessagePart, StatusEvent, utcnow
+from app.dispatch.dispatcher import Dispatcher
+from app.domain.dispatching import Claimed, Outcome, OutcomeKind
+from app.domain.ids import MessageSid, UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt, SubmitResult
 from app.domain.status import Status
 from app.metrics import Metrics
-from app.services.receipts import apply_pending, apply_receipts, apply_to_parts
+from app.services.kept_receipts import recheck_submitted
+from app.services.receipts import apply_receipts, apply_to_parts
 from app.services.sink import DbReportSink
 
 SETTINGS = Settings(database_url="x", receipt_timeout_seconds=72 * 3600, providers=[
@@ -62,8 +64,8 @@ async def status(sessions: async_sessionmaker[AsyncSession], sid: str) -> str:
 
 async def kept(sessions: async_sessionmaker[AsyncSession], upstream_id: str) -> int:
     async with sessions() as s:
-        return int(await s.scalar(select(func.count()).select_from(PendingReceipt)
-                                  .where(PendingReceipt.upstream_id == normalise_upstream_id(upstream_id))) or 0)
+        return int(await s.scalar(select(func.count()).select_from(KeptReceipt)
+                                  .where(KeptReceipt.upstream_id == normalise_upstream_id(upstream_id))) or 0)
 
 
 def fresh_number() -> int:
@@ -132,14 +134,13 @@ async def test_a_kept_report_keeps_its_tlvs_and_never_lands_on_a_part_sent_long_
     await report(sessions, "smsc-same", overtaking, extra=tlvs)
     await report(sessions, "smsc-same", stale, extra=tlvs)
     async with sessions() as s:  # this one came an hour ago: its message was never recorded here
-        await s.execute(update(PendingReceipt).where(PendingReceipt.upstream_id == normalise_upstream_id(stale))
+        await s.execute(update(KeptReceipt).where(KeptReceipt.upstream_id == normalise_upstream_id(stale))
                         .values(created_at=utcnow() - timedelta(hours=1)))
         await s.commit()
     first = await sent(sessions, "smsc-same", overtaking)
     later = await sent(sessions, "smsc-same", stale)  # the id reused by another message
+    await recheck_submitted(sessions, [("smsc-same", [overtaking, stale])], SETTINGS)
     async with sessions() as s:
-        await apply_pending(s, "smsc-same", [overtaking, stale], SETTINGS)
-        await s.commit()
         part_tlvs = await s.scalar(select(MessagePart.tlvs).where(MessagePart.message_sid == first))
     assert await status(sessions, first) == "delivered" and part_tlvs == tlvs
     assert await status(sessions, later) == "sent"
@@ -177,9 +178,9 @@ async def sending(sessions: async_sessionmaker[AsyncSession], owner: str) -> str
 
 
 def accepted(sid: str, upstream_id: str) -> Outcome:
-    claimed = Claimed(sid, "+4477000000", None, "x", "GSM7", "split", False, None, "smpp", 1,
+    claimed = Claimed(MessageSid(sid), "+4477000000", None, "x", "GSM7", "split", False, None, "smpp", 1,
                       "http://127.0.0.1:9/status", False)  # a callback: its outbox row is written in the record
-    return Outcome(claimed, "sent", "smsc-same", SubmitResult((UpstreamId(upstream_id),)))
+    return Outcome(claimed, OutcomeKind.SENT, "smsc-same", SubmitResult((UpstreamId(upstream_id),)))
 
 
 def receipt_for(upstream_id: str) -> Receipt:
@@ -194,13 +195,13 @@ async def test_receipt_kept_while_its_submit_is_being_recorded_is_applied_when_t
     dispatcher = Dispatcher(sessions, SETTINGS, {}, Metrics(), owner)  # not started: no sweep
     sid = await sending(sessions, owner)
     sink = DbReportSink(sessions, SETTINGS, Metrics())
-    record_outbox = dispatcher_module.outbox_insert
+    record_outbox = dispatching_module.outbox_insert
 
     async def receipt_meanwhile(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
         await sink.receipts([receipt_for(upstream)])  # the record's transaction is open: kept
         await record_outbox(s, rows)
 
-    monkeypatch.setattr(dispatcher_module, "outbox_insert", receipt_meanwhile)
+    monkeypatch.setattr(dispatching_module, "outbox_insert", receipt_meanwhile)
     await dispatcher._record([accepted(sid, upstream)])
     assert await status(sessions, sid) == "delivered"
     assert await kept(sessions, upstream) == 0
@@ -212,13 +213,14 @@ async def test_submit_recorded_while_its_receipt_is_being_kept_is_applied_when_t
     owner = "owner-" + secrets.token_hex(4)
     dispatcher = Dispatcher(sessions, SETTINGS, {}, Metrics(), owner)  # not started: no sweep
     sid = await sending(sessions, owner)
-    keep = receipts_module._keep_pending
+    keep = kept_store.insert_kept
 
-    async def record_meanwhile(s: AsyncSession, unmatched: list[Receipt], settings: Settings) -> list[int]:
+    async def record_meanwhile(s: AsyncSession, unmatched: list[Receipt], now: datetime,
+                               ttl: timedelta) -> list[int]:
         await dispatcher._record([accepted(sid, upstream)])  # the receipt found no part and is not kept yet
-        return await keep(s, unmatched, settings)
+        return await keep(s, unmatched, now, ttl)
 
-    monkeypatch.setattr(receipts_module, "_keep_pending", record_meanwhile)
+    monkeypatch.setattr(kept_store, "insert_kept", record_meanwhile)
     await DbReportSink(sessions, SETTINGS, Metrics()).receipts([receipt_for(upstream)])
     assert await status(sessions, sid) == "delivered"
     assert await kept(sessions, upstream) == 0

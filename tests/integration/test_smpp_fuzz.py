@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import SmppProviderConfig
-from app.db.tables import PendingReceipt
+from app.db.tables import KeptReceipt
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
@@ -544,7 +544,7 @@ async def test_receipt_for_an_id_never_submitted_is_kept_pending_before_it_is_ac
         # The deliver_sm_resp has come, so the report must already be committed.
         async with sessions() as s:
             session.notes["kept"] = (await s.scalars(
-                select(PendingReceipt).where(PendingReceipt.provider == name))).all()
+                select(KeptReceipt).where(KeptReceipt.provider == name))).all()
 
     sink = DbReportSink(sessions, api_settings(db_url), Metrics())
     sink.start()

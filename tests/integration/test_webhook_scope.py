@@ -13,7 +13,7 @@ from conftest import WEBHOOK_TOKEN, api_settings, running_app
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import Message, MessagePart, PendingReceipt, utcnow
+from app.db.tables import KeptReceipt, Message, MessagePart, utcnow
 from app.domain.ids import new_message_sid, normalise_upstream_id
 from app.domain.twilio_signature import compute_signature
 
@@ -64,8 +64,8 @@ async def test_a_signed_status_applies_only_to_the_signing_providers_messages(
     assert r.status_code == 200, r.text
     assert await _status(module_sessions, of_b) == "sent"  # account A cannot touch B's message
     async with module_sessions() as s:
-        kept = (await s.scalars(select(PendingReceipt.provider).where(
-            PendingReceipt.upstream_id == normalise_upstream_id(upstream)))).all()
+        kept = (await s.scalars(select(KeptReceipt.provider).where(
+            KeptReceipt.upstream_id == normalise_upstream_id(upstream)))).all()
     assert list(kept) == ["twilio-a"]  # kept for an A message with that id, should one appear
 
     delivered = {"MessageSid": upstream, "MessageStatus": "delivered"}

@@ -31,7 +31,9 @@ def test_a_long_message_is_delivered_when_its_last_part_is_and_reported_once() -
     msg, parts = _message("SM1", 3)
     receipts = [(_receipt(f"id{i}", Status.DELIVERED), [p]) for i, p in enumerate(parts)]
     out = decide(receipts, [], {"SM1": msg}, {"SM1": parts}, now=NOW, report_queue="delivery-report")
-    assert [h["applied"] for h in out.history] == [False, False, True]  # parts 1 and 2 leave it `sent`
+    assert [h["applied"] for h in out.history] == [False, False]  # parts 1 and 2 leave it `sent`
+    # the final entry is the message row's own (no history row): when, who said so, and what
+    assert (msg.done_at, msg.done_source, msg.done_detail) == (NOW, "smpp:smsc-main", None)
     assert msg.status is Status.DELIVERED and out.finals == ["SM1"]
     assert [r["kind"] for r in out.outbox] == ["report"]
     assert orjson.loads(out.outbox[0]["body"])["DeliveryStatus"] == "DELIVERED"
@@ -65,7 +67,7 @@ def test_a_late_enroute_never_moves_a_delivered_part_back() -> None:
     out = decide([(_receipt("a", Status.DELIVERED), parts), (_receipt("a", Status.SENT, "ENROUTE"), parts)], [],
                  {"SM4": msg}, {"SM4": parts}, now=NOW, report_queue="dr")
     assert parts[0].status is Status.DELIVERED and msg.status is Status.DELIVERED
-    assert [h["applied"] for h in out.history] == [True, False]
+    assert [h["applied"] for h in out.history] == [False] and msg.done_at == NOW  # the first: the row's own
 
 
 def test_vendor_tlvs_are_merged_into_the_part() -> None:
@@ -90,3 +92,37 @@ def test_delivered_keeps_no_error_code() -> None:
     decide([(_receipt("a", Status.DELIVERED, error_code="000"), parts)], [], {"SM7": msg}, {"SM7": parts},
            now=NOW, report_queue="dr")
     assert msg.error_code is None and parts[0].error_code == "000"
+
+
+def test_a_one_part_message_keeps_its_receipt_on_the_message_row_only() -> None:
+    msg = MessageState("SM8", Status.SENT, Recipient("SM8", "smpp", "+96170123456", None, "smsc-main", None),
+                       None, None)
+    part = PartState(next(_ids), "SM8", Status.SENT)  # not polled
+    text = {"receipt": {"id": "a", "stat": "DELIVRD", "err": "000"}}  # what the message row says already
+    out = decide([(_receipt("a", Status.DELIVERED, error_code="000", extra=text), [part])], [], {"SM8": msg},
+                 {"SM8": [part]}, now=NOW, report_queue="dr")
+    assert out.parts == {} and out.history == []  # one row version: the message's
+    row = out.messages["SM8"].row()
+    assert (row["status"], row["provider_status_code"], row["done_at"], row["done_detail"]) == (
+        "delivered", "DELIVRD", NOW, "err 000")
+
+
+def test_a_one_part_message_still_writes_its_part_when_polled_or_given_tlvs() -> None:
+    polled, _ = _message("SM9", 1)
+    parts = [PartState(next(_ids), "SM9", Status.SENT, next_poll_at=NOW)]
+    out = decide([(_receipt("a", Status.DELIVERED), parts)], [], {"SM9": polled}, {"SM9": parts}, now=NOW,
+                 report_queue="dr")
+    assert set(out.parts) == {parts[0].id} and parts[0].next_poll_at is None  # the poller stops asking
+    msg, _ = _message("SM10", 1)
+    plain = [PartState(next(_ids), "SM10", Status.SENT)]
+    tlvs = {"tlvs": {"mccmnc": "25001"}, "receipt": {"stat": "DELIVRD"}}
+    out = decide([(_receipt("a", Status.DELIVERED, extra=tlvs), plain)], [], {"SM10": msg},
+                 {"SM10": plain}, now=NOW, report_queue="dr")
+    assert set(out.parts) == {plain[0].id} and plain[0].tlvs == tlvs
+
+
+def test_a_report_that_changes_nothing_or_not_to_its_own_status_is_a_history_row() -> None:
+    msg, parts = _message("SM11", 2)
+    out = decide([(_receipt("a", Status.SENT, "ENROUTE"), [parts[0]])], [], {"SM11": msg}, {"SM11": parts},
+                 now=NOW, report_queue="dr")
+    assert [(h["status"], h["applied"]) for h in out.history] == [("sent", False)] and msg.done_at is None

@@ -1,0 +1,124 @@
+"""The dispatcher's statements: claiming due messages, recording what each submit attempt did, and the
+housekeeping around leases. Set-based (one statement for a batch) and without commits: the unit of
+work is app/services/dispatching.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.bulk import insert_rows, update_rows
+from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent
+from app.domain.dispatching import Claimed
+from app.domain.ids import MessageSid, UpstreamId
+from app.domain.messages import PartProgress
+from app.domain.status import Status
+
+_CLAIMED = (Message.sid, Message.to_number, Message.from_addr, Message.full_body, Message.encoding,
+            Message.long_message_mode, Message.flash, Message.validity_period, Message.channel, Message.attempts,
+            Message.callback_url, Message.send_at)
+
+
+async def claim_due(session: AsyncSession, owner: str, limit: int, now: datetime, lease: timedelta) -> list[Claimed]:
+    """Take up to `limit` due messages: one UPDATE … WHERE sid IN (SELECT … FOR UPDATE SKIP LOCKED)
+    RETURNING, so dispatchers sharing a database never take the same one. They become `sending`,
+    leased to `owner`; parts accepted on an earlier attempt come with them (`progress`)."""
+    due = (select(Message.sid)
+           .where(Message.due_at.is_not(None), Message.due_at <= now)
+           .order_by(Message.due_at).limit(limit)
+           .with_for_update(skip_locked=True))  # ignored by SQLite, which has one writer anyway
+    stmt = (update(Message).where(Message.sid.in_(due.scalar_subquery()))
+            .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease,
+                    due_at=None, attempts=Message.attempts + 1, updated_at=now)
+            .returning(*_CLAIMED))
+    rows = (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
+    claimed = [Claimed(MessageSid(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],
+                       r[11] is not None and int(r[9]) == 1) for r in rows]
+    await _load_progress(session, claimed)
+    return claimed
+
+
+async def _load_progress(session: AsyncSession, claimed: list[Claimed]) -> None:
+    """Parts accepted on an earlier attempt, for messages tried before (the only ones that can have any)."""
+    again = {c.sid: c for c in claimed if c.attempts > 1}
+    if not again:
+        return
+    rows = (await session.execute(
+        select(MessagePart.message_sid, MessagePart.part_no, MessagePart.provider, MessagePart.upstream_id,
+               MessagePart.concat_ref)
+        .where(MessagePart.message_sid.in_(list(again))))).all()
+    by_sid: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_sid[row[0]].append(row)
+    for sid, parts in by_sid.items():
+        accepted = {int(p[1]): UpstreamId(p[3]) for p in parts if p[3] is not None}
+        if accepted:
+            reference = next((int(p[4]) for p in parts if p[4] is not None), None)
+            again[MessageSid(sid)].progress = PartProgress(parts[0][2], reference, len(parts), accepted)
+
+
+async def mark_sent(session: AsyncSession, sids: Sequence[str], provider: str, owner: str,
+                    now: datetime) -> set[str]:
+    """`sent` by `provider`, for those of `sids` still leased to `owner`; returns those."""
+    return set((await session.scalars(
+        update(Message)
+        .where(Message.sid.in_(list(sids)), Message.lease_owner == owner, Message.status == Status.SENDING.value)
+        .values(status=Status.SENT.value, provider=provider, lease_owner=None, lease_expires_at=None,
+                updated_at=now, sent_at=now)
+        .returning(Message.sid),
+        execution_options={"synchronize_session": False})).all())
+
+
+async def update_owned(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str) -> set[str]:
+    """Message rows (by sid) still leased to `owner`, each set to its values; returns the sids changed."""
+    return set(await update_rows(session, Message.__table__, "sid", rows, only_if={"lease_owner": owner}))
+
+
+async def delete_unaccepted_parts(session: AsyncSession, sids: Sequence[str]) -> None:
+    """The parts an earlier attempt left without an upstream id (the accepted ones keep their rows)."""
+    if sids:
+        await session.execute(delete(MessagePart).where(MessagePart.message_sid.in_(list(sids)),
+                                                        MessagePart.upstream_id.is_(None)))
+
+
+async def cancel_queued_parts(session: AsyncSession, sid: str) -> None:
+    await session.execute(update(MessagePart)
+                          .where(MessagePart.message_sid == sid, MessagePart.status == Status.QUEUED.value)
+                          .values(status=Status.CANCELED.value))
+
+
+async def insert_parts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_rows(session, MessagePart.__table__, rows)
+
+
+async def insert_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_rows(session, StatusEvent.__table__, rows)
+
+
+async def release_expired_leases(session: AsyncSession, now: datetime) -> int:
+    """Messages whose claimer died: due again now."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.status == Status.SENDING.value, Message.lease_expires_at < now)
+        .values(due_at=now, lease_owner=None, lease_expires_at=None, updated_at=now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def lock_unreceipted(session: AsyncSession, cutoff: datetime, limit: int) -> list[str]:
+    """Messages `sent` before `cutoff` and not changed since, oldest first, locked (skipping locked ones)."""
+    return list((await session.scalars(
+        select(Message.sid)
+        .where(Message.status == Status.SENT.value, Message.created_at < cutoff, Message.updated_at < cutoff)
+        .order_by(Message.created_at).limit(limit)
+        .with_for_update(skip_locked=True))).all())
+
+
+async def delete_idempotency_before(session: AsyncSession, cutoff: datetime) -> int:
+    result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

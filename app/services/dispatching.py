@@ -1,0 +1,234 @@
+"""The dispatcher's unit of work: claiming due messages, and recording the outcomes of submit attempts.
+
+Each call is one transaction, committed here; the dispatcher (app/dispatch/) never holds one while it
+talks to an upstream. Recording is set-based: a batch of outcomes costs one statement per kind of
+change, not one per message (app/db/dispatch_store.py).
+
+What an outcome writes:
+- `sent`: the message row (status, provider, `sent_at`, which is its history entry), one row per part
+  with the upstream's id (receipts match on it), and a StatusCallback call when it has one;
+- `retry`: the message due again after a backoff, and a history row saying why;
+- `failed`: the message final (`done_at` and the rest of its history entry on its row), its delivery
+  report and callback (services/status_change.py decides those, as it does for receipts);
+- a long message that stopped part-way also keeps each part's outcome (`_record_parts`).
+Only messages still leased to this dispatcher change: one whose lease expired meanwhile is another's.
+After the commit, reports kept for the ids just recorded are applied (services/kept_receipts.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import dispatch_store as store
+from app.db.tables import utcnow
+from app.domain.dispatching import Claimed, Outcome, OutcomeKind
+from app.domain.ids import normalise_upstream_id
+from app.domain.messages import Receipt
+from app.domain.routing import backoff_seconds
+from app.domain.status import Status
+from app.services import kept_receipts
+from app.services.receipts import apply_receipts, outbox_insert
+from app.services.status_change import Recipient, history_row, outbox_rows
+
+log = logging.getLogger("smsgw.dispatch")
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What a recorded batch changed, for the metrics and the publishers."""
+
+    statuses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, provider) → messages
+    outbox: int = 0  # outbox rows written
+    kept_applied: Counter[str] = field(default_factory=Counter)  # kept reports applied after the commit
+
+
+async def claim(sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
+                limit: int) -> list[Claimed]:
+    now = utcnow()
+    async with sessions() as s:
+        claimed = await store.claim_due(s, owner, limit, now, timedelta(seconds=settings.dispatch_lease_seconds))
+        scheduled = [history_row(c.sid, Status.QUEUED, "scheduler", now) for c in claimed if c.was_scheduled]
+        if scheduled:
+            await store.insert_history(s, scheduled)
+        await s.commit()
+    return claimed
+
+
+async def record(sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
+                 batch: Sequence[Outcome], poll_after: dict[str, float]) -> Recorded:
+    """Record `batch` in one transaction (retried by the caller on failure), then apply the reports kept
+    for the ids it recorded. `poll_after`: the seconds before the first status query, for providers
+    that are polled."""
+    now = utcnow()
+    done = Recorded()
+    history: list[dict[str, Any]] = []
+    out_rows: list[dict[str, Any]] = []
+    accepted: list[tuple[str, list[str]]] = []  # (provider, upstream ids) recorded here
+    for o in batch:
+        if o.kind is OutcomeKind.RETRY and o.msg.attempts >= settings.retry_max_attempts:
+            o.kind, o.detail = OutcomeKind.FAILED, f"gave up after {o.msg.attempts} attempts: {o.detail}"
+    async with sessions() as s:
+        sent: dict[str, list[Outcome]] = defaultdict(list)
+        for o in batch:
+            if o.kind is OutcomeKind.SENT:
+                sent[o.provider or ""].append(o)
+        for provider, group in sent.items():
+            await _record_sent(s, settings, owner, provider, group, now, poll_after.get(provider), out_rows,
+                               accepted, done)
+        retries = [o for o in batch if o.kind is OutcomeKind.RETRY]
+        if retries:
+            await _record_retries(s, settings, owner, retries, now, history, accepted)
+        failures = [o for o in batch if o.kind is OutcomeKind.FAILED]
+        if failures:
+            await _record_failures(s, settings, owner, failures, now, out_rows, accepted, done)
+        if history:
+            await store.insert_history(s, history)
+        if out_rows:
+            await outbox_insert(s, out_rows)
+        await s.commit()
+    done.outbox = len(out_rows)
+    accepted = [(provider, ids) for provider, ids in accepted if ids]
+    if accepted:
+        try:
+            done.kept_applied = await kept_receipts.recheck_submitted(sessions, accepted, settings)
+        except Exception:
+            log.exception("applying reports kept for %d recorded submits failed: left to the sweep",
+                          sum(len(ids) for _, ids in accepted))
+    return done
+
+
+def _recipient(o: Outcome) -> Recipient:
+    m = o.msg
+    return Recipient(m.sid, m.channel, m.to, m.sender, o.provider, m.callback)
+
+
+async def _record_sent(s: AsyncSession, settings: Settings, owner: str, provider: str, group: list[Outcome],
+                       now: datetime, poll_after: float | None, out_rows: list[dict[str, Any]],
+                       accepted: list[tuple[str, list[str]]], done: Recorded) -> None:
+    owned = await store.mark_sent(s, [o.msg.sid for o in group], provider, owner, now)
+    group = [o for o in group if o.msg.sid in owned]
+    if not group:
+        return
+    # Parts accepted on an earlier attempt keep their rows (and any receipt they already got).
+    await store.delete_unaccepted_parts(s, [o.msg.sid for o in group if o.msg.attempts > 1])
+    poll_at = now + timedelta(seconds=poll_after) if poll_after is not None else None
+    await store.insert_parts(s, [
+        {"message_sid": o.msg.sid, "part_no": i + 1, "provider": provider, "upstream_id": normalise_upstream_id(uid),
+         "status": Status.SENT.value, "submitted_at": now, "next_poll_at": poll_at,
+         "provider_status_code": o.result.provider_status_code if o.result else None}
+        for o in group for i, uid in enumerate(o.result.upstream_ids if o.result else ())
+        if i + 1 not in o.accepted_before()])
+    for o in group:
+        out_rows += outbox_rows(_recipient(o), Status.SENT, report_queue=settings.delivery_report_queue,
+                                provider_status_code=None, error_code=None, at=now)
+    done.statuses[(Status.SENT.value, provider)] += len(group)
+    # Receipts that overtook these submit responses are applied after the commit.
+    accepted.append((provider, [str(u) for o in group for u in (o.result.upstream_ids if o.result else ())]))
+
+
+async def _record_retries(s: AsyncSession, settings: Settings, owner: str, retries: list[Outcome], now: datetime,
+                          history: list[dict[str, Any]], accepted: list[tuple[str, list[str]]]) -> None:
+    delays = {o.msg.sid: o.retry_after or backoff_seconds(o.msg.attempts, settings.retry_base_seconds,
+                                                          settings.retry_max_seconds, random.random())
+              for o in retries}
+    owned = await store.update_owned(s, [
+        {"sid": o.msg.sid, "status": Status.QUEUED.value, "due_at": now + timedelta(seconds=delays[o.msg.sid]),
+         "lease_owner": None, "lease_expires_at": None, "provider_status_code": o.code, "updated_at": now}
+        for o in retries], owner)
+    for o in retries:
+        if o.msg.sid in owned:
+            history.append(history_row(o.msg.sid, Status.QUEUED, f"provider:{o.provider or '-'}", now, code=o.code,
+                                       detail=f"retry in {delays[o.msg.sid]:.1f}s: {o.detail}"))
+            await _record_parts(s, o, now, accepted)
+
+
+async def _record_failures(s: AsyncSession, settings: Settings, owner: str, failures: list[Outcome],
+                           now: datetime, out_rows: list[dict[str, Any]], accepted: list[tuple[str, list[str]]],
+                           done: Recorded) -> None:
+    owned = await store.update_owned(s, [
+        {"sid": o.msg.sid, "status": Status.FAILED.value, "due_at": None, "lease_owner": None,
+         "lease_expires_at": None, "provider": o.provider, "provider_status_code": o.code, "error_code": o.code,
+         "updated_at": now, "done_at": now, "done_source": f"provider:{o.provider or '-'}", "done_detail": o.detail}
+        for o in failures], owner)
+    for o in failures:
+        if o.msg.sid not in owned:
+            continue
+        await _record_parts(s, o, now, accepted)
+        out_rows += outbox_rows(_recipient(o), Status.FAILED, report_queue=settings.delivery_report_queue,
+                                provider_status_code=o.code, error_code=o.code, at=now)
+        done.statuses[(Status.FAILED.value, o.provider or "-")] += 1
+
+
+async def _record_parts(s: AsyncSession, o: Outcome, now: datetime, accepted: list[tuple[str, list[str]]]) -> None:
+    """The parts of a long message that stopped part-way: accepted ones with their ids, the others
+    `queued` for the next attempt, or `failed` (the refused one) / `canceled` when the message failed.
+    The ids accepted on this attempt go to `accepted` (their kept reports are applied after commit)."""
+    progress = o.progress or o.msg.progress
+    if progress is None:
+        return
+    before = o.accepted_before()
+    await store.delete_unaccepted_parts(s, [o.msg.sid])
+    refused = min((n for n in range(1, progress.total + 1) if n not in progress.accepted), default=None)
+    rows: list[dict[str, Any]] = []
+    for n in range(1, progress.total + 1):
+        if n in before:
+            continue
+        uid = progress.accepted.get(n)
+        if uid is not None:
+            status, code = Status.SENT, None
+        elif o.kind is OutcomeKind.FAILED:
+            status, code = (Status.FAILED, o.code) if n == refused else (Status.CANCELED, None)
+        else:
+            status, code = Status.QUEUED, o.code if n == refused else None
+        rows.append({"message_sid": o.msg.sid, "part_no": n, "provider": progress.provider,
+                     "upstream_id": normalise_upstream_id(uid) if uid is not None else None,
+                     "status": status.value, "provider_status_code": code,
+                     "submitted_at": now if uid is not None else None, "concat_ref": progress.reference})
+    await store.insert_parts(s, rows)
+    if o.kind is OutcomeKind.FAILED:
+        await store.cancel_queued_parts(s, o.msg.sid)
+    accepted.append((progress.provider, [str(uid) for n, uid in progress.accepted.items() if n not in before]))
+
+
+# -- housekeeping (each its own transaction) ---------------------------------------------------------
+async def release_expired_leases(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Messages whose claimer died: due again now (this is the resubmit window)."""
+    async with sessions() as s:
+        n = await store.release_expired_leases(s, utcnow())
+        await s.commit()
+    return n
+
+
+async def expire_unreceipted(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                             limit: int = 1000) -> tuple[int, Counter[str]]:
+    """Messages `sent` longer than `receipt_timeout_seconds` with no final receipt (the upstream lost
+    them, or never sends receipts) become undelivered with code NO_RECEIPT, and get their report."""
+    cutoff = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
+    counts: Counter[str] = Counter()
+    async with sessions() as s:
+        sids = await store.lock_unreceipted(s, cutoff, limit)
+        if not sids:
+            return 0, counts
+        await apply_receipts(s, [Receipt(provider=None, upstream_id=sid, status=Status.UNDELIVERED,
+                                         provider_status_code="NO_RECEIPT", source="receipt-timeout",
+                                         error_code="NO_RECEIPT") for sid in sids], settings, counts)
+        await s.commit()
+    return len(sids), counts
+
+
+async def purge_idempotency_keys(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> int:
+    """Forget Idempotency-Keys older than `idempotency_ttl_seconds`."""
+    async with sessions() as s:
+        n = await store.delete_idempotency_before(
+            s, utcnow() - timedelta(seconds=settings.idempotency_ttl_seconds))
+        await s.commit()
+    return n

@@ -1,0 +1,62 @@
+"""What a message costs in rows (issue #15, the row diet), end to end over SMPP against the simulator:
+its history entries for `sent` and its final status come from its own row, a one-part message's part
+row is written once, and GET still answers the whole History."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.gateway import smpp_gateway, wait_status
+
+from app.db.tables import MessagePart, StatusEvent
+from app.providers.smpp.pdu import Status as SmppStatus
+from app.simulator import SimulatorConfig, SmscSimulator, SubmitRule
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SmscSimulator]:
+    simulator = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.02, dest_rules={}, reject_dest_rules={}))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+async def _rows(sessions: async_sessionmaker[AsyncSession], sid: str) -> tuple[int, list[tuple[str, str | None]]]:
+    async with sessions() as s:
+        events = int(await s.scalar(select(func.count()).select_from(StatusEvent)
+                                    .where(StatusEvent.message_sid == sid)) or 0)
+        parts = [(str(r[0]), r[1]) for r in (await s.execute(
+            select(MessagePart.status, MessagePart.upstream_id).where(MessagePart.message_sid == sid))).all()]
+    return events, parts
+
+
+async def test_a_delivered_message_has_its_whole_history_and_writes_no_history_row(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], sim: SmscSimulator) -> None:
+    to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
+    async with smpp_gateway(module_db_url, sim.port) as client:
+        r = await client.post("/msg-client/send", json={"To": to, "Body": "one part"})
+        sid = r.json()["MessageSid"]
+        m = await wait_status(client, sid, {"delivered", "failed"})
+    assert [(h["Status"], h["Source"], h["Applied"]) for h in m["History"]] == [
+        ("queued", "api", True), ("sent", "provider:smsc-main", True), ("delivered", "smpp:smsc-main", True)]
+    assert m["History"][2]["ProviderStatusCode"] == "DELIVRD" == m["ProviderStatusCode"]
+    assert m["History"][0]["At"] <= m["History"][1]["At"] <= m["History"][2]["At"]
+    events, parts = await _rows(module_sessions, sid)
+    assert events == 0  # both entries are the message row's own
+    assert len(parts) == 1 and parts[0][0] == "sent" and parts[0][1] == m["UpstreamIds"][0]  # written once
+
+
+async def test_a_message_failed_by_the_smsc_says_why_in_its_history(module_db_url: str, sim: SmscSimulator) -> None:
+    to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
+    sim.configure(submit_rules=[SubmitRule(SmppStatus.ESME_RSUBMITFAIL, suffix=to[-8:], times=0)])
+    async with smpp_gateway(module_db_url, sim.port) as client:
+        r = await client.post("/msg-client/send", json={"To": to, "Body": "refused"})
+        m = await wait_status(client, r.json()["MessageSid"], {"delivered", "failed"})
+    last = m["History"][-1]
+    assert [h["Status"] for h in m["History"]] == ["queued", "failed"]
+    assert (last["Source"], last["ProviderStatusCode"]) == ("provider:smsc-main", "0x00000045")
+    assert last["Detail"]  # the SMSC's refusal, as the dispatcher recorded it
