@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.domain.status import ReportCounts
 
 
 class Metrics:
@@ -28,7 +28,7 @@ class Metrics:
                                  "messages sent again after an unanswered submit (possible duplicates)",
                                  ["provider"], registry=r)
         self.receipts = Counter("smsgw_receipts_total",
-                                "status reports: matched to a message, unmatched (kept until the id is known), error",
+                                "status reports: matched to a message, kept (until the id is known), error",
                                 ["result"], registry=r)
         self.in_flight = Gauge("smsgw_provider_in_flight", "submits awaiting an answer", ["provider"], registry=r)
         self.provider_up = Gauge("smsgw_provider_up", "binds/connections up", ["provider"], registry=r)
@@ -39,16 +39,14 @@ class Metrics:
                                 registry=r)
         self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)
 
-    def count_reports(self, counts: Mapping[str, int], receipts: bool = True) -> None:
-        """Record what apply_receipts counted: reports matched / kept unmatched (when `receipts`; a kept
-        report applied later is not a new report) and each status change by provider."""
+    def count_reports(self, counts: ReportCounts, receipts: bool = True) -> None:
+        """Record what apply_receipts counted: reports matched / kept for an id not known yet (when
+        `receipts`; a kept report applied later is not a new report) and each status change by provider."""
         if receipts:
-            self.receipts.labels("matched").inc(counts.get("matched", 0))
-            self.receipts.labels("unmatched").inc(counts.get("kept", 0))
-        for key, n in counts.items():
-            if key.startswith("status:"):
-                _, status, provider = key.split(":", 2)
-                self.status.labels(status, provider).inc(n)
+            self.receipts.labels("matched").inc(counts.matched)
+            self.receipts.labels("kept").inc(counts.kept)
+        for (status, provider), n in counts.changes.items():
+            self.status.labels(status.value, provider).inc(n)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_latency.labels(method, route, str(status)).observe(seconds)

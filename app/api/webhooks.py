@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +11,7 @@ from app.api.deps import AppContext, Ctx
 from app.api.responses import Json
 from app.api.schemas import error_responses
 from app.domain.messages import InboundSms, Receipt
-from app.domain.status import WEBHOOK_STATUS
+from app.domain.status import WEBHOOK_STATUS, ReportCounts
 from app.domain.text import storable
 from app.errors import BadRequest
 from app.services.inbound import store_inbound
@@ -138,7 +137,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     error_code = _at_most((fields.get("ErrorCode") or "").strip(), "ErrorCode", MAX_ERROR_CODE) or None
     receipt = Receipt(provider=signed_by, upstream_id=upstream_id, status=status,
                       provider_status_code=error_code or word, source="webhook", error_code=error_code)
-    counts: Counter[str] = Counter()
+    counts: ReportCounts = ReportCounts()
     async with ctx.sessions() as session:
         await apply_receipts(session, [receipt], ctx.settings, counts)
         await session.commit()  # the upstream's 200 follows

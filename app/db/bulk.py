@@ -14,20 +14,23 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import JSON, FromClause, String, Table, Text, bindparam, insert, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
-def _unnest_insert(table: Table, columns: tuple[str, ...]) -> Any:
-    key = (table.name, columns)
+def _unnest_insert(table: Table, columns: tuple[str, ...], skip_conflicts: bool = False) -> Any:
+    key = (table.name + (":skip" if skip_conflicts else ""), columns)
     stmt = _STATEMENTS.get(key)
     if stmt is None:
         names = ", ".join(f'"{c}"' for c in columns)
         arrays = ", ".join(f":{c}" for c in columns)
         values = ", ".join(_value_sql(table, c, f'v."{c}"') for c in columns)
         sql = f'INSERT INTO "{table.name}" ({names}) SELECT {values} FROM unnest({arrays}) AS v({names})'
+        if skip_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
         stmt = text(sql).bindparams(
             *(bindparam(c, type_=ARRAY(_unbounded(table.c[c].type))) for c in columns))
         _STATEMENTS[key] = stmt
@@ -68,20 +71,25 @@ def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[st
     return out
 
 
-async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts with the same keys, column names of `table`) in one statement."""
+async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[dict[str, Any]],
+                      skip_conflicts: bool = False) -> None:
+    """Insert `rows` (dicts with the same keys, column names of `table`) in one statement; with
+    `skip_conflicts`, rows that would break a unique key are left out (ON CONFLICT DO NOTHING)."""
     if not rows:
         return
     tbl = cast(Table, table)
     if session.get_bind().dialect.name != "postgresql":
-        await session.execute(insert(tbl), list(rows))
+        stmt: Any = insert(tbl)
+        if skip_conflicts:
+            stmt = sqlite.insert(tbl).on_conflict_do_nothing()
+        await session.execute(stmt, list(rows))
         return
     rows = _with_defaults(tbl, rows)
     columns = tuple(rows[0])
     if any(len(r) != len(columns) for r in rows):
         raise ValueError("insert_rows: every row needs the same columns")
     params = {c: _array(tbl, c, [r[c] for r in rows]) for c in columns}
-    await session.execute(_unnest_insert(tbl, columns), params)
+    await session.execute(_unnest_insert(tbl, columns, skip_conflicts), params)
 
 
 def _unnest_update(table: Table, key: str, columns: tuple[str, ...], only_if: tuple[str, ...]) -> Any:

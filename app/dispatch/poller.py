@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import HttpProviderConfig, Settings, SmppProviderConfig
 from app.db.tables import Message, MessagePart, utcnow
 from app.domain.ids import UpstreamId
-from app.domain.status import Status
+from app.domain.status import ReportCounts, Status
 from app.metrics import Metrics
 from app.providers.base import Provider, Receipt, SenderQuery
 from app.services.receipts import apply_to_parts
@@ -122,7 +121,7 @@ class StatusPoller:
         async with self._sessions() as s:
             if reschedule:  # one executemany by primary key, not a statement per part
                 await s.execute(update(MessagePart), [{"id": pid, "next_poll_at": when} for pid, when in reschedule])
-            counts: Counter[str] = Counter()
+            counts = ReportCounts()
             await apply_to_parts(s, receipts, self._settings, counts)
             # Polled parts that reached a final status stop being polled (apply_receipts clears it);
             # make sure even a non-advancing answer does not poll forever.

@@ -7,7 +7,9 @@ final nothing changes it (later receipts are recorded in the history, not applie
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -118,3 +120,16 @@ def aggregate_parts(part_statuses: Iterable[Status]) -> Status:
 def report_delivery_status(status: Status) -> str:
     """The `DeliveryStatus` word of the ActiveMQ report (contract §4)."""
     return "DELIVERED" if status is Status.DELIVERED else "FAILED"
+
+
+@dataclass(slots=True)
+class ReportCounts:
+    """What applying a batch of reports did, for the metrics: reports matched to a message, reports kept
+    for an id not known yet, and each status change applied, by (status, provider)."""
+
+    matched: int = 0
+    kept: int = 0
+    changes: Counter[tuple[Status, str]] = field(default_factory=Counter)
+
+    def __bool__(self) -> bool:
+        return bool(self.matched or self.kept or self.changes)

@@ -34,7 +34,7 @@ from app.domain.dispatching import Claimed, Outcome, OutcomeKind
 from app.domain.ids import normalise_upstream_id
 from app.domain.messages import Receipt
 from app.domain.routing import backoff_seconds
-from app.domain.status import Status
+from app.domain.status import ReportCounts, Status
 from app.services import kept_receipts
 from app.services.receipts import apply_receipts, outbox_insert
 from app.services.status_change import Recipient, history_row, outbox_rows
@@ -48,7 +48,7 @@ class Recorded:
 
     statuses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, provider) → messages
     outbox: int = 0  # outbox rows written
-    kept_applied: Counter[str] = field(default_factory=Counter)  # kept reports applied after the commit
+    kept_applied: ReportCounts = field(default_factory=ReportCounts)  # kept reports applied after the commit
 
 
 async def claim(sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
@@ -209,11 +209,11 @@ async def release_expired_leases(sessions: async_sessionmaker[AsyncSession]) -> 
 
 
 async def expire_unreceipted(sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                             limit: int = 1000) -> tuple[int, Counter[str]]:
+                             limit: int = 1000) -> tuple[int, ReportCounts]:
     """Messages `sent` longer than `receipt_timeout_seconds` with no final receipt (the upstream lost
     them, or never sends receipts) become undelivered with code NO_RECEIPT, and get their report."""
     cutoff = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
-    counts: Counter[str] = Counter()
+    counts: ReportCounts = ReportCounts()
     async with sessions() as s:
         sids = await store.lock_unreceipted(s, cutoff, limit)
         if not sids:

@@ -23,7 +23,6 @@ would have matched it at once, and a part sent much later under a reused id is a
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -33,6 +32,7 @@ from app.config import Settings
 from app.db import kept_store
 from app.db.tables import KeptReceipt, utcnow
 from app.domain.ids import normalise_upstream_id
+from app.domain.status import ReportCounts
 from app.services import receipts
 
 OVERTAKE_SECONDS = receipts.OVERTAKE_SECONDS
@@ -41,12 +41,12 @@ RECENT = receipts.RECENT
 
 # -- the checks after a commit (each its own transaction) -------------------------------------------
 async def recheck_kept(sessions: async_sessionmaker[AsyncSession], ids: Sequence[int],
-                       settings: Settings) -> Counter[str] | None:
+                       settings: Settings) -> ReportCounts | None:
     """The receipt side's check: apply these just-kept reports if their parts committed meanwhile.
     Returns the status counts when any was applied (committed), None when none was."""
     if not ids:
         return None
-    counts: Counter[str] = Counter()
+    counts: ReportCounts = ReportCounts()
     async with sessions() as s:
         rows = await kept_store.lock_by_ids(s, ids)
         if not rows or not await _apply_kept(s, rows, settings, counts):
@@ -56,9 +56,9 @@ async def recheck_kept(sessions: async_sessionmaker[AsyncSession], ids: Sequence
 
 
 async def recheck_submitted(sessions: async_sessionmaker[AsyncSession],
-                            accepted: Sequence[tuple[str, Sequence[str]]], settings: Settings) -> Counter[str]:
+                            accepted: Sequence[tuple[str, Sequence[str]]], settings: Settings) -> ReportCounts:
     """The submit side's check: apply reports kept for these (provider, upstream ids) just recorded."""
-    counts: Counter[str] = Counter()
+    counts: ReportCounts = ReportCounts()
     formats = receipts.id_formats(settings)
     since = utcnow() - timedelta(seconds=OVERTAKE_SECONDS)
     async with sessions() as s:
@@ -75,13 +75,13 @@ async def recheck_submitted(sessions: async_sessionmaker[AsyncSession],
 
 
 async def sweep(sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                limit: int = 1000) -> Counter[str] | None:
+                limit: int = 1000) -> ReportCounts | None:
     """The backstop: apply kept reports whose id has appeared since. Recent ones (two minutes) are tried
     in every form their id may take, older ones (up to OVERTAKE_SECONDS) only if a part has their exact
     id, so the sweep stays cheap when many reports for unknown ids pile up. Returns the status counts
     when any was applied (committed)."""
     now = utcnow()
-    counts: Counter[str] = Counter()
+    counts: ReportCounts = ReportCounts()
     async with sessions() as s:
         rows = await kept_store.lock_recent(s, now - RECENT, limit)
         rows += await kept_store.lock_older_known(s, now - RECENT, now - timedelta(seconds=OVERTAKE_SECONDS), limit)
@@ -105,7 +105,7 @@ async def purge_expired(sessions: async_sessionmaker[AsyncSession]) -> int:
 
 # -- applying ---------------------------------------------------------------------------------------
 async def _apply_kept(session: AsyncSession, rows: Sequence[KeptReceipt], settings: Settings,
-                      counts: Counter[str] | None = None) -> int:
+                      counts: ReportCounts | None = None) -> int:
     """Apply kept reports that now match a part and remove those rows; the others stay kept as they were.
     Returns how many were applied."""
     reports = [kept_store.report_of(r) for r in rows]

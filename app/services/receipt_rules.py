@@ -30,7 +30,6 @@ from app.domain.messages import Receipt
 from app.domain.status import REPORTED, Status, advances, aggregate_parts
 from app.services.status_change import Recipient, history_row, outbox_rows
 
-
 # What a report may carry that the message row already says (the SMPP receipt text's fields).
 _ON_THE_MESSAGE = frozenset({"receipt"})
 
@@ -83,8 +82,8 @@ class Changes:
     history: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
-    # `status:<status>:<provider>` for each change applied (metrics)
-    counts: Counter[str] = field(default_factory=Counter)
+    # (status, provider) → messages, for each change applied (metrics)
+    counts: Counter[tuple[Status, str]] = field(default_factory=Counter)
     # (sid, status after the report, reported, applied, receipt) for the "status" log line
     applied: list[tuple[str, Status, Receipt, bool]] = field(default_factory=list)
 
@@ -135,7 +134,7 @@ def _settle(out: Changes, msg: MessageState, r: Receipt, new: Status, now: datet
     out.applied.append((msg.sid, new if applied else msg.status, r, applied))
     if not applied:
         return
-    out.counts[f"status:{new.value}:{msg.recipient.provider or '-'}"] += 1
+    out.counts[(new, msg.recipient.provider or "-")] += 1
     msg.status = new
     if r.provider_status_code:
         msg.provider_status_code = r.provider_status_code

@@ -24,7 +24,7 @@ same transaction: that is the only place reports are created, so there is one pe
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,10 +37,9 @@ from app.config import Settings, SmppProviderConfig
 from app.db import kept_store
 from app.db.bulk import insert_rows, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
-from app.db.upsert import insert_ignore
 from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
-from app.domain.status import FINAL, Status
+from app.domain.status import FINAL, ReportCounts, Status
 from app.services.receipt_rules import MessageState, PartState, decide
 from app.services.status_change import Recipient
 
@@ -134,7 +133,7 @@ async def _candidate_parts(session: AsyncSession, wanted: set[str],
 
 
 async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
-                         counts: Counter[str] | None = None, kept: list[int] | None = None) -> list[str]:
+                         counts: ReportCounts | None = None, kept: list[int] | None = None) -> list[str]:
     """Apply a batch of reports (no commit). Returns the sids whose status became final; `counts` (when
     given) gains `matched`, `kept` (reports for ids not known yet, kept as pending) and
     `status:<status>:<provider>` for each status change applied; `kept` (when given) gains the ids of
@@ -151,12 +150,12 @@ async def apply_receipts(session: AsyncSession, receipts: Sequence[Receipt], set
         if kept is not None:
             kept.extend(ids)
     if counts is not None:
-        counts["kept"] += len(unmatched)
+        counts.kept += len(unmatched)
     return finals
 
 
 async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settings: Settings,
-                       counts: Counter[str] | None = None,
+                       counts: ReportCounts | None = None,
                        kept_at: Sequence[datetime] | None = None) -> tuple[list[str], list[Receipt]]:
     """Apply what matches; returns (sids that became final, reports that matched nothing)."""
     if not receipts:
@@ -181,12 +180,12 @@ async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settin
 
     finals = await _apply(session, matched, direct, settings, counts)
     if counts is not None:
-        counts["matched"] += len(matched) + len(direct)
+        counts.matched += len(matched) + len(direct)
     return finals, unmatched
 
 
 async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Receipt]], settings: Settings,
-                         counts: Counter[str] | None = None) -> list[str]:
+                         counts: ReportCounts | None = None) -> list[str]:
     """Apply answers about known parts (a status poll asked about part `id`; no commit): each goes to
     the part asked about and its siblings with the same upstream id, never to another message that
     holds the id too. Returns the sids whose status became final."""
@@ -200,7 +199,7 @@ async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Rec
     matched = [(r, siblings[(asked[pid].message_sid, asked[pid].upstream_id)]) for pid, r in reports if pid in asked]
     finals = await _apply(session, matched, {}, settings, counts)
     if counts is not None:
-        counts["matched"] += len(matched)
+        counts.matched += len(matched)
     return finals
 
 
@@ -209,7 +208,7 @@ async def _apply(
     matched: list[tuple[Receipt, list[_Part]]],
     direct: dict[str, Receipt],
     settings: Settings,
-    counts: Counter[str] | None = None,
+    counts: ReportCounts | None = None,
 ) -> list[str]:
     """Decide (receipt_rules.decide) and write: one statement each for the parts, the messages, the
     history and the outbox, whatever the batch size. Plain rows in, no ORM objects or flush."""
@@ -242,7 +241,7 @@ async def _apply(
                                       "applied": applied, "provider_status_code": r.provider_status_code,
                                       "error_code": r.error_code, "upstream_id": r.upstream_id, "source": r.source})
     if counts is not None:
-        counts.update(out.counts)
+        counts.changes.update(out.counts)
     if out.parts:
         await update_rows(session, MessagePart.__table__, "id", [p.row() for p in out.parts.values()])
     if out.messages:
@@ -262,5 +261,10 @@ _STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, M
 
 
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Outbox rows, skipping any whose dedupe_key is already there."""
-    await session.execute(insert_ignore(session, OutboxEvent), rows)
+    """Outbox rows, skipping any whose dedupe_key is already there: one statement for all the rows that
+    name the same columns (each builder in events/outbox.py always names the same ones)."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        shapes[tuple(sorted(r))].append(r)
+    for same in shapes.values():
+        await insert_rows(session, OutboxEvent.__table__, same, skip_conflicts=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.domain.messages import InboundSms, Receipt
+from app.domain.status import ReportCounts
 from app.errors import SinkClosed
 from app.metrics import Metrics
 from app.services import kept_receipts
@@ -72,7 +73,7 @@ class DbReportSink:
         self._on_commit()
 
     async def _apply(self, receipts: list[Receipt]) -> None:
-        counts: Counter[str] = Counter()
+        counts: ReportCounts = ReportCounts()
         kept: list[int] = []
         async with self._sessions() as s:
             finals = await apply_receipts(s, receipts, self._settings, counts, kept)

@@ -39,7 +39,7 @@ def test_a_long_message_is_delivered_when_its_last_part_is_and_reported_once() -
     assert orjson.loads(out.outbox[0]["body"])["DeliveryStatus"] == "DELIVERED"
     assert set(out.parts) == {p.id for p in parts} and all(p.done_at == NOW and p.next_poll_at is None for p in parts)
     assert out.messages["SM1"].row()["status"] == "delivered"
-    assert out.counts == {"status:delivered:smsc-main": 1}
+    assert out.counts == {(Status.DELIVERED, "smsc-main"): 1}
 
 
 def test_one_undelivered_part_fails_the_message_with_its_code() -> None:
