@@ -70,8 +70,10 @@ class Workers:
             asyncio.create_task(self.poller.run(), name="status-poller"),
         ]
         self.dispatcher.start()
+        self.ctx.accept_batcher.hand_off = self.dispatcher  # new messages go straight to it
 
     async def stop(self) -> None:
+        self.ctx.accept_batcher.hand_off = None
         await self.dispatcher.stop()
         for provider in self.providers.values():
             with contextlib.suppress(Exception):

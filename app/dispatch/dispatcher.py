@@ -79,6 +79,8 @@ class Dispatcher:
         self._runners: list[asyncio.Task[None]] = []
         self._stopping = False
         self._housekeeping = Housekeeping(sessions, settings, metrics, self._on_outbox, self.wake, self.busy)
+        self.owner = owner
+        self.lease_seconds = settings.dispatch_lease_seconds
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,6 +107,21 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    # -- taking messages straight from the accept path (domain.dispatching.HandOff) ---------------------
+    def room(self) -> int:
+        return 0 if self._stopping or not self._runners else max(0, 2 * self._capacity - self._in_flight)
+
+    def take(self, claimed: list[Claimed]) -> None:
+        self._start_sending(claimed)
+        self._last_claimed = asyncio.get_running_loop().time()
+
+    def _start_sending(self, claimed: list[Claimed]) -> None:
+        for msg in claimed:
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def busy(self) -> bool:
         """Sending, or sent something in the last two minutes (the housekeeping runs faster then)."""
@@ -135,11 +152,7 @@ class Dispatcher:
                 log.exception("claim failed")
                 await asyncio.sleep(1.0)
                 continue
-            for msg in claimed:
-                self._in_flight += 1
-                task = asyncio.create_task(self._send(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._start_sending(claimed)
             if claimed:
                 idle = 0.05
                 self._last_claimed = asyncio.get_running_loop().time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from app.domain.ids import MessageSid
 from app.domain.messages import PartProgress, SubmitResult
@@ -52,3 +53,18 @@ class Outcome:
     def accepted_before(self) -> set[int]:
         """Part numbers that already have their row from an earlier attempt."""
         return set(self.msg.progress.accepted) if self.msg.progress is not None else set()
+
+
+class HandOff(Protocol):
+    """A dispatcher that takes messages straight from the accept path (services/accept_batch.py): the
+    rows are inserted already claimed by it (`sending`, leased to `owner`), so no claim UPDATE is
+    written for them, and it starts sending them once they are committed."""
+
+    owner: str
+    lease_seconds: float
+
+    def room(self) -> int:
+        """How many more messages it can take now (0 while stopping)."""
+
+    def take(self, claimed: list[Claimed]) -> None:
+        """Send these (committed, leased to `owner`)."""

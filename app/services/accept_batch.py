@@ -8,6 +8,12 @@ rows are committed, and an idle batcher adds no delay: the first request is writ
 
 If a batch fails (database down, a constraint), every request in it fails with that error; nothing of a
 failed batch is committed, so nothing is half-written.
+
+With a dispatcher in this process (`hand_off`), messages due now are inserted already claimed by it, as
+many as it has room for: `sending`, leased to it, exactly what its claim would have written. Once the
+commit is done they go straight to it. That saves the claim's UPDATE (a row version on `message`
+with all its index entries, the most expensive statement of the whole path) and its round trip. If
+the process dies, the lease expires and another dispatcher sends them, as for a claimed message.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.bulk import insert_rows
-from app.db.tables import Message, SendRequest
+from app.db.tables import Message, SendRequest, utcnow
+from app.domain.dispatching import Claimed, HandOff
+from app.domain.ids import MessageSid
+from app.domain.status import Status
 
 MAX_ROWS_PER_COMMIT = 20_000
 
@@ -40,6 +50,7 @@ class AcceptBatcher:
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows = 0
+        self.hand_off: HandOff | None = None  # set while this process's dispatcher runs
 
     async def insert(self, rows: list[dict[str, Any]], requests: list[dict[str, Any]] | None = None) -> None:
         """Insert message rows (and the send_request rows they point to); returns once they are
@@ -58,12 +69,15 @@ class AcceptBatcher:
                 item = self._queue.pop(0)
                 batch.append(item)
                 count += len(item.rows)
+            hand_off = self.hand_off
+            requests = [r for item in batch for r in item.requests]
+            rows = [r for item in batch for r in item.rows]
+            taken = _claim_for(hand_off, rows, requests) if hand_off is not None else []
             try:
                 async with self._sessions() as s:
-                    requests = [r for item in batch for r in item.requests]
                     if requests:
                         await s.execute(insert(SendRequest), requests)
-                    await insert_rows(s, Message.__table__, [r for item in batch for r in item.rows])
+                    await insert_rows(s, Message.__table__, rows)
                     await s.commit()
             except Exception as exc:
                 for item in batch:
@@ -72,11 +86,38 @@ class AcceptBatcher:
                 continue
             self.commits += 1
             self.rows += count
+            if taken and hand_off is not None:
+                hand_off.take(taken)
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
 
     async def close(self) -> None:
+        self.hand_off = None
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer, 10)
+
+
+def _claim_for(hand_off: HandOff, rows: list[dict[str, Any]], requests: list[dict[str, Any]]) -> list[Claimed]:
+    """Mark up to `hand_off.room()` of the rows due now as claimed by it (in place; every row gets the
+    lease columns, one INSERT needs the same columns in all) and return them as it will send them."""
+    room = hand_off.room()
+    now = utcnow()
+    expires = now + timedelta(seconds=hand_off.lease_seconds)
+    shared = {r["sid"]: r for r in requests}
+    taken: list[Claimed] = []
+    for row in rows:
+        due = room > 0 and row["status"] == Status.QUEUED.value and row["send_at"] is None
+        row["lease_owner"], row["lease_expires_at"] = (hand_off.owner, expires) if due else (None, None)
+        if not due:
+            continue
+        room -= 1
+        row.update(status=Status.SENDING.value, due_at=None, attempts=1)
+        request = shared.get(row["batch_sid"]) if row["batch_sid"] else None
+        body = row["body"] if request is None else request["body"]
+        callback = row["status_callback"] if request is None else request["status_callback"]
+        taken.append(Claimed(MessageSid(row["sid"]), row["to_number"], row["from_addr"], body, row["encoding"],
+                             row["long_message_mode"], bool(row["flash"]), row["validity_period"], row["channel"],
+                             1, callback, False))
+    return taken

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.gateway import smpp_gateway, wait_status
 
 from app.db.tables import MessagePart, StatusEvent
+from app.domain.dispatching import Claimed
 from app.providers.smpp.pdu import Status as SmppStatus
+from app.services import dispatching
 from app.simulator import SimulatorConfig, SmscSimulator, SubmitRule
 
 
@@ -60,3 +64,43 @@ async def test_a_message_failed_by_the_smsc_says_why_in_its_history(module_db_ur
     assert [h["Status"] for h in m["History"]] == ["queued", "failed"]
     assert (last["Source"], last["ProviderStatusCode"]) == ("provider:smsc-main", "0x00000045")
     assert last["Detail"]  # the SMSC's refusal, as the dispatcher recorded it
+
+
+async def test_a_message_accepted_here_goes_to_this_dispatcher_without_a_claim(
+        module_db_url: str, sim: SmscSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    claimed: list[str] = []
+    claim = dispatching.claim
+
+    async def recording_claim(*args: Any, **kwargs: Any) -> list[Claimed]:
+        got = await claim(*args, **kwargs)
+        claimed.extend(c.sid for c in got)
+        return got
+
+    monkeypatch.setattr(dispatching, "claim", recording_claim)
+    to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
+    async with smpp_gateway(module_db_url, sim.port) as client:
+        sids = [(await client.post("/msg-client/send", json={"To": to, "Body": f"m{i}"})).json()["MessageSid"]
+                for i in range(5)]
+        done = [await wait_status(client, sid, {"delivered", "failed"}) for sid in sids]
+    assert [m["Status"] for m in done] == ["delivered"] * 5
+    assert not set(sids) & set(claimed)  # inserted already claimed by this process's dispatcher
+
+
+async def test_a_scheduled_message_is_claimed_when_due(module_db_url: str, sim: SmscSimulator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    claimed: list[str] = []
+    claim = dispatching.claim
+
+    async def recording_claim(*args: Any, **kwargs: Any) -> list[Claimed]:
+        got = await claim(*args, **kwargs)
+        claimed.extend(c.sid for c in got)
+        return got
+
+    monkeypatch.setattr(dispatching, "claim", recording_claim)
+    to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
+    send_at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    async with smpp_gateway(module_db_url, sim.port) as client:
+        sid = (await client.post("/msg-client/send", json={"To": to, "Body": "later", "SendAt": send_at})).json()[
+            "MessageSid"]
+        m = await wait_status(client, sid, {"delivered", "failed"}, timeout=20)
+    assert m["Status"] == "delivered" and sid in claimed
