@@ -36,7 +36,6 @@ from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
 from app.providers.base import InboundSms, OutboundMessage, Receipt, SubmitResult, UnknownOutcomeError
-from app.providers.smpp.esme import SmppProvider
 from app.providers.smpp.pdu import (
     HEADER,
     HEADER_LENGTH,
@@ -57,6 +56,7 @@ from app.providers.smpp.pdu import (
     tlv_cstr,
     tlv_int,
 )
+from app.providers.smpp.provider import SmppProvider
 from app.services.sink import DbReportSink
 
 BINDS = {CommandId.BIND_TRANSCEIVER, CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER}
