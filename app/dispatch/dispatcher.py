@@ -538,7 +538,7 @@ class Dispatcher:
             if not sids:
                 return 0
             counts: CounterType[str] = CounterType()
-            await apply_receipts(s, [Receipt(provider=None, upstream_id=sid, status=Status.UNDELIVERED,
+            await apply_receipts(s, [Receipt(provider=None, upstream_id=UpstreamId(sid), status=Status.UNDELIVERED,
                                              provider_status_code="NO_RECEIPT", source="receipt-timeout",
                                              error_code="NO_RECEIPT") for sid in sids], self._settings, counts)
             await s.commit()

@@ -40,7 +40,7 @@ from app.config import Settings, SmppProviderConfig
 from app.db.bulk import insert_rows, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, PendingReceipt, StatusEvent, utcnow
 from app.db.upsert import insert_ignore
-from app.domain.ids import normalise_upstream_id, receipt_id_candidates
+from app.domain.ids import UpstreamId, normalise_upstream_id, receipt_id_candidates
 from app.domain.messages import Receipt
 from app.domain.status import FINAL, Status
 from app.services.receipt_rules import MessageState, PartState, decide
@@ -295,7 +295,7 @@ def _payload(r: Receipt) -> dict[str, Any]:
 
 def _kept_receipt(row: PendingReceipt) -> Receipt:
     payload = dict(row.payload or {})
-    raw_id = str(payload.pop("raw_id", row.upstream_id))
+    raw_id = UpstreamId(str(payload.pop("raw_id", row.upstream_id)))
     extra = payload.pop("extra", None)
     if extra is None:  # rows kept before the payload had an "extra" key: the rest of it is the extra
         extra = {k: v for k, v in payload.items() if k not in ("done_at", "submitted_after")}
