@@ -137,7 +137,7 @@ class Session:
 
     async def until(self, command_id: int, sequence_number: int) -> list[Pdu]:
         """PDUs up to and including the one named (the answer to a probe)."""
-        seen = []
+        seen: list[Pdu] = []
         while True:
             pdu = await self.read()
             assert pdu is not None, f"the ESME hung up; it had sent {[p.name for p in seen]}"
@@ -628,7 +628,7 @@ def _probe(seq: int) -> bytes:
 
 def _templates(rng: random.Random) -> list[bytes]:
     seq = rng.randint(1, PROBE - 1)
-    receipt_tlvs = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr("123"), Tag.MESSAGE_STATE: tlv_int(2)}
+    receipt_tlvs: dict[int, bytes] = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr("123"), Tag.MESSAGE_STATE: tlv_int(2)}
     return [
         encode_pdu(Pdu(CommandId.DELIVER_SM, 0, seq, mo_fields(data_coding=rng.choice([0, 3, 8])))),
         encode_pdu(Pdu(CommandId.DELIVER_SM, 0, seq, receipt_fields("123"), receipt_tlvs)),

@@ -48,7 +48,7 @@ from app.providers.smpp.bind import Bind
 from app.providers.smpp.mo_reassembly import MoReassembly
 from app.providers.smpp.pdu import Pdu, concat_info, message_octets
 from app.providers.smpp.receipt_parse import STATUS_KINDS, DeliverKind, deliver_kind, parse_receipt
-from app.providers.smpp.submit import StatusClasses, build_parts, status_code
+from app.providers.smpp.submit import StatusClasses, build_parts, source_address, status_code
 from app.providers.throttle import Throttle
 
 log = logging.getLogger("smsgw.smpp")
@@ -183,7 +183,7 @@ class SmppProvider:
         """query_sm (seed 004: "or by using a separate QUERY_SM command on request"): a Receipt once the
         SMSC says the message is final, None while it is still en route. An SMSC that does not know the
         id (ESME_RQUERYFAIL, ESME_RINVMSGID) will never send its receipt: undelivered, NO_RECEIPT."""
-        ton, npi, addr = self._source_address(sender)
+        ton, npi, addr = source_address(sender, self.config)
         resp = await self._pick().query({"message_id": str(upstream_id), "source_addr_ton": ton,
                                          "source_addr_npi": npi, "source_addr": addr})
         source = f"query_sm:{self.name}"
@@ -201,15 +201,6 @@ class SmppProvider:
         return Receipt(provider=self.name, upstream_id=upstream_id, status=status, provider_status_code=stat,
                        source=source, error_code=str(error) if error and status is not Status.DELIVERED else None,
                        extra={"query_sm": {"final_date": resp.str_field("final_date")}})
-
-    def _source_address(self, sender: str | None) -> tuple[int, int, str]:
-        """(ton, npi, address) of the sender, as submit_sm wrote it (query_sm must repeat it)."""
-        sender = sender or self.config.default_from or ""
-        numeric = sender.lstrip("+").isdigit()
-        ton = self.config.source_ton if self.config.source_ton is not None else (
-            1 if numeric and sender.startswith("+") else (0 if numeric else 5))
-        npi = self.config.source_npi if self.config.source_npi is not None else (1 if numeric else 0)
-        return ton, npi, sender.lstrip("+")
 
     async def on_deliver(self, pdu: Pdu) -> None:
         """A deliver_sm or data_sm: a status report (by its esm_class message type) or an MO message."""
