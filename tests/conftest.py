@@ -4,7 +4,7 @@ Integration tests run on a real PostgreSQL: `make test` starts a throwaway clust
 exports SMSGW_TEST_PG_URL. Alembic migrates one template database per test session, once; every
 database a test asks for is a copy of it (`CREATE DATABASE … TEMPLATE`, ~50 ms instead of a second of
 migrations), dropped at the end. `db_url` is that database; `sqlite_url` a fresh SQLite file
-for the smoke subset.
+for the smoke subset. `sim` is the bundled SMSC simulator, set by the test's `simulator` mark.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from support.simulator import start_simulator
 
 from app.db.engine import create_engine, session_factory
 from app.db.migrate import upgrade_to_head
+from app.simulator import SmscSimulator
 
 if TYPE_CHECKING:
     import httpx
@@ -167,6 +169,18 @@ async def running_app(settings: Settings, start_workers: bool | None = False) ->
                                      headers={"X-API-Key": API_KEY}) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "simulator(**settings): SimulatorConfig fields for the `sim` fixture")
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SmscSimulator]:
+    """The bundled SMSC simulator for one test (support.simulator), set as its `simulator` mark says."""
+    mark = request.node.get_closest_marker("simulator")
+    async with start_simulator(**(mark.kwargs if mark is not None else {})) as simulator:
+        yield simulator
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from starlette.datastructures import FormData
 from app.api.deps import AppContext, Ctx
 from app.api.responses import Json
 from app.api.schemas import error_responses
+from app.domain.ids import UpstreamId
 from app.domain.messages import InboundSms, Receipt
 from app.domain.status import WEBHOOK_STATUS, ReportCounts
 from app.domain.text import storable
@@ -135,7 +136,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
         known = ", ".join(sorted(WEBHOOK_STATUS))
         raise BadRequest(f"unknown status {word!r} (known: {known})", "SmsStatus", code="invalid_field")
     error_code = _at_most((fields.get("ErrorCode") or "").strip(), "ErrorCode", MAX_ERROR_CODE) or None
-    receipt = Receipt(provider=signed_by, upstream_id=upstream_id, status=status,
+    receipt = Receipt(provider=signed_by, upstream_id=UpstreamId(upstream_id), status=status,
                       provider_status_code=error_code or word, source="webhook", error_code=error_code)
     counts: ReportCounts = ReportCounts()
     async with ctx.sessions() as session:

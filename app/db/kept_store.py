@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.tables import KeptReceipt, MessagePart
-from app.domain.ids import normalise_upstream_id
+from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
 from app.domain.status import FINAL, Status
 
@@ -45,7 +45,7 @@ def _payload(r: Receipt) -> dict[str, Any]:
 def report_of(row: KeptReceipt) -> Receipt:
     """The report a kept row holds, as it came."""
     payload = dict(row.payload or {})
-    raw_id = str(payload.pop("raw_id", row.upstream_id))
+    raw_id = UpstreamId(str(payload.pop("raw_id", row.upstream_id)))
     extra = payload.pop("extra", None)
     if extra is None:  # rows kept before the payload had an "extra" key: the rest of it is the extra
         extra = {k: v for k, v in payload.items() if k not in ("done_at", "submitted_after")}

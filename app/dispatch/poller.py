@@ -111,7 +111,7 @@ class StatusPoller:
                 receipts.append((pid, answer))
             elif cfg is None or age >= max_age:
                 receipts.append((pid, Receipt(
-                    provider=provider, upstream_id=upstream_id or "", status=Status.UNDELIVERED,
+                    provider=provider, upstream_id=UpstreamId(upstream_id or ""), status=Status.UNDELIVERED,
                     provider_status_code="NO_RECEIPT" if smpp else "UNKNOWN", source=f"poll:{provider}",
                     error_code="no final status within the provider's query window")))
             else:

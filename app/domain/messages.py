@@ -54,7 +54,7 @@ class Receipt:
     """A status report from an upstream about one of our parts, identified by its upstream id."""
 
     provider: str | None  # None when the reporter is not known (e.g. a webhook)
-    upstream_id: str
+    upstream_id: UpstreamId  # as the reporter wrote it; with provider None it may be our MessageSid (webhooks)
     status: Status
     provider_status_code: str | None
     source: str  # "smpp:<provider>", "webhook", "poll:<provider>"

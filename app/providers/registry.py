@@ -16,7 +16,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 def build_provider(cfg: SmppProviderConfig | HttpProviderConfig, settings: Settings) -> Provider:
     # Imported here so a deployment without a dialect's module loaded pays nothing for it.
     if isinstance(cfg, SmppProviderConfig):
-        from app.providers.smpp.esme import SmppProvider
+        from app.providers.smpp.provider import SmppProvider
 
         return SmppProvider(cfg)
     if cfg.dialect == "commpeak":

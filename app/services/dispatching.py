@@ -31,7 +31,7 @@ from app.config import Settings
 from app.db import dispatch_store as store
 from app.db.tables import utcnow
 from app.domain.dispatching import Claimed, Outcome, OutcomeKind
-from app.domain.ids import normalise_upstream_id
+from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
 from app.domain.routing import backoff_seconds
 from app.domain.status import ReportCounts, Status
@@ -218,7 +218,7 @@ async def expire_unreceipted(sessions: async_sessionmaker[AsyncSession], setting
         sids = await store.lock_unreceipted(s, cutoff, limit)
         if not sids:
             return 0, counts
-        await apply_receipts(s, [Receipt(provider=None, upstream_id=sid, status=Status.UNDELIVERED,
+        await apply_receipts(s, [Receipt(provider=None, upstream_id=UpstreamId(sid), status=Status.UNDELIVERED,
                                          provider_status_code="NO_RECEIPT", source="receipt-timeout",
                                          error_code="NO_RECEIPT") for sid in sids], settings, counts)
         await s.commit()

@@ -19,15 +19,7 @@ from conftest import api_settings, running_app
 from support.gateway import wait_status
 from support.servers import free_port
 
-from app.simulator import SimulatorConfig, SmscSimulator
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SmscSimulator]:
-    simulator = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.02))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+from app.simulator import SmscSimulator
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.logs import JsonFormatter, RedactFilter, settings_secrets
-from app.simulator import SimulatorConfig, SmscSimulator
+from app.simulator import SmscSimulator
 
 SECRETS = {
     "api_key": "ApiKey-7f3a9c1e55d2",
@@ -34,12 +33,7 @@ SECRETS = {
 }
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SmscSimulator]:
-    s = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.02, credentials={"acme": SECRETS["smpp_password"]}))
-    await s.start()
-    yield s
-    await s.stop()
+pytestmark = pytest.mark.simulator(credentials={"acme": SECRETS["smpp_password"]})
 
 
 async def test_no_secret_leaks(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession],

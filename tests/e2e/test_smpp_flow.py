@@ -15,15 +15,7 @@ from support.gateway import wait_status
 from support.quiet import until_quiet
 from support.stomp_consumer import Consumer
 
-from app.simulator import SimulatorConfig, SmscSimulator
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SmscSimulator]:
-    simulator = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.02))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+from app.simulator import SmscSimulator
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ async def sent(sessions: async_sessionmaker[AsyncSession], provider: str, upstre
 async def report(sessions: async_sessionmaker[AsyncSession], provider: str, upstream_id: str,
                  **extra: object) -> None:
     async with sessions() as s:
-        await apply_receipts(s, [Receipt(provider=provider, upstream_id=upstream_id, status=Status.DELIVERED,
+        await apply_receipts(s, [Receipt(provider=provider, upstream_id=UpstreamId(upstream_id), status=Status.DELIVERED,
                                          provider_status_code="DELIVRD", source=f"smpp:{provider}",
                                          **extra)], SETTINGS)  # type: ignore[arg-type]
         await s.commit()
@@ -118,7 +118,7 @@ async def test_a_report_for_final_parts_only_is_recorded_not_applied_nor_kept(
     uid = secrets.token_hex(5)
     sid = await sent(sessions, "smsc-same", uid, status="delivered")
     async with sessions() as s:
-        await apply_receipts(s, [Receipt(provider="smsc-same", upstream_id=uid, status=Status.UNDELIVERED,
+        await apply_receipts(s, [Receipt(provider="smsc-same", upstream_id=UpstreamId(uid), status=Status.UNDELIVERED,
                                          provider_status_code="UNDELIV", source="smpp:smsc-same")], SETTINGS)
         await s.commit()
         rows = (await s.execute(select(StatusEvent.status, StatusEvent.applied)
@@ -154,7 +154,7 @@ async def test_a_poll_answer_lands_on_the_part_asked_about(sessions: async_sessi
     async with sessions() as s:
         part_id = await s.scalar(select(MessagePart.id).where(MessagePart.message_sid == asked))
         assert part_id is not None
-        await apply_to_parts(s, [(part_id, Receipt(provider="smsc-same", upstream_id=uid, status=Status.UNDELIVERED,
+        await apply_to_parts(s, [(part_id, Receipt(provider="smsc-same", upstream_id=UpstreamId(uid), status=Status.UNDELIVERED,
                                                    provider_status_code="UNDELIV", source="query_sm:smsc-same"))],
                              SETTINGS)
         await s.commit()
@@ -184,7 +184,7 @@ def accepted(sid: str, upstream_id: str) -> Outcome:
 
 
 def receipt_for(upstream_id: str) -> Receipt:
-    return Receipt(provider="smsc-same", upstream_id=upstream_id, status=Status.DELIVERED,
+    return Receipt(provider="smsc-same", upstream_id=UpstreamId(upstream_id), status=Status.DELIVERED,
                    provider_status_code="DELIVRD", source="smpp:smsc-same")
 
 

@@ -5,7 +5,6 @@ row is written once, and GET still answers the whole History."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,15 +17,9 @@ from app.db.tables import MessagePart, StatusEvent
 from app.domain.dispatching import Claimed
 from app.providers.smpp.pdu import Status as SmppStatus
 from app.services import dispatching
-from app.simulator import SimulatorConfig, SmscSimulator, SubmitRule
+from app.simulator import SmscSimulator, SubmitRule
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SmscSimulator]:
-    simulator = SmscSimulator(SimulatorConfig(port=0, receipt_delay=0.02, dest_rules={}, reject_dest_rules={}))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.simulator(dest_rules={}, reject_dest_rules={})  # every number delivers
 
 
 async def _rows(sessions: async_sessionmaker[AsyncSession], sid: str) -> tuple[int, list[tuple[str, str | None]]]:

@@ -36,7 +36,6 @@ from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
 from app.providers.base import InboundSms, OutboundMessage, Receipt, SubmitResult, UnknownOutcomeError
-from app.providers.smpp.esme import SmppProvider
 from app.providers.smpp.pdu import (
     HEADER,
     HEADER_LENGTH,
@@ -57,6 +56,7 @@ from app.providers.smpp.pdu import (
     tlv_cstr,
     tlv_int,
 )
+from app.providers.smpp.provider import SmppProvider
 from app.services.sink import DbReportSink
 
 BINDS = {CommandId.BIND_TRANSCEIVER, CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER}
@@ -137,7 +137,7 @@ class Session:
 
     async def until(self, command_id: int, sequence_number: int) -> list[Pdu]:
         """PDUs up to and including the one named (the answer to a probe)."""
-        seen = []
+        seen: list[Pdu] = []
         while True:
             pdu = await self.read()
             assert pdu is not None, f"the ESME hung up; it had sent {[p.name for p in seen]}"
@@ -628,7 +628,7 @@ def _probe(seq: int) -> bytes:
 
 def _templates(rng: random.Random) -> list[bytes]:
     seq = rng.randint(1, PROBE - 1)
-    receipt_tlvs = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr("123"), Tag.MESSAGE_STATE: tlv_int(2)}
+    receipt_tlvs: dict[int, bytes] = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr("123"), Tag.MESSAGE_STATE: tlv_int(2)}
     return [
         encode_pdu(Pdu(CommandId.DELIVER_SM, 0, seq, mo_fields(data_coding=rng.choice([0, 3, 8])))),
         encode_pdu(Pdu(CommandId.DELIVER_SM, 0, seq, receipt_fields("123"), receipt_tlvs)),

@@ -60,7 +60,7 @@ def number() -> str:
 
 def raw_deliver(esm_class: int, upstream_id: str, text: str = "", stat: int | None = None) -> Outbound:
     """A deliver_sm the simulator would not write by itself (to any receiver)."""
-    tlvs = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr(upstream_id)}
+    tlvs: dict[int, bytes] = {Tag.RECEIPTED_MESSAGE_ID: tlv_cstr(upstream_id)}
     if stat is not None:
         tlvs[Tag.MESSAGE_STATE] = tlv_int(stat)
     body = encode_body(CommandId.DELIVER_SM, {"source_addr": "4477000001", "destination_addr": "Acme",

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from app.domain.ids import UpstreamId
 from app.domain.messages import Receipt
 from app.domain.status import Status
 from app.services.receipt_rules import MessageState, PartState, decide
@@ -17,7 +18,7 @@ _ids = itertools.count(1)
 
 
 def _receipt(uid: str, status: Status, code: str = "DELIVRD", **kw: object) -> Receipt:
-    return Receipt(provider="smsc-main", upstream_id=uid, status=status, provider_status_code=code,
+    return Receipt(provider="smsc-main", upstream_id=UpstreamId(uid), status=status, provider_status_code=code,
                    source="smpp:smsc-main", **kw)  # type: ignore[arg-type]
 
 
@@ -80,7 +81,7 @@ def test_vendor_tlvs_are_merged_into_the_part() -> None:
 
 def test_a_report_naming_our_message_sid_applies_its_status_directly_with_a_callback() -> None:
     msg, _ = _message("SM6", 0, callback="https://crm.example/cb")
-    r = Receipt(provider=None, upstream_id="SM6", status=Status.FAILED, provider_status_code="30008",
+    r = Receipt(provider=None, upstream_id=UpstreamId("SM6"), status=Status.FAILED, provider_status_code="30008",
                 source="webhook", error_code="30008")
     out = decide([], [("SM6", r)], {"SM6": msg}, {"SM6": []}, now=NOW, report_queue="dr")
     assert [o["kind"] for o in out.outbox] == ["report", "callback"]

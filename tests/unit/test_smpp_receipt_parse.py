@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.domain.status import Status
-from app.providers.smpp.esme import relative_validity
 from app.providers.smpp.receipt_parse import DeliverKind, deliver_kind, is_receipt, parse_receipt
+from app.providers.smpp.submit import relative_validity
 
 
 @pytest.mark.parametrize(("text", "uid", "stat", "status", "err"), [

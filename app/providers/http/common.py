@@ -81,7 +81,7 @@ def status_error(response: wire.Reply, provider: str) -> base.ProviderError:
     return base.RouteError(code, f"{provider} answered {status}")
 
 
-def final_receipt(provider: str, upstream_id: str, word: str) -> base.Receipt | None:
+def final_receipt(provider: str, upstream_id: UpstreamId, word: str) -> base.Receipt | None:
     """A polled status word (SMPP receipt vocabulary) as a Receipt once it is final, else None."""
     status = RECEIPT_STAT.get(word)
     if status is None or status not in REPORTED:

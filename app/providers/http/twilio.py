@@ -135,7 +135,7 @@ class TwilioProvider(HttpProvider):
         error_code = payload.get("error_code")
         error = str(error_code) if error_code not in (None, "", 0) else None
         return base.Receipt(
-            provider=self.name, upstream_id=str(payload.get("sid") or upstream_id), status=status,
+            provider=self.name, upstream_id=UpstreamId(str(payload.get("sid") or upstream_id)), status=status,
             provider_status_code=error or word, source=f"poll:{self.name}", error_code=error,
             extra={"error_message": payload.get("error_message")} if payload.get("error_message") else {},
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from app.domain.ids import UpstreamId
 from app.domain.status import MESSAGE_STATE_STAT, RECEIPT_STAT, Status
 
 MESSAGE_TYPE_MASK = 0x3C
@@ -55,7 +56,7 @@ VENDOR_TLVS = {0x2000: ("cost", "str"), 0x2001: ("flags", "int"), 0x2002: ("part
 
 @dataclass(frozen=True)
 class ParsedReceipt:
-    upstream_id: str
+    upstream_id: UpstreamId
     stat: str
     status: Status
     error_code: str | None
@@ -101,4 +102,4 @@ def parse_receipt(short_message: bytes, tlvs: dict[int, bytes], default_stat: st
         extra["tlvs"] = vendor
     if fields:
         extra["receipt"] = {k: v for k, v in fields.items() if k != "text"}
-    return ParsedReceipt(upstream_id, stat, status, err, extra)
+    return ParsedReceipt(UpstreamId(upstream_id), stat, status, err, extra)

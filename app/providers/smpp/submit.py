@@ -72,18 +72,26 @@ def relative_validity(seconds: int) -> str:
     return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
 
 
+def source_address(sender: str | None, config: SmppProviderConfig) -> tuple[int, int, str]:
+    """(ton, npi, address) of a sender (None: the provider's default_from), as submit_sm writes it and
+    query_sm must repeat it: `+` and digits international, digits alone unknown, else alphanumeric."""
+    sender = sender or config.default_from or ""
+    numeric = sender.lstrip("+").isdigit()
+    ton = config.source_ton if config.source_ton is not None else (
+        1 if numeric and sender.startswith("+") else (0 if numeric else 5))
+    npi = config.source_npi if config.source_npi is not None else (1 if numeric else 0)
+    return ton, npi, sender.lstrip("+")
+
+
 def build_parts(msg: OutboundMessage, config: SmppProviderConfig, reference: int) -> list[Part]:
     """submit_sm fields and TLVs of each part. `reference` is the concatenation reference: all 16 bits
     go in sar_msg_ref_num, the low 8 in the UDH (IEI 0x00, the 8-bit form handsets all read)."""
     seg = segment(msg.body, msg.encoding, msg.long_message_mode, flash=msg.flash)
     dc = data_coding(seg.encoding, msg.flash)  # flash: 0x10 / 0x18 (a Latin-1 flash goes as UCS-2)
-    sender = msg.sender or config.default_from or ""
-    numeric = sender.lstrip("+").isdigit()
+    ton, npi, source = source_address(msg.sender, config)
     base: dict[str, Any] = {
-        "service_type": "", "source_addr_ton": config.source_ton if config.source_ton is not None
-        else (1 if numeric and sender.startswith("+") else (0 if numeric else 5)),
-        "source_addr_npi": config.source_npi if config.source_npi is not None else (1 if numeric else 0),
-        "source_addr": sender.lstrip("+"), "dest_addr_ton": config.dest_ton,
+        "service_type": "", "source_addr_ton": ton, "source_addr_npi": npi, "source_addr": source,
+        "dest_addr_ton": config.dest_ton,
         "dest_addr_npi": config.dest_npi, "destination_addr": msg.to.lstrip("+"), "esm_class": 0,
         "protocol_id": 0, "priority_flag": 0, "schedule_delivery_time": "",
         "validity_period": relative_validity(msg.validity_period) if msg.validity_period else "",

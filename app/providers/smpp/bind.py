@@ -1,0 +1,301 @@
+"""One bind to the SMSC: bind/unbind, the submit window, sequence correlation, enquire_link, dropping a silent bind.
+
+- `window` submit_sm outstanding per bind (a semaphore released by the submit_sm_resp), sequence
+  numbers correlated in a dict (O(1));
+- each deliver_sm / data_sm is handled in its own task (a slow store never stalls the other PDUs) and
+  answered (deliver_sm_resp / data_sm_resp) only once its owner has stored it; if storing fails the
+  answer is ESME_RSYSERR and the SMSC redelivers;
+- a dropped bind fails its unanswered submits as UnknownOutcomeError (the dispatcher resubmits those:
+  the only resubmit window), rebinds with exponential backoff and jitter; stop() unbinds cleanly;
+- a submit_sm unanswered within `response_timeout` drops its bind at once: an SMSC that stopped
+  answering (frozen, overloaded) still takes bytes into its socket buffer and may process them
+  later, so refilling the window there would turn every later submit into a duplicate. The resubmits
+  are then bounded by the window, each message once (Kannel's default `wait-ack-expire` also
+  reconnects on an unacknowledged submit);
+- ESME_RTHROTTLED / ESME_RMSGQFUL pause the bind (a growing pause), ESME_RINVBNDSTS drops it to rebind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from typing import Any, Protocol
+
+from app.config import SmppProviderConfig
+from app.domain.ids import normalise_upstream_id
+from app.providers.base import RetryableError, SinkClosed, UnknownOutcomeError
+from app.providers.smpp import pdu
+from app.providers.smpp.pdu import (
+    RESPONSE_BIT,
+    CommandId,
+    Pdu,
+    PduError,
+    command_name,
+    decode_pdu,
+    encode_pdu,
+    response_for,
+    split_frames,
+)
+from app.providers.smpp.submit import StatusClasses, status_code
+
+log = logging.getLogger("smsgw.smpp")
+
+BIND_COMMAND = {"trx": CommandId.BIND_TRANSCEIVER, "tx": CommandId.BIND_TRANSMITTER, "rx": CommandId.BIND_RECEIVER}
+# How an SMSC that allows one receiving bind per account refuses a second one (seed 002).
+RECEIVER_TAKEN = frozenset({pdu.Status.ESME_RBINDFAIL, pdu.Status.ESME_RALYBND})
+
+
+class BindOwner(Protocol):
+    """What a bind needs of the provider it belongs to (SmppProvider)."""
+
+    config: SmppProviderConfig
+    name: str
+
+    def note_error(self, text: str) -> None: ...
+
+    def receiver_taken(self, bind: Bind) -> None:
+        """The SMSC refused this transceiver because the account's receiving bind is held elsewhere."""
+
+    def answered(self, message_id: str) -> None:
+        """A submit_sm_resp gave this (normalised) message id."""
+
+    async def on_deliver(self, pdu: Pdu) -> None:
+        """Store a deliver_sm / data_sm; returns once it is committed (the answer follows)."""
+
+
+class Bind:
+    """One TCP connection to the SMSC, bound as transceiver, transmitter or receiver."""
+
+    def __init__(self, provider: BindOwner, mode: str, index: int) -> None:
+        self.p = provider
+        self.cfg = provider.config
+        self.mode = mode
+        self.name = f"{provider.name}#{index}{mode}"
+        self.bound = False
+        self.window = asyncio.Semaphore(self.cfg.window)
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.pause = 0.05
+        self._seq = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def transmits(self) -> bool:
+        return self.mode in ("trx", "tx")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.bound and self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._request(CommandId.UNBIND, {}, {}), 2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.cfg.host, self.cfg.port), 10.0)
+            except (OSError, TimeoutError) as exc:
+                self.p.note_error(f"connect: {type(exc).__name__}")
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._writer = writer
+            reading = asyncio.create_task(self._read_loop(reader))
+            try:
+                resp = await asyncio.wait_for(self._request(BIND_COMMAND[self.mode], {
+                    "system_id": self.cfg.system_id, "password": self.cfg.password.get_secret_value(),
+                    "system_type": self.cfg.system_type, "interface_version": 0x34, "addr_ton": 0,
+                    "addr_npi": 0, "address_range": ""}, {}), self.cfg.response_timeout)
+                if resp.command_status != 0:
+                    self.p.note_error(f"bind refused {status_code(resp.command_status)}")
+                    if self.mode == "trx" and resp.command_status in RECEIVER_TAKEN:
+                        self.p.receiver_taken(self)
+                    raise ConnectionError("bind refused")
+                self.bound = True
+                backoff = 0.2
+                log.info("bound %s to %s:%d", self.name, self.cfg.host, self.cfg.port)
+                pinger = asyncio.create_task(self._enquire_links())
+                try:
+                    await reading
+                finally:
+                    pinger.cancel()
+            except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                if not self._stopping:
+                    self.p.note_error(f"session: {type(exc).__name__}: {exc}")
+            finally:
+                self.bound = False
+                reading.cancel()
+                writer.close()
+                self._fail_pending(UnknownOutcomeError("CONNECTION_LOST", "bind dropped before the answer"))
+            if not self._stopping:
+                log.warning("bind %s lost; rebinding in %.1fs", self.name, backoff)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 30.0)
+
+    def drop(self, reason: str) -> None:
+        """Abort the connection (not a graceful close: its write buffer may never drain) and rebind.
+        Nothing more is written on it; what it has unanswered ends as an unknown outcome."""
+        if self._writer is None or self._writer.is_closing():
+            return
+        log.warning("dropping %s: %s", self.name, reason)
+        self.p.note_error(f"dropped: {reason}")
+        self.bound = False
+        self._writer.transport.abort()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def _enquire_links(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.enquire_link_interval)
+            try:
+                await asyncio.wait_for(self._request(CommandId.ENQUIRE_LINK, {}, {}), self.cfg.response_timeout)
+            except (TimeoutError, Exception):
+                self.drop("enquire_link unanswered")
+                return
+
+    def _write(self, pdu: Pdu) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise ConnectionError("not connected")
+        self._writer.write(encode_pdu(pdu))
+
+    async def _request(self, command: int, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
+        seq = next(self._seq) & 0x7FFFFFFF or 1
+        fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        try:
+            self._write(Pdu(command, 0, seq, fields, tlvs))
+        except Exception:
+            self._pending.pop(seq, None)
+            raise
+        try:
+            return await fut
+        finally:
+            self._pending.pop(seq, None)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        buffer = bytearray()
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ConnectionError("SMSC closed the connection")
+            buffer += chunk
+            frames, error = split_frames(buffer)
+            for raw in frames:
+                self._dispatch(raw)
+            if error is not None:
+                raise ConnectionError(f"bad PDU framing from the SMSC: {error}")
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            pdu = decode_pdu(raw)
+        except PduError as exc:
+            if exc.command_id & RESPONSE_BIT:
+                # A response is never answered (not even with generic_nack); a request it may have been
+                # meant for stays pending and ends as an unknown outcome when its time is up.
+                log.warning("unreadable %s (seq %d) from the SMSC on %s: %s", command_name(exc.command_id),
+                            exc.sequence_number, self.name, exc)
+                return
+            with contextlib.suppress(Exception):
+                self._write(Pdu(CommandId.GENERIC_NACK, exc.status, exc.sequence_number))
+            return
+        if pdu.is_response:
+            fut = self._pending.get(pdu.sequence_number)
+            if fut is not None and not fut.done():
+                fut.set_result(pdu)
+            if pdu.command_id == CommandId.SUBMIT_SM_RESP and pdu.command_status == 0:
+                self.p.answered(normalise_upstream_id(pdu.str_field("message_id")))
+            return
+        if pdu.command_id == CommandId.ENQUIRE_LINK:
+            self._write(Pdu(CommandId.ENQUIRE_LINK_RESP, 0, pdu.sequence_number))
+        elif pdu.command_id == CommandId.UNBIND:
+            self._write(Pdu(CommandId.UNBIND_RESP, 0, pdu.sequence_number))
+            if self._writer is not None:
+                self._writer.close()
+        elif pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
+            task = asyncio.create_task(self._deliver(pdu, self._writer))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        else:
+            self._write(Pdu(CommandId.GENERIC_NACK, 0x03, pdu.sequence_number))
+
+    async def _deliver(self, pdu: Pdu, writer: asyncio.StreamWriter | None) -> None:
+        status = 0
+        try:
+            await self.p.on_deliver(pdu)
+        except SinkClosed:
+            log.info("deliver_sm %d arrived during shutdown; answering ESME_RSYSERR so the SMSC redelivers",
+                     pdu.sequence_number)
+            status = 0x08
+        except Exception:
+            log.exception("storing a deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers")
+            status = 0x08
+        if writer is not self._writer:
+            # Its session is gone: on the next one this sequence number may name another deliver_sm, which
+            # the answer would acknowledge unstored. Unanswered, this one is redelivered (and deduped).
+            log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
+            return
+        with contextlib.suppress(Exception):
+            self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
+                            {"message_id": ""} if status == 0 else {}))
+
+    async def query(self, fields: dict[str, Any]) -> Pdu:
+        """query_sm, outside the submit window (a status question is no message to send)."""
+        if not self.bound:
+            raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
+        try:
+            return await asyncio.wait_for(self._request(CommandId.QUERY_SM, fields, {}), self.cfg.response_timeout)
+        except TimeoutError:
+            raise RetryableError("TIMEOUT", "no query_sm_resp in time") from None
+        except ConnectionError as exc:
+            raise RetryableError("NOT_BOUND", str(exc)) from None
+
+    async def submit(self, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
+        async with self.window:
+            wait = self.paused_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self.bound:
+                raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
+            self.in_flight += 1
+            try:
+                resp = await asyncio.wait_for(self._request(CommandId.SUBMIT_SM, fields, tlvs),
+                                              self.cfg.response_timeout)
+            except TimeoutError:
+                # Before the slot is freed: no other submit_sm goes into a connection that stopped answering.
+                self.drop(f"submit_sm unanswered for {self.cfg.response_timeout:g}s")
+                raise UnknownOutcomeError("TIMEOUT", "no submit_sm_resp in time") from None
+            except ConnectionError as exc:
+                raise RetryableError("NOT_BOUND", str(exc)) from None
+            finally:
+                self.in_flight -= 1
+        status = resp.command_status
+        if StatusClasses.throttles(status):
+            self.paused_until = time.monotonic() + self.pause
+            self.pause = min(self.pause * 2, 5.0)
+        elif StatusClasses.needs_rebind(status):
+            self.drop(f"SMSC answered {status_code(status)} (not bound)")
+        elif status == 0:
+            self.pause = 0.05
+        return resp
