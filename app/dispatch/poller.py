@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import HttpProviderConfig, Settings, SmppProviderConfig
+from app.db.poll_queries import DuePart
 from app.db.tables import utcnow
 from app.domain.ids import UpstreamId
 from app.domain.status import Status
@@ -75,24 +76,24 @@ class StatusPoller:
         due = await claim_polls(self._sessions, now, BATCH, LEASE)  # leased: replicas never ask at once
         if not due:
             return 0
-        pending = [(p.id, p.provider, p.upstream_id, p.submitted_at) for p in due]
-        senders = {p.id: p.sender for p in due}
 
-        async def ask(pid: int, provider: str, upstream_id: str) -> Receipt | None:
+        async def ask(part: DuePart) -> Receipt | None:
             async with self._sem:
                 try:
-                    p = self._providers[provider]
+                    p = self._providers[part.provider]
+                    upstream_id = UpstreamId(part.upstream_id or "")
                     if isinstance(p, SenderQuery):
-                        return await p.query_status_from(UpstreamId(upstream_id), senders.get(pid))
-                    return await p.query_status(UpstreamId(upstream_id))
+                        return await p.query_status_from(upstream_id, part.sender)
+                    return await p.query_status(upstream_id)
                 except Exception as exc:
-                    log.warning("status query to %s failed: %s", provider, type(exc).__name__)
+                    log.warning("status query to %s failed: %s", part.provider, type(exc).__name__)
                     return None
 
-        answers = await asyncio.gather(*(ask(pid, p, u or "") for pid, p, u, _ in pending))
+        answers = await asyncio.gather(*(ask(part) for part in due))
         receipts: list[tuple[int, Receipt]] = []  # answers go to the part asked about (ids may be reused)
         reschedule: list[tuple[int, datetime]] = []
-        for (pid, provider, upstream_id, submitted), answer in zip(pending, answers, strict=True):
+        for part, answer in zip(due, answers, strict=True):
+            pid, provider, upstream_id, submitted = part.id, part.provider, part.upstream_id, part.submitted_at
             cfg = self._configs.get(provider)
             age = (now - submitted).total_seconds() if submitted else 0.0
             smpp = isinstance(cfg, SmppProviderConfig)
@@ -109,10 +110,10 @@ class StatusPoller:
                 delay = max(interval, min(age / 4, 3600.0))
                 reschedule.append((pid, now + timedelta(seconds=delay)))
         counts: Counter[str] = Counter()
-        answered = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]
+        answered = [part.id for part, a in zip(due, answers, strict=True) if a is not None]
         await record_answers(self._sessions, self._settings, receipts, reschedule, answered, counts)
         if self._metrics is not None:
             self._metrics.count_reports(counts)
         if receipts and self._on_commit is not None:
             self._on_commit()
-        return len(pending)
+        return len(due)
