@@ -5,6 +5,8 @@ ends or owns a transaction: a `.commit` (called or handed on as a callback), a `
 `engine.begin()` / `session.begin()` / `sessionmaker.begin()` commit when their block ends, so they
 are a commit by another spelling), a literal `COMMIT`/`BEGIN`/`END` given to `text()`/`execute()`, and
 `isolation_level="AUTOCOMMIT"` (every statement its own commit). It is proven to bite on planted code.
+It goes by the attribute's name, so a method that is not a database transaction's is better named
+otherwise (`send_commit_frame`, not `commit`).
 """
 
 from __future__ import annotations
