@@ -313,32 +313,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from app.db.engine import create_engine, session_factory
-    from app.db.tables import ApiKey
-    from app.services.api_keys import create_key, revoke_key
+    from app.services.api_keys import create_key_committed, list_keys, revoke_key_committed
 
     settings = _settings()
     engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
     try:
-        async with session_factory(engine)() as s:
-            if args.action == "create":
-                key, row = await create_key(s, args.name or "default", args.rate_limit, admin=args.admin)
-                await s.commit()
-                role = "admin (sees every account's messages)" if row.is_admin else "account (sees its own messages)"
-                print(f"id={row.id} name={row.name} {role}\n{key}\n(store it now: only its hash is kept)")
-            elif args.action == "list":
-                for k in (await s.scalars(select(ApiKey).order_by(ApiKey.id))).all():
-                    state = "revoked" if k.revoked_at else "active"
-                    shown = f"{k.prefix}…" if k.prefix else "-"  # bootstrap keys keep no prefix
-                    role = "admin" if k.is_admin else "account"
-                    print(f"{k.id}\t{k.name}\t{shown}\t{role}\t{state}\t{k.created_at.isoformat()}")
-            else:
-                ok = await revoke_key(s, int(args.id))
-                await s.commit()  # running gateways are told at this commit (PostgreSQL NOTIFY)
-                print("revoked" if ok else "no such active key")
-                return 0 if ok else 1
+        if args.action == "create":
+            key, info = await create_key_committed(sessions, args.name or "default", args.rate_limit,
+                                                   admin=args.admin)
+            role = "admin (sees every account's messages)" if info.is_admin else "account (sees its own messages)"
+            print(f"id={info.id} name={info.name} {role}\n{key}\n(store it now: only its hash is kept)")
+        elif args.action == "list":
+            for k in await list_keys(sessions):
+                state = "revoked" if k.revoked_at else "active"
+                shown = f"{k.prefix}…" if k.prefix else "-"  # bootstrap keys keep no prefix
+                role = "admin" if k.is_admin else "account"
+                print(f"{k.id}\t{k.name}\t{shown}\t{role}\t{state}\t{k.created_at.isoformat()}")
+        else:
+            ok = await revoke_key_committed(sessions, int(args.id))
+            print("revoked" if ok else "no such active key")
+            return 0 if ok else 1
     finally:
         await engine.dispose()
     return 0

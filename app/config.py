@@ -99,6 +99,8 @@ class HttpProviderConfig(_Strict):
     default_from: str | None = None
     poll_interval: float = Field(default=30.0, gt=0, description="first status query after submit, seconds")
     poll_max_age: float = Field(default=48 * 3600.0, gt=0)
+    max_reply_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                 description="a larger reply body is refused (an unknown outcome for a submit)")
 
     @model_validator(mode="after")
     def _credentials(self) -> HttpProviderConfig:

@@ -64,6 +64,15 @@ class SendRequest(BaseModel):
             raise PydanticCustomError("int_type", "must be a whole number of seconds")
         return int(value)
 
+    @field_validator("Flash", mode="before")
+    @classmethod
+    def _json_bool(cls, value: Any) -> Any:
+        # JSON true or false only (contract §2: a bool): pydantic's lax mode takes "yes", "on", "0" and 1,
+        # and a client that sent "no" must not get a flash message.
+        if not isinstance(value, bool):
+            raise PydanticCustomError("bool_type", "must be JSON true or false")
+        return value
+
     @field_validator("To", "Body", "From", "channel", "SendAt", "Encoding", "LongMessageMode", "StatusCallback")
     @classmethod
     def _storable(cls, value: str | list[str] | None) -> str | list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,11 +13,11 @@ from app.api.responses import Json
 from app.api.schemas import error_responses
 from app.domain.ids import UpstreamId
 from app.domain.messages import InboundSms, Receipt
-from app.domain.status import WEBHOOK_STATUS, ReportCounts
+from app.domain.status import WEBHOOK_STATUS
 from app.domain.text import storable
 from app.errors import BadRequest
-from app.services.inbound import store_inbound
-from app.services.receipts import apply_receipts
+from app.services.inbound import receive_inbound
+from app.services.sink import commit_reports
 
 router = APIRouter(prefix="/msg-client", tags=["webhooks"])
 
@@ -115,9 +116,7 @@ async def receive(request: Request, ctx: Ctx) -> Json:
         to_number=_required(fields, "To", max_length=MAX_NUMBER), body=str(body),
         extra={k: v for k, v in fields.items() if k not in ("Body", "From", "To", "SmsSid")},
     )
-    async with ctx.sessions() as session:
-        sid, new = await store_inbound(session, msg, ctx.settings)
-        await session.commit()  # the upstream's 200 follows
+    sid, new = await receive_inbound(ctx.sessions, msg, ctx.settings)  # committed: the upstream's 200 follows
     _wake_publishers(ctx)
     return Json({"Sid": sid, "SmsSid": upstream_sid, "Duplicate": not new})
 
@@ -138,10 +137,7 @@ async def delivery_notification(request: Request, ctx: Ctx) -> Json:
     error_code = _at_most((fields.get("ErrorCode") or "").strip(), "ErrorCode", MAX_ERROR_CODE) or None
     receipt = Receipt(provider=signed_by, upstream_id=UpstreamId(upstream_id), status=status,
                       provider_status_code=error_code or word, source="webhook", error_code=error_code)
-    counts: ReportCounts = ReportCounts()
-    async with ctx.sessions() as session:
-        await apply_receipts(session, [receipt], ctx.settings, counts)
-        await session.commit()  # the upstream's 200 follows
-    _wake_publishers(ctx)
-    ctx.metrics.count_reports(counts)
+    wake = partial(_wake_publishers, ctx)
+    await commit_reports(ctx.sessions, [receipt], ctx.settings, ctx.metrics, wake)  # the upstream's 200 follows
+    wake()  # not only for a final status: `sent` writes a StatusCallback row too
     return Json({"MessageSid": upstream_id, "Status": status.value})

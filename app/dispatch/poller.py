@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import HttpProviderConfig, Settings, SmppProviderConfig
-from app.db.tables import Message, MessagePart, utcnow
+from app.db.poll_queries import DuePart
+from app.db.tables import utcnow
 from app.domain.ids import UpstreamId
 from app.domain.status import ReportCounts, Status
 from app.metrics import Metrics
 from app.providers.base import Provider, Receipt, SenderQuery
-from app.services.receipts import apply_to_parts
+from app.services.polling import claim_polls, record_answers
 
 log = logging.getLogger("smsgw.poller")
 
@@ -44,7 +45,8 @@ def first_poll_delay(cfg: HttpProviderConfig | SmppProviderConfig) -> float | No
 
 class StatusPoller:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                 providers: dict[str, Provider], on_commit: object = None, metrics: Metrics | None = None) -> None:
+                 providers: dict[str, Provider], on_commit: Callable[[], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._sessions = sessions
         self._settings = settings
@@ -70,39 +72,27 @@ class StatusPoller:
 
     async def poll_once(self) -> int:
         now = utcnow()
-        async with self._sessions() as s:
-            # Claimed like the dispatcher claims messages: replicas never ask about the same part at once.
-            parts = (await s.execute(
-                select(MessagePart.id, MessagePart.provider, MessagePart.upstream_id, MessagePart.submitted_at,
-                       Message.from_addr)
-                .join(Message, Message.sid == MessagePart.message_sid)
-                .where(MessagePart.next_poll_at.is_not(None), MessagePart.next_poll_at <= now)
-                .order_by(MessagePart.next_poll_at).limit(BATCH)
-                .with_for_update(skip_locked=True, of=MessagePart))).all()
-            pending = [(int(r[0]), str(r[1]), r[2], r[3]) for r in parts]
-            senders = {int(r[0]): r[4] for r in parts}
-            if pending:
-                await s.execute(update(MessagePart).where(MessagePart.id.in_([r[0] for r in pending]))
-                                .values(next_poll_at=now + LEASE))
-            await s.commit()
-        if not pending:
+        due = await claim_polls(self._sessions, now, BATCH, LEASE)  # leased: replicas never ask at once
+        if not due:
             return 0
 
-        async def ask(pid: int, provider: str, upstream_id: str) -> Receipt | None:
+        async def ask(part: DuePart) -> Receipt | None:
             async with self._sem:
                 try:
-                    p = self._providers[provider]
+                    p = self._providers[part.provider]
+                    upstream_id = UpstreamId(part.upstream_id or "")
                     if isinstance(p, SenderQuery):
-                        return await p.query_status_from(UpstreamId(upstream_id), senders.get(pid))
-                    return await p.query_status(UpstreamId(upstream_id))
+                        return await p.query_status_from(upstream_id, part.sender)
+                    return await p.query_status(upstream_id)
                 except Exception as exc:
-                    log.warning("status query to %s failed: %s", provider, type(exc).__name__)
+                    log.warning("status query to %s failed: %s", part.provider, type(exc).__name__)
                     return None
 
-        answers = await asyncio.gather(*(ask(pid, p, u or "") for pid, p, u, _ in pending))
+        answers = await asyncio.gather(*(ask(part) for part in due))
         receipts: list[tuple[int, Receipt]] = []  # answers go to the part asked about (ids may be reused)
-        reschedule: list[tuple[int, object]] = []
-        for (pid, provider, upstream_id, submitted), answer in zip(pending, answers, strict=True):
+        reschedule: list[tuple[int, datetime]] = []
+        for part, answer in zip(due, answers, strict=True):
+            pid, provider, upstream_id, submitted = part.id, part.provider, part.upstream_id, part.submitted_at
             cfg = self._configs.get(provider)
             age = (now - submitted).total_seconds() if submitted else 0.0
             smpp = isinstance(cfg, SmppProviderConfig)
@@ -118,19 +108,11 @@ class StatusPoller:
                 interval = cfg.query_interval if isinstance(cfg, SmppProviderConfig) else cfg.poll_interval
                 delay = max(interval, min(age / 4, 3600.0))
                 reschedule.append((pid, now + timedelta(seconds=delay)))
-        async with self._sessions() as s:
-            if reschedule:  # one executemany by primary key, not a statement per part
-                await s.execute(update(MessagePart), [{"id": pid, "next_poll_at": when} for pid, when in reschedule])
-            counts = ReportCounts()
-            await apply_to_parts(s, receipts, self._settings, counts)
-            # Polled parts that reached a final status stop being polled (apply_receipts clears it);
-            # make sure even a non-advancing answer does not poll forever.
-            done = [pid for (pid, *_), a in zip(pending, answers, strict=True) if a is not None]
-            if done:
-                await s.execute(update(MessagePart).where(MessagePart.id.in_(done)).values(next_poll_at=None))
-            await s.commit()
+        counts = ReportCounts()
+        answered = [part.id for part, a in zip(due, answers, strict=True) if a is not None]
+        await record_answers(self._sessions, self._settings, receipts, reschedule, answered, counts)
         if self._metrics is not None:
             self._metrics.count_reports(counts)
-        if receipts and callable(self._on_commit):
+        if receipts and self._on_commit is not None:
             self._on_commit()
-        return len(pending)
+        return len(due)

@@ -141,9 +141,7 @@ class KeyStore:
 
     async def revoke(self, key_id: int) -> bool:
         """Revoke and commit; this process stops accepting the key at once, the others on the NOTIFY."""
-        async with self._sessions() as s:
-            ok = await revoke_key(s, key_id)
-            await s.commit()
+        ok = await revoke_key_committed(self._sessions, key_id)
         self.forget(key_id)
         return ok
 
@@ -168,3 +166,27 @@ async def revoke_key(session: AsyncSession, key_id: int) -> bool:
     if ok:
         await notify(session, CHANNEL, f"revoked:{key_id}")
     return ok
+
+
+async def create_key_committed(sessions: async_sessionmaker[AsyncSession], name: str,
+                               rate_limit: float | None = None, admin: bool = False) -> tuple[str, KeyInfo]:
+    """`create_key` in a transaction of its own (`smsgw keys create`): the key works once this returns."""
+    async with sessions() as s:
+        key, row = await create_key(s, name, rate_limit, admin)
+        info = KeyInfo(row.id, row.name, row.rate_limit_per_second, row.is_admin)
+        await s.commit()  # running gateways drop their cached "unknown key" at this commit (NOTIFY)
+    return key, info
+
+
+async def revoke_key_committed(sessions: async_sessionmaker[AsyncSession], key_id: int) -> bool:
+    """`revoke_key` in a transaction of its own (`smsgw keys revoke`); False: no such active key."""
+    async with sessions() as s:
+        ok = await revoke_key(s, key_id)
+        await s.commit()  # running gateways are told at this commit (PostgreSQL NOTIFY)
+    return ok
+
+
+async def list_keys(sessions: async_sessionmaker[AsyncSession]) -> list[ApiKey]:
+    """Every key, revoked ones too, oldest first (`smsgw keys list`)."""
+    async with sessions() as s:
+        return list((await s.scalars(select(ApiKey).order_by(ApiKey.id))).all())

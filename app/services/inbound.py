@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.tables import InboundMessage, utcnow
@@ -52,3 +52,13 @@ async def store_inbound(session: AsyncSession, msg: InboundSms, settings: Settin
         log.info("inbound stored", extra={"message_sid": sid, "source": msg.source, "upstream_sid": msg.upstream_sid,
                                           "from": msg.from_number, "to": msg.to_number})
     return sid, True
+
+
+async def receive_inbound(sessions: async_sessionmaker[AsyncSession], msg: InboundSms,
+                          settings: Settings) -> tuple[str, bool]:
+    """Store and commit, in a transaction of its own: once this returns the upstream may be told
+    (its 200, or deliver_sm_resp) and will not send the message again. Returns what store_inbound does."""
+    async with sessions() as session:
+        stored = await store_inbound(session, msg, settings)
+        await session.commit()
+    return stored

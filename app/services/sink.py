@@ -1,4 +1,5 @@
-"""The providers' ReportSink on the database, with group commit.
+"""The providers' ReportSink on the database, with group commit; `commit_reports`, the transaction
+a batch of status reports (a group here, or one webhook's) is applied and committed in.
 
 Many receipts arriving at once (an SMSC answers thousands per second) would cost one transaction
 each if applied one by one. Callers instead queue their receipts and wait; one flusher applies
@@ -23,12 +24,45 @@ from app.domain.status import ReportCounts
 from app.errors import SinkClosed
 from app.metrics import Metrics
 from app.services import kept_receipts
-from app.services.inbound import store_inbound
+from app.services.inbound import receive_inbound
 from app.services.receipts import apply_receipts
 
 log = logging.getLogger("smsgw.receipts")
 
 MAX_GROUP = 2000
+
+
+async def commit_reports(sessions: async_sessionmaker[AsyncSession], receipts: Sequence[Receipt],
+                         settings: Settings, metrics: Metrics, on_commit: Callable[[], None]) -> list[str]:
+    """Apply status reports in a transaction of their own and commit; `on_commit` runs when one made a
+    message final (its report is in the outbox). Returns those sids. Once this returns the reports are
+    stored: the sender may be answered (deliver_sm_resp, a webhook's 200) and will not send them again."""
+    counts = ReportCounts()
+    kept: list[int] = []
+    async with sessions() as s:
+        finals = await apply_receipts(s, receipts, settings, counts, kept)
+        await s.commit()
+    metrics.count_reports(counts)
+    if finals:
+        on_commit()
+    if kept:
+        await _commit_kept(sessions, kept, settings, metrics, on_commit)
+    return finals
+
+
+async def _commit_kept(sessions: async_sessionmaker[AsyncSession], kept: list[int], settings: Settings,
+                       metrics: Metrics, on_commit: Callable[[], None]) -> None:
+    # Kept reports whose part was being recorded while they were matched: it may have committed
+    # since (see services/kept_receipts.py). They are stored already, so a failure here only waits for
+    # the sweep.
+    try:
+        counts = await kept_receipts.recheck_kept(sessions, kept, settings)
+    except Exception:
+        log.exception("applying %d kept receipts failed: left to the sweep", len(kept))
+        return
+    if counts is not None:
+        metrics.count_reports(counts, receipts=False)  # counted when they arrived
+        on_commit()
 
 
 class DbReportSink:
@@ -67,35 +101,11 @@ class DbReportSink:
         await fut
 
     async def inbound(self, message: InboundSms) -> None:
-        async with self._sessions() as s:
-            await store_inbound(s, message, self._settings)
-            await s.commit()  # deliver_sm_resp follows: the SMSC will not send it again
+        await receive_inbound(self._sessions, message, self._settings)  # deliver_sm_resp follows
         self._on_commit()
 
     async def _apply(self, receipts: list[Receipt]) -> None:
-        counts: ReportCounts = ReportCounts()
-        kept: list[int] = []
-        async with self._sessions() as s:
-            finals = await apply_receipts(s, receipts, self._settings, counts, kept)
-            await s.commit()  # deliver_sm_resp follows: the SMSC will not send it again
-        self._metrics.count_reports(counts)
-        if finals:
-            self._on_commit()
-        if kept:
-            await self._apply_kept(kept)
-
-    async def _apply_kept(self, kept: list[int]) -> None:
-        # Kept reports whose part was being recorded while they were matched: it may have committed
-        # since (see services/kept_receipts.py). They are stored already, so a failure here only waits
-        # for the sweep.
-        try:
-            counts = await kept_receipts.recheck_kept(self._sessions, kept, self._settings)
-        except Exception:
-            log.exception("applying %d kept receipts failed: left to the sweep", len(kept))
-            return
-        if counts is not None:
-            self._metrics.count_reports(counts, receipts=False)  # counted when they arrived
-            self._on_commit()
+        await commit_reports(self._sessions, receipts, self._settings, self._metrics, self._on_commit)
 
     async def _flusher(self) -> None:
         while True:

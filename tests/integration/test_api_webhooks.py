@@ -7,6 +7,7 @@ import secrets
 
 import httpx
 import orjson
+import pytest
 from conftest import TWILIO_TOKEN, WEBHOOK_TOKEN
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -136,6 +137,36 @@ async def test_notification_before_id_is_known_is_applied_later(
     await recheck_submitted(sessions, [("twilio", [upstream])], Settings(database_url="x"))
     assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "delivered"
     assert len(await _reports(sessions, sid)) == 1
+
+
+async def test_notification_kept_while_its_submit_was_being_recorded_is_applied_when_it_commits(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's transaction found no part, and the part committed before the report was kept: the
+    recording's own check (kept_receipts.recheck_submitted) ran before the kept row existed, so the
+    webhook's service checks the kept report again once it has committed (not at the next sweep)."""
+    from datetime import datetime, timedelta
+
+    import app.db.kept_store as kept_store
+    from app.domain.messages import Receipt
+
+    sid = await _send(api)
+    upstream = "SM" + secrets.token_hex(16)
+    keep = kept_store.insert_kept
+
+    async def recorded_meanwhile(s: AsyncSession, unmatched: list[Receipt], now: datetime,
+                                 ttl: timedelta) -> list[int]:
+        await _mark_sent(sessions, sid, [upstream])  # committed between the match and the keep
+        return await keep(s, unmatched, now, ttl)
+
+    monkeypatch.setattr(kept_store, "insert_kept", recorded_meanwhile)
+    r = await api.post("/msg-client/delivery-notification", data={"MessageSid": upstream, "SmsStatus": "delivered"},
+                       headers=TOKEN)
+    assert r.status_code == 200, r.text
+    assert (await api.get(f"/msg-client/messages/{sid}")).json()["Status"] == "delivered"
+    assert len(await _reports(sessions, sid)) == 1
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(KeptReceipt)
+                              .where(KeptReceipt.upstream_id == upstream.lower())) == 0
 
 
 async def test_notification_bad_input(api: httpx.AsyncClient) -> None:

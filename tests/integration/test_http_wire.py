@@ -1,5 +1,6 @@
 """The providers' HTTP/1.1 client (app/providers/http/wire.py) against raw loopback servers: keep-alive
-reuse, chunked and close-delimited bodies, and the errors it raises before and after sending."""
+reuse, chunked and close-delimited bodies, the reply size limit, and the errors it raises before and after
+sending."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from app.config import HttpProviderConfig
+from app.domain.encoding import Encoding, LongMessageMode
+from app.domain.ids import MessageSid
+from app.providers.base import OutboundMessage, UnknownOutcomeError
 from app.providers.http import wire
+from app.providers.http.commpeak import CommpeakProvider
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -188,4 +194,78 @@ async def test_https_with_certificate_checks(tmp_path: Path) -> None:
     with pytest.raises(wire.ConnectFailed):  # the system's CAs do not know this certificate
         await wire.WireClient(timeout=2.0, max_connections=1).request("GET", url)
     await trusting.aclose()
+    server.close()
+
+
+def _chunked(body: bytes, size: int = 65536) -> bytes:
+    chunks = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+def _answers(body: bytes) -> dict[str, bytes]:
+    """The same body framed each way an HTTP/1.1 reply may frame it."""
+    return {
+        "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+        "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(body),
+        "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body,
+    }
+
+
+async def _answering(answer: bytes) -> tuple[asyncio.Server, str, list[int]]:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    return await _serve(handler)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "close-delimited"])
+async def test_a_reply_body_over_the_limit_is_refused_however_it_is_framed(framing: str) -> None:
+    limit = 64 * 1024
+    client = wire.WireClient(timeout=2.0, max_connections=1, max_body=limit)
+    server, url, _ = await _answering(_answers(b"x" * (limit + 1))[framing])
+    with pytest.raises(wire.ReplyTooLarge, match=f"over {limit} bytes"):
+        await client.request("GET", url)
+    server.close()
+    server, url, _ = await _answering(_answers(b"y" * limit)[framing])  # exactly the limit: read whole
+    assert (await client.request("GET", url)).content == b"y" * limit
+    server.close()
+    await client.aclose()
+
+
+async def test_the_default_limit_is_one_mebibyte_and_an_announced_length_is_refused_unread() -> None:
+    sent: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (wire.MAX_BODY + 1))
+        for _ in range(64):  # keeps sending until the client hangs up: it must not wait for the body
+            writer.write(b"z" * 65536)
+            await writer.drain()
+            sent.append(1)
+            await asyncio.sleep(0.05)
+
+    assert wire.MAX_BODY == 1024 * 1024
+    server, url, _ = await _serve(handler)
+    client = wire.WireClient(timeout=10.0, max_connections=1)
+    with pytest.raises(wire.ReplyTooLarge):
+        await client.request("GET", url)
+    assert len(sent) < 16  # refused on the head, not after reading (or timing out on) 1 MiB of body
+    server.close()
+    await client.aclose()
+
+
+async def test_an_oversized_submit_answer_is_an_unknown_outcome_never_a_retry() -> None:
+    """The submit left: the provider may have the message, so the dispatcher must not resend it blindly."""
+    server, url, _ = await _answering(_answers(b"Response: 1|" + b"9" * 4096)["chunked"])
+    cfg = HttpProviderConfig(name="cp", dialect="commpeak", url=url + "/api", username="u", password="p",
+                             timeout=2.0, max_reply_bytes=1024)
+    provider = CommpeakProvider(cfg)
+    await provider.start(None)  # type: ignore[arg-type]
+    message = OutboundMessage(sid=MessageSid("SM1"), to="+96170123456", sender="Acme", body="hi",
+                              encoding=Encoding.GSM7, long_message_mode=LongMessageMode.SPLIT)
+    with pytest.raises(UnknownOutcomeError):
+        await provider.submit(message)
+    await provider.stop()
     server.close()

@@ -110,7 +110,8 @@ class HttpTransport:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = wire.WireClient(self._config.timeout, self._config.concurrency)
+            self._client = wire.WireClient(self._config.timeout, self._config.concurrency,
+                                           max_body=self._config.max_reply_bytes)
 
     async def stop(self) -> None:
         if self._client is not None:

@@ -13,6 +13,12 @@ UnknownOutcome in one table:
     ├── BadUrl           the configured URL cannot be requested
     ├── ReplyTimeout     the request left and no (complete) answer came in time
     └── ReplyBroken      the connection dropped or the answer was not HTTP after the request left
+        └── ReplyTooLarge    the answer's body is over `max_body`: not read further, the connection dropped
+
+A provider's answer is a few hundred bytes; one over `max_body` (1 MiB by default, the provider's
+`max_reply_bytes`) is a broken or hostile upstream, and is refused before it is buffered, whether its
+length is announced (`Content-Length`), chunked or delimited by the end of the connection. The request
+had left, so for a submit it is an unknown outcome (never resent blindly), like a dropped connection.
 
 A kept-alive connection the server closes just as it is reused (its idle timeout) ends before a
 single byte of answer: the request goes again, once, on a new connection. Connections idle longer
@@ -34,6 +40,7 @@ import orjson
 
 IDLE_EXPIRY = 4.0  # seconds: below the 5 s idle timeout of uvicorn/Apache, so a reused connection is alive
 MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024  # bytes of a reply body, unless the client is given another max_body
 
 
 class WireError(Exception):
@@ -53,6 +60,10 @@ class ReplyTimeout(WireError):
 
 
 class ReplyBroken(WireError):
+    pass
+
+
+class ReplyTooLarge(ReplyBroken):
     pass
 
 
@@ -122,11 +133,13 @@ def _origin_and_target(url: str) -> tuple[_Origin, str]:
 
 
 class WireClient:
-    """Pooled keep-alive connections (at most `max_connections` per origin), timeouts in seconds."""
+    """Pooled keep-alive connections (at most `max_connections` per origin), timeouts in seconds, reply
+    bodies of at most `max_body` bytes."""
 
     def __init__(self, timeout: float, max_connections: int, connect_timeout: float = 5.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY) -> None:
         self._timeout = timeout
+        self._max_body = max_body
         self._connect_timeout = min(timeout, connect_timeout)
         self._max = max_connections
         self._idle: dict[_Origin, collections.deque[_Conn]] = {}
@@ -200,7 +213,7 @@ class WireClient:
         try:
             async with asyncio.timeout(self._timeout):
                 conn.writer.write(raw)
-                return await _read_reply(conn.reader, method)
+                return await _read_reply(conn.reader, method, self._max_body)
         except TimeoutError:
             conn.close()
             raise ReplyTimeout("no answer in time") from None
@@ -220,7 +233,7 @@ class WireClient:
                 idle.pop().close()
 
 
-async def _read_reply(reader: asyncio.StreamReader, method: str) -> tuple[Reply, bool]:
+async def _read_reply(reader: asyncio.StreamReader, method: str, max_body: int) -> tuple[Reply, bool]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -248,21 +261,44 @@ async def _read_reply(reader: asyncio.StreamReader, method: str) -> tuple[Reply,
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         content = b""
     elif "chunked" in headers.get("transfer-encoding", "").lower():
-        content = await _read_chunked(reader)
+        content = await _read_chunked(reader, max_body)
     elif "content-length" in headers:
-        content = await reader.readexactly(int(headers["content-length"]))
+        length = int(headers["content-length"])
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        _within(length, max_body)  # refused before a byte of it is read
+        content = await reader.readexactly(length)
     else:
-        content, keep = await reader.read(), False  # delimited by the end of the connection
+        content, keep = await _read_to_end(reader, max_body), False  # delimited by the end of the connection
     return Reply(status, reason, headers, content), keep
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _within(size: int, max_body: int) -> None:
+    if size > max_body:
+        raise ReplyTooLarge(f"reply body over {max_body} bytes")
+
+
+async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
     out = bytearray()
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        if size < 0:
+            raise ValueError("negative chunk size")
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
+            trailers = 0
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                trailers += len(line)  # endless trailer lines count against the head's limit
+                if trailers > MAX_HEAD:
+                    raise ValueError("reply trailers too large")
             return bytes(out)
+        _within(len(out) + size, max_body)  # the sum of the chunks, checked before each is read
         out += await reader.readexactly(size)
         await reader.readexactly(2)
+
+
+async def _read_to_end(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    out = bytearray()
+    while chunk := await reader.read(65536):
+        out += chunk
+        _within(len(out), max_body)
+    return bytes(out)
