@@ -43,7 +43,6 @@ from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.ids import MessageSid, UpstreamId, normalise_upstream_id
 from app.domain.routing import Route, backoff_seconds, providers_for
 from app.domain.status import Status
-from app.events import outbox
 from app.logs import message_sid_var
 from app.metrics import Metrics
 from app.providers.base import (
@@ -58,6 +57,7 @@ from app.providers.base import (
     SubmitResult,
     UnknownOutcomeError,
 )
+from app.services import outbox_rows as outbox
 from app.services.receipts import (
     apply_pending,
     apply_receipts,

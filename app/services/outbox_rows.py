@@ -1,4 +1,4 @@
-"""The outbox writer: rows to publish, added in the same transaction as the change that causes them.
+"""The outbox rows: what to publish, added in the same transaction as the change that causes them.
 
 Row shapes are the contract between the services (writers) and the publishers (readers):
 - `report`:   destination `/queue/<delivery_report_queue>`, STOMP headers, JSON body (contract §4)
