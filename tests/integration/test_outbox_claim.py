@@ -98,6 +98,42 @@ async def test_a_crash_between_the_broker_commit_and_the_db_commit_is_found_on_t
     assert set(seen) == set(sids) and max(seen.values()) == 1
 
 
+async def test_a_lost_commit_receipt_puts_the_batch_in_doubt_and_the_same_publisher_finds_it(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    """In process: the broker committed but its receipt never came (a timeout). The claim rolls back,
+    the attempt record stays, and the next claim looks the rows up on the queue instead of resending."""
+    queue = "lost-receipt-" + secrets.token_hex(4)
+    sids = await write_reports(module_sessions, queue, 50)
+    pub = OutboxPublisher(module_sessions, Settings(database_url=module_db_url, broker_url=STOMP_URL), "p")
+    connect = pub._connect
+    lost: list[int] = []
+
+    async def connect_once_losing_a_receipt() -> StompConnection:
+        conn = await connect()
+        if not lost:
+            send = conn.send_transaction
+
+            async def send_without_receipt(frames: Any, timeout: float = 30.0) -> None:
+                await send(frames, timeout)
+                lost.append(len(frames))
+                raise TimeoutError("no RECEIPT for the COMMIT")
+
+            conn.send_transaction = send_without_receipt  # type: ignore[method-assign]
+        return conn
+
+    pub._connect = connect_once_losing_a_receipt  # type: ignore[method-assign]
+    await _run_until_published(pub, module_sessions, queue)
+    assert lost == [50] and pub.recovered == 50 and pub.published == 0
+    assert await attempt_records(module_sessions) == []
+    consumer = Consumer(queue)
+    await asyncio.to_thread(consumer.start)
+    try:
+        seen = Counter(b["MessageSID"] for b in await consumer.wait_for(50))
+    finally:
+        await asyncio.to_thread(consumer.stop)
+    assert set(seen) == set(sids) and max(seen.values()) == 1
+
+
 @pytest.fixture
 async def private_db() -> AsyncIterator[tuple[str, AsyncEngine]]:
     """A database of this test alone, so its table statistics count only this test's writes."""
