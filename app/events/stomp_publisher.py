@@ -192,32 +192,27 @@ class OutboxPublisher(_Claimer):
                         held = await self._held()
                 broker_step = False
                 async with self.work.broker_batch(self.kinds, self.settings.outbox_batch) as batch:
-                    if not batch.rows:
-                        self._broker_works(held)
-                        backoff = FIRST_BACKOFF_SECONDS
-                        idle = True
-                    else:
-                        idle = False
-                        self._idle_wait = 0.0
+                    if batch.rows:
                         assert self.conn is not None
                         broker_step = True
                         batch.found_on_broker(await self._already_on_broker(self.conn, batch.in_doubt))
                         rows = batch.to_send
                         if rows:
                             broker_step = False
-                            await batch.record_attempt()
+                            await batch.record_attempt()  # committed before any SEND (outbox_work.py)
                             broker_step = True
                             await self.conn.send_transaction([(r.destination, self._headers(r), r.body)
                                                               for r in rows])
                         broker_step = False
-                # Committed: the rows (and their attempt record) are gone.
-                if idle:
-                    await self._nothing_to_do(0.2)
-                    continue
-                self.recovered += len(batch.found)
-                self.published += len(rows)
+                # Left without an exception: committed, the rows and their attempt record are gone.
                 self._broker_works(held)
                 backoff = FIRST_BACKOFF_SECONDS
+                if not batch.rows:
+                    await self._nothing_to_do(0.2)
+                    continue
+                self._idle_wait = 0.0
+                self.recovered += len(batch.found)
+                self.published += len(rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
