@@ -1,7 +1,8 @@
 """The outbox claim as a DELETE held open while the batch is published (app/services/outbox_work.py):
 on real PostgreSQL and ActiveMQ, a crash between the broker's COMMIT and the database's leaves the
 attempt record and nothing is sent twice; a published batch leaves no row behind and costs the outbox
-two row versions per report; on SQLite (`make run`, embedded broker) published rows are deleted too."""
+two row versions per report; on SQLite (`make run`, embedded broker) published reports and delivered
+callbacks are deleted too."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from typing import Any
 
 import pytest
 from conftest import STOMP_URL, create_database, drop_database
-from sqlalchemy import func, select, text
+from fakes.server import LoopbackServer
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from support.outbox import attempt_records, unpublished, wait_published, write_reports
 from support.servers import free_port
 from support.stomp_consumer import Consumer
@@ -25,9 +31,12 @@ from app.config import Settings
 from app.db.engine import create_engine, session_factory
 from app.db.migrate import upgrade_to_head
 from app.db.tables import OutboxEvent
+from app.domain.status import Status
+from app.events.callbacks import CallbackSender
 from app.events.dev_broker import EmbeddedBroker
 from app.events.stomp_client import StompConnection
 from app.events.stomp_publisher import OutboxPublisher
+from app.services import outbox_rows as outbox
 
 
 async def _run_until_published(pub: OutboxPublisher, sessions: async_sessionmaker[AsyncSession], queue: str) -> None:
@@ -209,3 +218,41 @@ async def test_on_sqlite_published_rows_are_deleted(tmp_path: Path) -> None:
     finally:
         await broker.stop()
         await engine.dispose()
+
+
+async def test_on_sqlite_a_delivered_callback_is_deleted_and_a_given_up_one_kept(tmp_path: Path) -> None:
+    async def hook(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok" if request.url.path == "/ok" else "no", 200 if request.url.path == "/ok" else 500)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'smsgw.db'}"
+    await asyncio.to_thread(upgrade_to_head, url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    try:
+        async with LoopbackServer(Starlette(routes=[Route("/{p}", hook, methods=["POST"])])) as server:
+            async with sessions() as s:
+                await s.execute(insert(OutboxEvent), [
+                    outbox.callback_event(url=f"{server.url}/{p}", message_sid="SM" + secrets.token_hex(16),
+                                          status=Status.DELIVERED, to="+1", sender=None, error_code=None)
+                    for p in ("ok", "bad")])
+                await s.commit()
+            settings = Settings(database_url=url, callback_max_attempts=1, callback_allow_networks="127.0.0.0/8")
+            sender = CallbackSender(sessions, settings, "cb")
+            task = asyncio.create_task(sender.run())
+            try:
+                for _ in range(100):
+                    async with sessions() as s:
+                        if not await s.scalar(select(func.count()).select_from(OutboxEvent).where(
+                                OutboxEvent.published_at.is_(None))):
+                            break
+                    await asyncio.sleep(0.05)
+            finally:
+                await sender.stop()
+                await asyncio.wait([task], timeout=5)
+        async with sessions() as s:
+            left = (await s.execute(select(OutboxEvent.destination, OutboxEvent.last_error,
+                                           OutboxEvent.published_at))).all()
+    finally:
+        await engine.dispose()
+    assert [(d, e) for d, e, _ in left] == [(f"{server.url}/bad", "gave up after 1 attempts: HTTP 500")]
+    assert left[0].published_at is not None
