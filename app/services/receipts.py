@@ -214,7 +214,11 @@ async def _apply(
     if not sids:
         return []
     messages: dict[str, MessageState] = {}
-    for m in (await session.execute(select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)))).all():
+    # Locked (in sid order, so two batches never deadlock here): a transaction applying a duplicate
+    # concurrently waits and then sees the final status; a published report's row is deleted, so its
+    # dedupe_key would not stop a second one.
+    locked = select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)).order_by(Message.sid).with_for_update(of=Message)
+    for m in (await session.execute(locked)).all():
         messages[m.sid] = MessageState(m.sid, Status(m.status),
                                        Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
                                                  m.callback_url),
