@@ -2,7 +2,7 @@
 
 The same schema runs on PostgreSQL (production, tests) and SQLite (`make run`, smoke tests).
 Indexes follow the lookups the workers make: the dispatcher's "due" scan, receipt matching by
-(provider, upstream id), the outbox publisher's "unpublished, oldest first" scan.
+(provider, upstream id), the outbox publishers' "due, oldest first" scan.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
@@ -258,10 +259,14 @@ class InboundMessage(Base):
 
 
 class OutboxEvent(Base):
-    """Something to publish after the transaction that caused it commits.
+    """Something to publish after the transaction that caused it commits; deleted once published.
 
     `kind`: `report` (ActiveMQ delivery-report), `inbound` (ActiveMQ inbound-sms),
     `callback` (HTTP POST to a StatusCallback URL), `forward` (inbound to the forward URL).
+    A row costs its INSERT and its DELETE (app/db/outbox_store.py). `published_at` is set only on a
+    callback or forward given up (with `last_error`), which stays as the record of that failure;
+    `attempts` counts failed HTTP tries. `lease_owner` / `lease_expires_at` are no longer written
+    (claims are row locks now) but still honoured, for rows leased by a process of an older version.
     """
 
     __tablename__ = "outbox_event"
@@ -285,6 +290,21 @@ class OutboxEvent(Base):
         Index("ix_outbox_event_pending", "available_at", "id",
               postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL")),
     )
+
+
+class OutboxAttempt(Base):
+    """One batch being sent to the broker: written and committed before its SENDs, deleted in the same
+    transaction that deletes its rows. One that outlives that transaction (the process died, the
+    receipt never came, the database commit failed) marks its `event_ids` in doubt: whoever claims
+    those rows next looks for them on the queue before sending (app/services/outbox_work.py)."""
+
+    __tablename__ = "outbox_attempt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    # bigint[] on PostgreSQL, a JSON list on SQLite (no arrays there).
+    event_ids: Mapped[list[int]] = mapped_column(JSON().with_variant(ARRAY(BigInteger()), "postgresql"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class IdempotencyRecord(Base):

@@ -1,4 +1,7 @@
-"""StatusCallback POSTs and inbound forwards from the outbox, and the SSRF guard at connect time.
+"""StatusCallback POSTs and inbound forwards from the outbox, and the SSRF guard at connect time (the
+address check itself is app/services/callback_address.py, which `/send` uses too). A delivered row is
+deleted; a failed one is retried with backoff and, after `SMSGW_CALLBACK_MAX_ATTEMPTS`, given up (kept,
+with `published_at` and `last_error` set): app/services/outbox_work.py.
 
 A callback URL was checked when `/send` accepted it, but a name may resolve elsewhere by the time the
 POST goes out (DNS rebinding: a short TTL, then a private address). So each POST resolves the host
@@ -12,69 +15,24 @@ Inbound forwards go to the operator's own `SMSGW_INBOUND_FORWARD_URL` and are no
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import random
-import socket
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.tables import OutboxEvent, utcnow
-from app.domain.netguard import (
-    CallbackRefused,
-    CallbackTarget,
-    CallbackUnresolved,
-    IPAddress,
-    IPNetwork,
-    check_addresses,
-    is_local_name,
-    parse_callback_url,
-)
+from app.db.outbox_store import OutboxRow
+from app.domain.netguard import CallbackRefused, CallbackTarget, CallbackUnresolved, IPAddress
 from app.domain.twilio_signature import compute_signature
 from app.events.stomp_publisher import HTTP_KINDS, _Claimer
+from app.services.callback_address import Resolver, check_callback, resolve
 
 log = logging.getLogger("smsgw.callbacks")
 
-RESOLVE_TIMEOUT = 5.0
-_LOOPBACK: tuple[IPAddress, ...] = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
-
-
-async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (A and AAAA); [] when it does not resolve."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
-    except (OSError, TimeoutError, UnicodeError):
-        return []
-    out: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in out:
-            out.append(address)
-    return out
-
-
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
-
-async def check_callback(url: str, allow: Sequence[IPNetwork],
-                         resolver: Resolver = resolve) -> tuple[CallbackTarget, IPAddress]:
-    """The parsed URL and the one address to connect to; raises CallbackRefused."""
-    target = parse_callback_url(url)
-    if target.address is not None:
-        addresses: list[IPAddress] = [target.address]
-    elif is_local_name(target.host):  # loopback whatever /etc/hosts or a resolver says
-        addresses = list(_LOOPBACK)
-    else:
-        addresses = await resolver(target.host, target.port)
-    return target, check_addresses(target, addresses, allow)
+HTTP_BATCH = 100
+__all__ = ["CallbackSender", "Resolver", "check_callback", "pinned_request", "resolve"]
 
 
 def pinned_request(target: CallbackTarget, address: IPAddress) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -104,7 +62,7 @@ class CallbackSender(_Claimer):
         await super().stop()
         await self.client.aclose()
 
-    async def _post(self, row: OutboxEvent) -> tuple[str | None, bool]:
+    async def _post(self, row: OutboxRow) -> tuple[str | None, bool]:
         """(error or None, whether to give up at once)."""
         headers = {"content-type": str(row.headers.get("content-type", "application/json"))}
         token = self.settings.callback_signing_token
@@ -131,38 +89,17 @@ class CallbackSender(_Claimer):
     async def run(self) -> None:
         while not self._stopping:
             try:
-                rows = await self.claim(100)
-                if not rows:
+                # The rows stay locked (not written) while their POSTs go out; the block's end deletes
+                # the delivered ones and records the failures, in one transaction.
+                async with self.work.http_batch(self.kinds, HTTP_BATCH, self.settings.callback_max_attempts) as batch:
+                    if batch.rows:
+                        batch.settle(await asyncio.gather(*(self._post(r) for r in batch.rows)))
+                if not batch.rows:
                     await self._nothing_to_do(0.5)
                     continue
                 self._idle_wait = 0.0
-                results = await asyncio.gather(*(self._post(r) for r in rows))
-                await self._settle(rows, results)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("callback delivery failed")
                 await self._idle(1.0)
-
-    async def _settle(self, rows: list[OutboxEvent], results: list[tuple[str | None, bool]]) -> None:
-        now = utcnow()
-        done = [r.id for r, (e, _) in zip(rows, results, strict=True) if e is None]
-        await self.mark_published(done)
-        async with self.sessions() as s:
-            for r, (e, final) in zip(rows, results, strict=True):
-                if e is None:
-                    continue
-                attempts = r.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_error": e, "lease_owner": None,
-                                          "lease_expires_at": None}
-                if final:
-                    values.update(published_at=now, last_error=f"gave up: {e}")
-                elif attempts >= self.settings.callback_max_attempts:
-                    values.update(published_at=now, last_error=f"gave up after {attempts} attempts: {e}")
-                    log.warning("gave up on a %s after %d attempts", r.kind, attempts,
-                                extra={"message_sid": r.message_sid})
-                else:
-                    delay = min(600.0, 2.0 ** attempts) * (0.5 + random.random() / 2)
-                    values["available_at"] = now + timedelta(seconds=delay)
-                await s.execute(update(OutboxEvent).where(OutboxEvent.id == r.id).values(**values))
-            await s.commit()

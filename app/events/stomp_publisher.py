@@ -1,18 +1,18 @@
 """Publishing the outbox: delivery reports and inbound SMS to the broker over STOMP, status callbacks
-and forwards over HTTP (`app/events/callbacks.py`, on the same claiming rules).
+and forwards over HTTP (`app/events/callbacks.py`). The transactions around them are the unit of work's
+(app/services/outbox_work.py); nothing here commits.
 
-Both publishers claim rows the way the dispatcher claims messages (`FOR UPDATE SKIP LOCKED` plus a
-lease), so several replicas never send one row twice in normal operation. A row is marked published
-only after the broker confirmed it (STOMP) or a 2xx answer (HTTP).
-
-A batch goes to the broker as one STOMP transaction (BEGIN, the SENDs, COMMIT with a receipt): the broker
-makes all of it visible or none of it, and syncs its store once per batch rather than once per message.
-Every claim counts an attempt; a row claimed again (its connection dropped before the COMMIT's receipt,
-or the process died before marking it) is in doubt, so the publisher first browses the queue for it by
-its `smsgw_dedupe_key` property and marks the ones it finds as published instead of sending them again.
-A duplicate remains possible only when a consumer already took the in-doubt copy off the queue (or it lies
-beyond the broker's browse page); it then carries the same `smsgw-report-id` header so the consumer can
-drop it.
+A batch is claimed by deleting it in a transaction that stays open while it is published (its rows are
+locked: other replicas skip them), and goes to the broker as one STOMP transaction (BEGIN, the SENDs,
+COMMIT with a receipt): the broker makes all of it visible or none of it, and syncs its store once per
+batch rather than once per message. On the COMMIT's receipt the claim commits and the rows are gone; on
+a failure it rolls back and they are back. Before the SENDs an attempt record naming the batch is
+committed; one that outlives its claim (the connection dropped before the receipt, or the process or
+its database connection died after the broker's COMMIT) marks those rows in doubt, so whoever claims
+them next first browses the queue for them by their `smsgw_dedupe_key` property, and the ones found
+leave without being sent again. A duplicate remains possible only when a consumer already took the
+in-doubt copy off the queue (or it lies beyond the broker's browse page); it then carries the same
+`smsgw-report-id` header so the consumer can drop it.
 
 SEND frames carry no `content-length` header, so ActiveMQ hands JMS consumers a TextMessage
 (JSON bodies never contain the NUL byte that would otherwise end the frame early).
@@ -26,19 +26,16 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.tables import OutboxEvent, utcnow
+from app.db.outbox_store import OutboxRow
 from app.events.stomp_client import StompConnection, StompError
+from app.services.outbox_work import OutboxWork
 
 log = logging.getLogger("smsgw.outbox")
 
-LEASE_SECONDS = 30.0
 # Broker reconnects: 1 s, 3 s, 9 s, then every 15 s (±20 % jitter, so replicas do not knock in step).
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 15.0
@@ -51,11 +48,11 @@ DEDUPE_PROPERTY = "smsgw_dedupe_key"
 
 
 class _Claimer:
-    """Claims unpublished outbox rows of some kinds, leases them, marks them published."""
+    """What both publishers share: their unit of work, and waking up when rows are written."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
                  kinds: Sequence[str]) -> None:
-        self.sessions = sessions
+        self.work = OutboxWork(sessions, owner)
         self.settings = settings
         self.owner = owner
         self.kinds = tuple(kinds)
@@ -85,58 +82,9 @@ class _Claimer:
         if self._wake.is_set():
             self._idle_wait = 0.0
 
-    async def claim(self, limit: int, count_attempt: bool = False) -> list[OutboxEvent]:
-        """Lease up to `limit` due rows. With `count_attempt`, the claim adds one to each row's attempts
-        (the returned rows keep the count from before this claim)."""
-        now = utcnow()
-        async with self.sessions() as s:
-            rows = list((await s.scalars(
-                select(OutboxEvent)
-                .where(OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds),
-                       OutboxEvent.available_at <= now)
-                .where((OutboxEvent.lease_expires_at.is_(None)) | (OutboxEvent.lease_expires_at < now))
-                .order_by(OutboxEvent.id).limit(limit)
-                .with_for_update(skip_locked=True)
-            )).all())
-            if rows:
-                s.expunge_all()
-                values: dict[str, Any] = {"lease_owner": self.owner,
-                                          "lease_expires_at": now + timedelta(seconds=LEASE_SECONDS)}
-                if count_attempt:
-                    values["attempts"] = OutboxEvent.attempts + 1
-                await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_([r.id for r in rows])).values(**values)
-                                .execution_options(synchronize_session=False))
-            await s.commit()
-        return rows
-
-    async def mark_published(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        async with self.sessions() as s:
-            await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.lease_owner == self.owner)
-                            .values(published_at=utcnow(), lease_owner=None, lease_expires_at=None))
-            await s.commit()
-
-    async def release(self, ids: Sequence[int]) -> None:
-        """Give rows back at once (the send failed): another try need not wait for the lease."""
-        if not ids:
-            return
-        async with self.sessions() as s:
-            await s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.lease_owner == self.owner)
-                            .values(lease_owner=None, lease_expires_at=None))
-            await s.commit()
-
     async def lag_seconds(self) -> float | None:
         """Age of the oldest unpublished row of these kinds (None when there is none)."""
-        async with self.sessions() as s:
-            oldest = await s.scalar(select(func.min(OutboxEvent.created_at)).where(
-                OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds)))
-        if oldest is None:
-            return None
-        if oldest.tzinfo is None:
-            from datetime import UTC
-            oldest = oldest.replace(tzinfo=UTC)
-        return max(0.0, (utcnow() - oldest).total_seconds())
+        return await self.work.lag_seconds(self.kinds)
 
 
 class OutboxPublisher(_Claimer):
@@ -173,13 +121,13 @@ class OutboxPublisher(_Claimer):
         return self.conn is not None and not self.conn.closed
 
     @staticmethod
-    def _headers(row: OutboxEvent) -> dict[str, str]:
+    def _headers(row: OutboxRow) -> dict[str, str]:
         headers = {k: str(v) for k, v in row.headers.items()}
         headers[DEDUPE_PROPERTY] = row.dedupe_key
         return headers
 
     @staticmethod
-    async def _already_on_broker(conn: StompConnection, rows: Sequence[OutboxEvent]) -> set[int]:
+    async def _already_on_broker(conn: StompConnection, rows: Sequence[OutboxRow]) -> set[int]:
         """Of rows that were sent before with an unknown outcome, the ids of those the queue holds."""
         found: set[int] = set()
         by_destination: dict[str, dict[str, int]] = {}
@@ -211,9 +159,7 @@ class OutboxPublisher(_Claimer):
 
     async def _held(self) -> int:
         try:
-            async with self.sessions() as s:
-                return int(await s.scalar(select(func.count()).select_from(OutboxEvent).where(
-                    OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(self.kinds))) or 0)
+            return await self.work.backlog(self.kinds)
         except Exception:  # the count is for a log line only
             return -1
 
@@ -245,30 +191,27 @@ class OutboxPublisher(_Claimer):
                     else:
                         held = await self._held()
                 broker_step = False
-                rows = await self.claim(self.settings.outbox_batch, count_attempt=True)
-                if not rows:
-                    self._broker_works(held)
-                    backoff = FIRST_BACKOFF_SECONDS
+                async with self.work.broker_batch(self.kinds, self.settings.outbox_batch) as batch:
+                    if batch.rows:
+                        assert self.conn is not None
+                        broker_step = True
+                        batch.found_on_broker(await self._already_on_broker(self.conn, batch.in_doubt))
+                        rows = batch.to_send
+                        if rows:
+                            broker_step = False
+                            await batch.record_attempt()  # committed before any SEND (outbox_work.py)
+                            broker_step = True
+                            await self.conn.send_transaction([(r.destination, self._headers(r), r.body)
+                                                              for r in rows])
+                        broker_step = False
+                # Left without an exception: committed, the rows and their attempt record are gone.
+                self._broker_works(held)
+                backoff = FIRST_BACKOFF_SECONDS
+                if not batch.rows:
                     await self._nothing_to_do(0.2)
                     continue
                 self._idle_wait = 0.0
-                assert self.conn is not None
-                try:
-                    broker_step = True
-                    already = await self._already_on_broker(self.conn, [r for r in rows if r.attempts > 0])
-                    if already:
-                        await self.mark_published(sorted(already))
-                        self.recovered += len(already)
-                        rows = [r for r in rows if r.id not in already]
-                    if rows:
-                        await self.conn.send_transaction([(r.destination, self._headers(r), r.body) for r in rows])
-                    broker_step = False
-                except BaseException:
-                    await self.release([r.id for r in rows])
-                    raise
-                self._broker_works(held)
-                backoff = FIRST_BACKOFF_SECONDS
-                await self.mark_published([r.id for r in rows])
+                self.recovered += len(batch.found)
                 self.published += len(rows)
             except asyncio.CancelledError:
                 raise

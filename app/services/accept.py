@@ -38,8 +38,8 @@ from app.domain.netguard import CallbackRefused, CallbackUnresolved, parse_callb
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
 from app.errors import BadRequest
-from app.events.callbacks import check_callback
 from app.services.accept_batch import AcceptBatcher
+from app.services.callback_address import check_callback
 from app.services.route_shape import Shape, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)

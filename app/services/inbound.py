@@ -17,7 +17,7 @@ from app.db.tables import InboundMessage, utcnow
 from app.db.upsert import insert_ignore
 from app.domain.ids import new_inbound_sid
 from app.domain.messages import InboundSms
-from app.events import outbox
+from app.services import outbox_rows as outbox
 from app.services.receipts import outbox_insert
 
 log = logging.getLogger("smsgw.inbound")

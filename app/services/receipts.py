@@ -217,7 +217,11 @@ async def _apply(
     if not sids:
         return []
     messages: dict[str, MessageState] = {}
-    for m in (await session.execute(select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)))).all():
+    # Locked (in sid order, so two batches never deadlock here): a transaction applying a duplicate
+    # concurrently waits and then sees the final status; a published report's row is deleted, so its
+    # dedupe_key would not stop a second one.
+    locked = select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)).order_by(Message.sid).with_for_update(of=Message)
+    for m in (await session.execute(locked)).all():
         messages[m.sid] = MessageState(m.sid, Status(m.status),
                                        Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
                                                  m.callback_url),
@@ -262,7 +266,7 @@ _STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, M
 
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Outbox rows, skipping any whose dedupe_key is already there: one statement for all the rows that
-    name the same columns (each builder in events/outbox.py always names the same ones)."""
+    name the same columns (each builder in services/outbox_rows.py always names the same ones)."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         shapes[tuple(sorted(r))].append(r)

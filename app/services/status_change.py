@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from app.domain.status import REPORTED, Status
-from app.events import outbox
+from app.services import outbox_rows as outbox
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from support.outbox import write_reports
+from support.outbox import unpublished, wait_published, write_reports
 from support.servers import free_port
 
 from app.config import Settings
-from app.db.tables import OutboxEvent
 from app.events.stomp_publisher import OutboxPublisher
 
 SERVICES = str(Path(__file__).resolve().parents[2] / "scripts" / "services.sh")
@@ -54,19 +52,6 @@ async def activemq() -> AsyncIterator[OwnActiveMQ]:
     yield mq
     await mq.stop()
     shutil.rmtree(mq.dir, ignore_errors=True)
-
-
-async def unpublished(sessions: async_sessionmaker[AsyncSession], queue: str) -> int:
-    async with sessions() as s:
-        return int(await s.scalar(select(func.count()).select_from(OutboxEvent).where(
-            OutboxEvent.destination == f"/queue/{queue}", OutboxEvent.published_at.is_(None))) or 0)
-
-
-async def wait_published(sessions: async_sessionmaker[AsyncSession], queue: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while await unpublished(sessions, queue):
-        assert time.monotonic() < deadline, f"{await unpublished(sessions, queue)} reports still unpublished"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_30s_broker_outage_costs_at_most_5_connect_attempts_and_two_log_lines(

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.tables import OutboxEvent
 from app.domain.status import Status
-from app.events import outbox
 from app.events.stomp_publisher import OutboxPublisher
+from app.services import outbox_rows as outbox
 
 HERE = Path(__file__).resolve().parent
 JARS = ["activemq-client.jar", "geronimo-jms_1.1_spec.jar", "geronimo-j2ee-management-1.1-spec.jar", "hawtbuf.jar",

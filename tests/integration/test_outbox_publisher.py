@@ -19,23 +19,23 @@ import pytest
 import stomp
 from conftest import STOMP_URL
 from fakes.server import LoopbackServer
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from support.outbox import write_reports
+from support.outbox import attempt_records, report_rows, wait_published, write_reports
 from support.quiet import until_quiet
 from support.stomp_consumer import Collector
 
 from app.config import Settings
-from app.db.tables import OutboxEvent
+from app.db.tables import OutboxAttempt, OutboxEvent
 from app.domain.status import Status
 from app.domain.twilio_signature import validate_signature
-from app.events import outbox
 from app.events.callbacks import CallbackSender
 from app.events.stomp_publisher import OutboxPublisher
+from app.services import outbox_rows as outbox
 from bench.harness import private_broker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,9 +93,8 @@ async def test_report_has_contract_headers_and_body(module_db_url: str, module_s
     h = frames[0].headers
     assert h["type"] == "smpp" and h["persistent"] == "true" and h["content-type"] == "application/json"
     assert h["smsgw-report-id"] == f"report:{sid}" and "content-length" not in h
-    async with module_sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(OutboxEvent).where(
-            OutboxEvent.message_sid == sid, OutboxEvent.published_at.is_not(None))) == 1
+    async with module_sessions() as s:  # published: the row is gone
+        assert await s.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.message_sid == sid)) == 0
 
 
 async def test_two_publishers_send_each_row_once(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -159,31 +158,27 @@ async def test_broker_down_delays_reports_and_loses_none(module_db_url: str, mod
 
 async def test_in_doubt_rows_found_on_the_broker_are_not_sent_again(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
-    """A batch the broker committed but whose receipt never came back (connection cut, or the process
-    died before marking): claimed again, it is looked up on the queue and marked, not sent twice."""
+    """Rows named by an attempt record that outlived its claim (the receipt never came back, so the claim
+    rolled back and the rows are there again): looked up on the queue, found, and not sent twice."""
     queue = "delivery-report-" + secrets.token_hex(4)
     sids = await write_reports(module_sessions, queue, 300)
     settings = Settings(database_url=module_db_url, broker_url=STOMP_URL, outbox_batch=100)
     first = OutboxPublisher(module_sessions, settings, "p1")
     tasks = await run_publishers([first])
-    async with module_sessions() as s:
-        for _ in range(200):
-            if await s.scalar(select(func.count()).select_from(OutboxEvent).where(
-                    OutboxEvent.destination == f"/queue/{queue}", OutboxEvent.published_at.is_(None))) == 0:
-                break
-            await asyncio.sleep(0.05)
+    await wait_published(module_sessions, queue, 10)
     await stop_all([first], tasks)
     assert first.published == 300
-    # Forget that 200 of them were published, as if their COMMIT receipts had been lost.
+    # 200 of them back, with the record a claim whose COMMIT receipt was lost leaves behind.
     async with module_sessions() as s:
-        await s.execute(update(OutboxEvent).where(
-            OutboxEvent.message_sid.in_(sids[:200])).values(published_at=None))
+        ids = list((await s.scalars(insert(OutboxEvent).returning(OutboxEvent.id), report_rows(queue, sids[:200]))).all())
+        s.add(OutboxAttempt(owner="p1", event_ids=ids))
         await s.commit()
     second = OutboxPublisher(module_sessions, settings, "p2")
     tasks = await run_publishers([second])
-    await asyncio.sleep(1.5)
+    await wait_published(module_sessions, queue, 10)
     await stop_all([second], tasks)
     assert second.recovered == 200 and second.published == 0
+    assert await attempt_records(module_sessions) == []  # resolved: the old record is gone too
     conn, listener = await asyncio.to_thread(consume, stomp_port(), queue)
     frames = await wait_count(listener, 300)
     await asyncio.to_thread(conn.disconnect)
@@ -237,9 +232,6 @@ async def test_status_callbacks_are_signed_retried_and_given_up(module_db_url: s
         settings = Settings(database_url=module_db_url, callback_max_attempts=3, callback_signing_token="sign-me",
                             callback_allow_networks="127.0.0.0/8")  # the hook listens on loopback
         sender = CallbackSender(module_sessions, settings, "cb")
-        import app.events.stomp_publisher as sp
-
-        sp_delay = sp.LEASE_SECONDS
         task = asyncio.create_task(sender.run())
         try:
             deadline = asyncio.get_running_loop().time() + 40
@@ -260,11 +252,14 @@ async def test_status_callbacks_are_signed_retried_and_given_up(module_db_url: s
         finally:
             await sender.stop()
             await asyncio.wait([task], timeout=5)
-        assert sp_delay > 0
     paths = Counter(p for p, _, _ in received)
     assert paths["/ok"] == 1 and paths["/flaky"] == 3 and paths["/broken"] == 3
     for path, form, signature in received:
         assert validate_signature("sign-me", f"{server.url}{path}", form, signature)
     async with module_sessions() as s:
         broken = await s.scalar(select(OutboxEvent).where(OutboxEvent.destination.endswith("/broken")))
+        kept = (await s.scalars(select(OutboxEvent.destination).where(
+            OutboxEvent.kind == "callback", OutboxEvent.destination.startswith(server.url)))).all()
     assert broken is not None and broken.last_error and broken.last_error.startswith("gave up after 3")
+    assert broken.attempts == 3 and broken.published_at is not None
+    assert kept == [f"{server.url}/broken"]  # delivered callbacks leave no row; a given-up one stays as its record

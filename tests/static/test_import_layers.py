@@ -38,6 +38,8 @@ def test_the_project_keeps_every_contract(tree: Path) -> None:
     ("app/domain/planted.py", "import sqlalchemy\n", "domain is pure"),
     ("app/domain/planted.py", "from app.db import tables\n", "domain is pure"),
     ("app/services/planted.py", "from app.api import errors\n", "services never import the web layer"),
+    ("app/services/planted.py", "from app.events import stomp_publisher\n", "services never import events or dispatch"),
+    ("app/services/planted.py", "import app.dispatch.dispatcher\n", "services never import events or dispatch"),
     ("app/providers/smpp/planted.py", "from app.simulator import server\n", "adapters never import"),
     ("app/dispatch/planted.py", "from app.runtime import Runtime\n", "adapters never import"),
     ("app/api/planted.py", "import app.simulator.server\n", "the simulator is a test tool"),

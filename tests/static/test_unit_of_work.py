@@ -20,13 +20,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = "app/services/"
 
-# Commits other engineers are moving into services right now (the dispatcher's outcome recording; the
-# outbox publisher and callbacks). The lead empties this set when merging their branches: an entry that
-# no longer excuses anything fails test_every_allowance_still_excuses_something.
-ALLOWED_FOR_NOW: frozenset[str] = frozenset({
-    "app/events/",
-})
-
 _OWNER_ATTRS = frozenset({"commit", "begin"})
 _SQL_CALLS = frozenset({"text", "execute", "exec_driver_sql"})
 _TRANSACTION_SQL = re.compile(r"\s*(commit|begin|end)\b", re.IGNORECASE)
@@ -52,27 +45,20 @@ def offences(source: str, path: str) -> list[str]:
     return [f"{path}:{line} {what}" for line, what in sorted(found)]
 
 
-def scan(root: Path, allowed: frozenset[str] = frozenset()) -> list[str]:
-    """Every offence in the modules under root/app outside app/services/ and the allowed paths."""
+def scan(root: Path) -> list[str]:
+    """Every offence in the modules under root/app outside app/services/."""
     found: list[str] = []
     for file in sorted((root / "app").rglob("*.py")):
         rel = file.relative_to(root).as_posix()
-        if rel.startswith(SERVICES) or any(rel == a or (a.endswith("/") and rel.startswith(a)) for a in allowed):
+        if rel.startswith(SERVICES):
             continue
         found += offences(file.read_text(encoding="utf-8"), rel)
     return found
 
 
 def test_nothing_outside_the_services_commits() -> None:
-    found = scan(ROOT, ALLOWED_FOR_NOW)
+    found = scan(ROOT)
     assert not found, "commit in a service (app/services/) instead:\n" + "\n".join(found)
-
-
-def test_every_allowance_still_excuses_something() -> None:
-    everything = scan(ROOT)
-    for allowed in sorted(ALLOWED_FOR_NOW):
-        excused = [f for f in everything if f.startswith(allowed)]
-        assert excused, f"{allowed} commits nowhere any more: remove it from ALLOWED_FOR_NOW"
 
 
 @pytest.mark.parametrize("planted", [
@@ -103,8 +89,8 @@ def test_what_is_not_a_commit_is_not_found(innocent: str) -> None:
 def test_a_planted_module_breaks_the_rule_and_services_may_commit(tmp_path: Path) -> None:
     commit = "async def f(s):\n    await s.commit()\n"
     for where in ("app/api/planted.py", "app/db/deep/planted.py", "app/services/store.py",
-                  "app/dispatch/dispatcher.py"):  # the dispatcher has no allowance any more
+                  "app/dispatch/dispatcher.py"):
         (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / where).write_text(commit)
-    assert scan(tmp_path, ALLOWED_FOR_NOW) == ["app/api/planted.py:2 .commit", "app/db/deep/planted.py:2 .commit",
+    assert scan(tmp_path) == ["app/api/planted.py:2 .commit", "app/db/deep/planted.py:2 .commit",
                                                "app/dispatch/dispatcher.py:2 .commit"]

@@ -1,4 +1,4 @@
-"""The outbox writer: rows to publish, added in the same transaction as the change that causes them.
+"""The outbox rows: what to publish, added in the same transaction as the change that causes them.
 
 Row shapes are the contract between the services (writers) and the publishers (readers):
 - `report`:   destination `/queue/<delivery_report_queue>`, STOMP headers, JSON body (contract §4)
@@ -6,9 +6,12 @@ Row shapes are the contract between the services (writers) and the publishers (r
 - `callback`: destination = the StatusCallback URL, body = form-encoded Twilio-style fields
 - `forward`:  destination = the inbound forward URL, JSON body
 
-`dedupe_key` is unique: writing the same event twice (a retried transaction, a duplicate receipt)
-inserts nothing the second time. For reports it is also sent as the `smsgw-report-id` header so a
-consumer can drop the duplicate a crash between SEND and marking can cause.
+`dedupe_key` is unique among the rows still to publish: writing the same event twice before it is
+published (a retried transaction, a duplicate receipt in a concurrent transaction) inserts nothing the
+second time. A published row is deleted (app/services/outbox_work.py), so after that it is the message's
+status, which only moves forward, that keeps a second report from being written. For reports the key
+is also sent as the `smsgw-report-id` header (and the `smsgw_dedupe_key` property the publisher browses
+the queue by), so a consumer can drop the rare duplicate.
 """
 
 from __future__ import annotations

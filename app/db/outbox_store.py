@@ -1,0 +1,135 @@
+"""Every statement about the outbox (`outbox_event`) and the broker attempts (`outbox_attempt`); queries
+only, never a commit: the transactions are app/services/outbox_work.py's.
+
+A row costs two row versions: its INSERT (written by the change that causes it) and its DELETE once
+published. On PostgreSQL the broker publisher's claim is that DELETE (`take_due`): the rows are locked
+(`FOR UPDATE SKIP LOCKED`, so other publishers skip them), gone when the claiming transaction commits
+and back, untouched, when it rolls back. The HTTP sender locks its rows with a SELECT instead
+(`lock_due`), since each one ends differently (deleted, retried later, given up). SQLite (`make run`)
+has no row locks and one process: there the rows are read first and deleted at the end
+(`delete_events`), in the same transaction that records the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.bulk import update_rows
+from app.db.tables import OutboxAttempt, OutboxEvent
+
+_EVENT = cast(Table, OutboxEvent.__table__)
+_ATTEMPT = cast(Table, OutboxAttempt.__table__)
+_COLUMNS = (_EVENT.c.id, _EVENT.c.kind, _EVENT.c.destination, _EVENT.c.headers, _EVENT.c.body,
+            _EVENT.c.dedupe_key, _EVENT.c.message_sid, _EVENT.c.attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox row as the publishers read it (a plain row, no ORM object)."""
+
+    id: int
+    kind: str
+    destination: str
+    headers: dict[str, Any]
+    body: str
+    dedupe_key: str
+    message_sid: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    id: int
+    owner: str
+    event_ids: tuple[int, ...]
+
+
+def locks_rows(session: AsyncSession) -> bool:
+    """Whether claims lock rows (PostgreSQL), so that `take_due` can delete them at once."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _due(kinds: Collection[str], now: datetime) -> list[ColumnElement[bool]]:
+    # `published_at IS NULL` matches the partial index and leaves given-up HTTP rows out; a lease is
+    # only ever set by a process of an older version (rolling upgrade): its rows wait for it.
+    return [_EVENT.c.published_at.is_(None), _EVENT.c.kind.in_(list(kinds)), _EVENT.c.available_at <= now,
+            or_(_EVENT.c.lease_expires_at.is_(None), _EVENT.c.lease_expires_at < now)]
+
+
+def _rows(result: Sequence[Any]) -> list[OutboxRow]:
+    rows = [OutboxRow(r.id, r.kind, r.destination, dict(r.headers or {}), r.body, r.dedupe_key, r.message_sid,
+                      int(r.attempts or 0)) for r in result]
+    rows.sort(key=lambda r: r.id)  # RETURNING keeps no order; publish oldest first
+    return rows
+
+
+async def take_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime) -> list[OutboxRow]:
+    """Up to `limit` due rows, oldest first. PostgreSQL: deleted in this one statement (locked until the
+    transaction ends; other claimers skip them). SQLite: only read (see `delete_events`)."""
+    due = (select(_EVENT.c.id).where(*_due(kinds, now))
+           .order_by(_EVENT.c.available_at, _EVENT.c.id).limit(limit))
+    if locks_rows(session):
+        stmt: Any = (delete(_EVENT).where(_EVENT.c.id.in_(due.with_for_update(skip_locked=True).scalar_subquery()))
+                     .returning(*_COLUMNS))
+    else:
+        stmt = select(*_COLUMNS).where(_EVENT.c.id.in_(due.scalar_subquery()))
+    return _rows((await session.execute(stmt)).all())
+
+
+async def lock_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime) -> list[OutboxRow]:
+    """Up to `limit` due rows, oldest first, locked until the transaction ends (PostgreSQL)."""
+    stmt = (select(*_COLUMNS).where(*_due(kinds, now)).order_by(_EVENT.c.available_at, _EVENT.c.id)
+            .limit(limit).with_for_update(skip_locked=True))
+    return _rows((await session.execute(stmt)).all())
+
+
+async def delete_events(session: AsyncSession, ids: Collection[int]) -> None:
+    if ids:
+        await session.execute(delete(_EVENT).where(_EVENT.c.id.in_(list(ids))))
+
+
+async def record_failures(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows that failed: each dict has `id`, `attempts`, `last_error`, `available_at`, `published_at`
+    (set only when given up). One statement for all of them."""
+    await update_rows(session, _EVENT, "id", rows)
+
+
+async def pending_count(session: AsyncSession, kinds: Collection[str]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(_EVENT).where(
+        _EVENT.c.published_at.is_(None), _EVENT.c.kind.in_(list(kinds)))) or 0)
+
+
+async def oldest_pending(session: AsyncSession, kinds: Collection[str]) -> datetime | None:
+    """When the oldest row still to publish was written (None when there is none)."""
+    oldest: datetime | None = await session.scalar(select(func.min(OutboxEvent.created_at)).where(
+        OutboxEvent.published_at.is_(None), OutboxEvent.kind.in_(list(kinds))))
+    if oldest is not None and oldest.tzinfo is None:  # SQLite stores naive UTC
+        oldest = oldest.replace(tzinfo=UTC)
+    return oldest
+
+
+async def attempt_records(session: AsyncSession) -> list[AttemptRecord]:
+    """Every attempt record: those of batches in flight now (one per publisher) and those that outlived
+    their transaction. The table holds a handful of rows, so it is read whole."""
+    result = await session.execute(select(_ATTEMPT.c.id, _ATTEMPT.c.owner, _ATTEMPT.c.event_ids))
+    return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids)) for r in result.all()]
+
+
+async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int], now: datetime) -> int:
+    stmt = insert(_ATTEMPT).values(owner=owner, event_ids=list(event_ids), created_at=now).returning(_ATTEMPT.c.id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def drop_attempts(session: AsyncSession, ids: Collection[int]) -> None:
+    if ids:
+        await session.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id.in_(list(ids))))
+
+
+async def rewrite_attempt(session: AsyncSession, attempt_id: int, event_ids: Sequence[int]) -> None:
+    await session.execute(update(_ATTEMPT).where(_ATTEMPT.c.id == attempt_id).values(event_ids=list(event_ids)))

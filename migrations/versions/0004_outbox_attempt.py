@@ -1,0 +1,39 @@
+"""outbox_attempt: one row per batch sent to the broker, so outbox rows can leave in one DELETE
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01 12:40:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    # outbox_event keeps its columns: rows are deleted once published now, and lease_owner /
+    # lease_expires_at / attempts stay for rows an older process may still lease during an upgrade.
+    op.create_table(
+        "outbox_attempt",
+        sa.Column("id", BigId, autoincrement=True, nullable=False),
+        sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("event_ids", sa.JSON().with_variant(postgresql.ARRAY(sa.BigInteger()), "postgresql"),
+                  nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_attempt")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("outbox_attempt")
