@@ -101,6 +101,19 @@ async def insert_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
     await insert_rows(session, StatusEvent.__table__, rows)
 
 
+async def release(session: AsyncSession, owner: str, sids: Sequence[str], now: datetime) -> int:
+    """These messages, if still `sending` and leased to `owner`, due again now."""
+    if not sids:
+        return 0
+    result = await session.execute(
+        update(Message)
+        .where(Message.sid.in_(list(sids)), Message.lease_owner == owner, Message.status == Status.SENDING.value)
+        .values(status=Status.QUEUED.value, due_at=now, lease_owner=None, lease_expires_at=None,
+                attempts=Message.attempts - 1, updated_at=now)
+        .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def release_expired_leases(session: AsyncSession, now: datetime) -> int:
     """Messages whose claimer died: due again now."""
     result = await session.execute(

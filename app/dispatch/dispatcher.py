@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -73,6 +74,10 @@ class Dispatcher:
         self._room = asyncio.Event()
         self._flush = asyncio.Event()
         self._in_flight = 0
+        # Messages handed over by the accept path, not started yet, each with the loop time after which
+        # its lease is too close to expiry to start it (then it is left to expire and be claimed again).
+        self._handed: deque[tuple[Claimed, float]] = deque()
+        self._handoff_max = settings.dispatch_handoff_max
         self._last_claimed = float("-inf")  # loop time of the last claim that found messages
         self._outcomes: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,10 +94,19 @@ class Dispatcher:
                          asyncio.create_task(self._housekeeping.run(), name="dispatch-housekeeping")]
 
     async def stop(self) -> None:
-        """Stop claiming, let submits in flight finish (up to 10 s), record their outcomes."""
+        """Stop claiming, let submits in flight finish (up to 10 s), record their outcomes; messages handed
+        over and not started yet are given back (due again now, for any dispatcher)."""
         self._stopping = True
         self._wake.set()
         self._room.set()
+        if self._handed:
+            unsent = [c.sid for c, _ in self._handed]
+            self._handed.clear()
+            try:
+                await dispatching.release(self._sessions, self._owner, unsent)
+            except Exception:  # their leases expire instead
+                log.exception("giving back %d messages not started failed: due when their lease expires",
+                              len(unsent))
         claim, write, _housekeeping = self._runners
         await asyncio.wait([claim], timeout=15)
         if self._tasks:
@@ -110,11 +124,34 @@ class Dispatcher:
 
     # -- taking messages straight from the accept path (domain.dispatching.HandOff) ---------------------
     def room(self) -> int:
-        return 0 if self._stopping or not self._runners else max(0, 2 * self._capacity - self._in_flight)
+        if self._stopping or not self._runners:
+            return 0
+        return max(0, self._handoff_max - len(self._handed) - self._in_flight)
 
     def take(self, claimed: list[Claimed]) -> None:
-        self._start_sending(claimed)
-        self._last_claimed = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        # Started no later than 3/4 of the lease: a submit begun then still answers well before expiry.
+        deadline = loop.time() + 0.75 * self.lease_seconds
+        self._handed.extend((c, deadline) for c in claimed)
+        self._last_claimed = loop.time()
+        self._feed()
+
+    def _feed(self) -> None:
+        """Start handed-over messages while the window has room (the same bound as a claim's)."""
+        if not self._handed:
+            return
+        now = asyncio.get_running_loop().time()
+        start: list[Claimed] = []
+        late = 0
+        while self._handed and self._in_flight + len(start) < 2 * self._capacity:
+            claimed, deadline = self._handed.popleft()
+            if now > deadline:
+                late += 1  # its lease expires soon: left to be claimed again, never sent twice
+            else:
+                start.append(claimed)
+        if late:
+            log.warning("%d handed-over messages waited too long to start: left to their lease", late)
+        self._start_sending(start)
 
     def _start_sending(self, claimed: list[Claimed]) -> None:
         for msg in claimed:
@@ -281,6 +318,7 @@ class Dispatcher:
             # A message counts against the claim limit until its outcome is committed: a crash then
             # resubmits at most what was in the window, not a backlog of unrecorded outcomes.
             self._in_flight -= len(batch)
+            self._feed()  # handed-over messages first: they are ours already
             self._room.set()
 
     async def _record(self, batch: list[Outcome]) -> None:

@@ -199,6 +199,14 @@ async def _record_parts(s: AsyncSession, o: Outcome, now: datetime, accepted: li
     accepted.append((progress.provider, [str(uid) for n, uid in progress.accepted.items() if n not in before]))
 
 
+async def release(sessions: async_sessionmaker[AsyncSession], owner: str, sids: Sequence[str]) -> int:
+    """Give back messages leased to `owner` and never started: due again now, for any dispatcher."""
+    async with sessions() as s:
+        n = await store.release(s, owner, sids, utcnow())
+        await s.commit()
+    return n
+
+
 # -- housekeeping (each its own transaction) ---------------------------------------------------------
 async def release_expired_leases(sessions: async_sessionmaker[AsyncSession]) -> int:
     """Messages whose claimer died: due again now (this is the resubmit window)."""

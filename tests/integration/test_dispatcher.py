@@ -7,6 +7,7 @@ import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from app.config import Settings
 from app.db.engine import create_engine, session_factory
 from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.dispatch.dispatcher import Dispatcher
+from app.domain.dispatching import Claimed
 from app.domain.ids import UpstreamId, new_message_sid
 from app.metrics import Metrics
 from app.providers.base import (
@@ -324,3 +326,57 @@ async def test_message_stopped_part_way_resumes_at_the_same_provider_with_its_pa
                                  .where(MessagePart.message_sid == sid).order_by(MessagePart.part_no))).all()
     assert [tuple(p) for p in parts] == [(1, "id-1", "sent", 0xBEEF), (2, "id-2", "sent", None),
                                          (3, "id-3", "sent", None)]
+
+
+async def handed(sessions: async_sessionmaker[AsyncSession], owner: str, n: int, channel: str) -> list[Claimed]:
+    """Messages stored as the accept path stores them for this dispatcher: sending, leased to it."""
+    now = utcnow()
+    sids = [new_message_sid() for _ in range(n)]
+    async with sessions() as s:
+        await s.execute(insert(Message), [
+            {"sid": sid, "status": "sending", "to_number": "+14155550000", "body": "b", "encoding": "GSM7",
+             "segments": 1, "channel": channel, "attempts": 1, "lease_owner": owner,
+             "lease_expires_at": now + timedelta(seconds=60), "created_at": now, "updated_at": now} for sid in sids])
+        await s.commit()
+    return [Claimed(sid, "+14155550000", None, "b", "GSM7", "split", False, None, channel, 1, None, False)
+            for sid in sids]
+
+
+async def test_handed_over_messages_start_within_the_window_and_unstarted_ones_are_given_back_on_stop(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str) -> None:
+    gate = asyncio.Event()
+
+    class Gated(FakeProvider):
+        async def submit(self, message: OutboundMessage) -> SubmitResult:
+            self.submits[message.sid] += 1
+            await gate.wait()
+            return SubmitResult((UpstreamId(secrets.token_hex(8)),))
+
+    p = Gated("p1")
+    p.max_in_flight = 2  # a window of 4 (twice the providers' capacity)
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_handoff_max=10)
+    owner = "handoff-" + secrets.token_hex(3)
+    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
+    msgs = await handed(module_sessions, owner, 8, isolated)
+    assert d.room() == 10
+    d.take(msgs)
+    await asyncio.sleep(0.2)
+    # 4 started (2 of them submitting, the provider's own limit), 4 waiting in the hand-off backlog
+    assert set(p.submits) == {m.sid for m in msgs[:2]} and d.room() == 10 - 4 - 4
+    gate.set()
+    await wait_final(module_sessions, [m.sid for m in msgs], {"sent"})  # the rest start as outcomes land
+    gate.clear()
+    more = await handed(module_sessions, owner, 6, isolated)
+    d.take(more)
+    await asyncio.sleep(0.2)
+    stopping = asyncio.create_task(d.stop())
+    await asyncio.sleep(0.2)
+    gate.set()
+    await stopping
+    rows = await wait_final(module_sessions, [m.sid for m in more], {"sent", "queued"}, timeout=5)
+    started = {m.sid for m in more[:4]}
+    assert all(rows[sid].status == "sent" for sid in started)
+    given_back = [rows[m.sid] for m in more[4:]]
+    assert all(r.status == "queued" and r.due_at is not None and r.lease_owner is None and r.attempts == 0
+               for r in given_back)  # due again for any dispatcher, never submitted
+    assert all(p.submits[m.sid] == 0 for m in more[4:])
