@@ -22,7 +22,7 @@ def _view(r: MessageRecord) -> MessageView:
     return MessageView(
         MessageSid=m.sid, Status=m.status, To=m.to_number, From=m.from_addr, Body=m.full_body,
         Segments=m.segments, Encoding=m.encoding, Channel=m.channel, Provider=m.provider,
-        UpstreamIds=[p.upstream_id for p in r.parts],
+        UpstreamIds=r.upstream_ids(),
         ProviderStatusCode=m.provider_status_code, ErrorCode=m.error_code, CreatedAt=m.created_at,
         UpdatedAt=m.updated_at, SendAt=m.send_at, History=history,
     )

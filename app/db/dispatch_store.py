@@ -63,16 +63,14 @@ async def _load_progress(session: AsyncSession, claimed: list[Claimed]) -> None:
             again[MessageSid(sid)].progress = PartProgress(parts[0][2], reference, len(parts), accepted)
 
 
-async def mark_sent(session: AsyncSession, sids: Sequence[str], provider: str, owner: str,
+async def mark_sent(session: AsyncSession, sent: Sequence[tuple[str, str | None]], provider: str, owner: str,
                     now: datetime) -> set[str]:
-    """`sent` by `provider`, for those of `sids` still leased to `owner`; returns those."""
-    return set((await session.scalars(
-        update(Message)
-        .where(Message.sid.in_(list(sids)), Message.lease_owner == owner, Message.status == Status.SENDING.value)
-        .values(status=Status.SENT.value, provider=provider, lease_owner=None, lease_expires_at=None,
-                updated_at=now, sent_at=now)
-        .returning(Message.sid),
-        execution_options={"synchronize_session": False})).all())
+    """`sent` by `provider`, for those of the (sid, upstream id held on the message or None) still leased
+    to `owner` and `sending`, in one statement; returns their sids."""
+    return set(await update_rows(session, Message.__table__, "sid", [
+        {"sid": sid, "status": Status.SENT.value, "provider": provider, "lease_owner": None,
+         "lease_expires_at": None, "updated_at": now, "sent_at": now, "upstream_id": upstream_id}
+        for sid, upstream_id in sent], only_if={"lease_owner": owner, "status": Status.SENDING.value}))
 
 
 async def update_owned(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str) -> set[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.tables import KeptReceipt, MessagePart
+from app.db.tables import KeptReceipt, Message, MessagePart
 from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
 from app.domain.status import FINAL, Status
@@ -91,18 +91,22 @@ async def lock_older_known(session: AsyncSession, before: datetime, since: datet
     return list((await session.scalars(
         select(KeptReceipt)
         .where(KeptReceipt.created_at < before, KeptReceipt.created_at >= since)
-        .where(KeptReceipt.upstream_id.in_(
+        .where(or_(KeptReceipt.upstream_id.in_(
             select(MessagePart.upstream_id).where(MessagePart.upstream_id.is_not(None),
-                                                  MessagePart.status.not_in(_NOT_FINAL))))
+                                                  MessagePart.status.not_in(_NOT_FINAL))),
+            KeptReceipt.upstream_id.in_(
+            select(Message.upstream_id).where(Message.upstream_id.is_not(None), Message.status.not_in(_NOT_FINAL)))))
         .order_by(KeptReceipt.id).limit(limit)
         .with_for_update(of=KeptReceipt, skip_locked=True))).all())
 
 
 async def known_upstream_ids(session: AsyncSession, wanted: set[str]) -> set[str]:
-    """Which of these ids a part not final yet carries."""
-    rows = (await session.scalars(
+    """Which of these ids a part not final yet carries (a part row, or a one-part message itself)."""
+    rows = list((await session.scalars(
         select(MessagePart.upstream_id).where(MessagePart.upstream_id.in_(wanted),
-                                              MessagePart.status.not_in(_NOT_FINAL)))).all()
+                                              MessagePart.status.not_in(_NOT_FINAL)))).all())
+    rows += (await session.scalars(
+        select(Message.upstream_id).where(Message.upstream_id.in_(wanted), Message.status.not_in(_NOT_FINAL)))).all()
     return {u for u in rows if u is not None}
 
 

@@ -138,6 +138,9 @@ class Message(Base):
     # `provider_status_code`, `done_detail` what the history says of it). NULL for rows written before
     # migration 0005, whose history is all in status_event.
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A message sent in one part to a provider that is not polled keeps the upstream's id for it here
+    # instead of in a message_part row (one row version less per message); receipts match on either.
+    upstream_id: Mapped[str | None] = mapped_column(String(100), default=None)
     done_at: Mapped[datetime | None] = mapped_column(default=None)
     done_source: Mapped[str | None] = mapped_column(String(60), default=None)
     done_detail: Mapped[str | None] = mapped_column(Text, default=None)
@@ -155,6 +158,8 @@ class Message(Base):
         Index("ix_message_to_created", "to_number", "created_at"),
         Index("ix_message_status_created", "status", "created_at"),
         Index("ix_message_key_created", "api_key_id", "created_at", "sid"),  # an account's list
+        Index("ix_message_upstream", "upstream_id", postgresql_where=text("upstream_id IS NOT NULL"),
+              sqlite_where=text("upstream_id IS NOT NULL")),  # receipt matching
     )
 
 

@@ -114,7 +114,14 @@ def _recipient(o: Outcome) -> Recipient:
 async def _record_sent(s: AsyncSession, settings: Settings, owner: str, provider: str, group: list[Outcome],
                        now: datetime, poll_after: float | None, out_rows: list[dict[str, Any]],
                        accepted: list[tuple[str, list[str]]], done: Recorded) -> None:
-    owned = await store.mark_sent(s, [o.msg.sid for o in group], provider, owner, now)
+    def held(o: Outcome) -> UpstreamId | None:
+        """The one id of a one-part message not polled and with nothing from an earlier attempt: kept on
+        the message row itself, no part row (Message.upstream_id)."""
+        ids = o.result.upstream_ids if o.result else ()
+        return normalise_upstream_id(ids[0]) if len(ids) == 1 and poll_after is None and o.msg.progress is None \
+            and o.msg.attempts == 1 else None
+
+    owned = await store.mark_sent(s, [(o.msg.sid, held(o)) for o in group], provider, owner, now)
     group = [o for o in group if o.msg.sid in owned]
     if not group:
         return
@@ -125,8 +132,8 @@ async def _record_sent(s: AsyncSession, settings: Settings, owner: str, provider
         {"message_sid": o.msg.sid, "part_no": i + 1, "provider": provider, "upstream_id": normalise_upstream_id(uid),
          "status": Status.SENT.value, "submitted_at": now, "next_poll_at": poll_at,
          "provider_status_code": o.result.provider_status_code if o.result else None}
-        for o in group for i, uid in enumerate(o.result.upstream_ids if o.result else ())
-        if i + 1 not in o.accepted_before()])
+        for o in group if held(o) is None
+        for i, uid in enumerate(o.result.upstream_ids if o.result else ()) if i + 1 not in o.accepted_before()])
     for o in group:
         out_rows += outbox_rows(_recipient(o), Status.SENT, report_queue=settings.delivery_report_queue,
                                 provider_status_code=None, error_code=None, at=now)

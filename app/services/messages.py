@@ -33,6 +33,12 @@ class MessageRecord:
     parts: list[MessagePart]
     history: list[StatusEvent]
 
+    def upstream_ids(self) -> list[str | None]:
+        """One per part: the part rows', or the message's own for a message of one part (Message.upstream_id)."""
+        if self.parts:
+            return [p.upstream_id for p in self.parts]
+        return [self.message.upstream_id] if self.message.upstream_id is not None else []
+
     def entries(self) -> list[HistoryItem]:
         """The message's history, oldest first: its acceptance, the status_event rows, and the two entries
         its own row holds (sent, and its final status: see Message.sent_at)."""

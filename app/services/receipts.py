@@ -62,9 +62,10 @@ def wanted_ids(upstream_id: str) -> list[str]:
 
 @dataclass(slots=True)
 class _Part:
-    """A message_part row as matching reads it (a plain row: no ORM identity map on this path)."""
+    """A part as matching reads it (a plain row: no ORM identity map on this path): a message_part row,
+    or a message of one part whose upstream id is on its own row (`id` None; see Message.upstream_id)."""
 
-    id: int
+    id: int | None
     message_sid: str
     part_no: int
     provider: str
@@ -116,7 +117,7 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], f
     pool = live or found
     if len(pool) == 1:
         return pool, not live
-    newest = max(pool, key=lambda p: (_submitted(p), p.id))
+    newest = max(pool, key=lambda p: (_submitted(p), p.id or 0))
     return [p for p in pool if p.message_sid == newest.message_sid], not live
 
 
@@ -125,6 +126,11 @@ async def _candidate_parts(session: AsyncSession, wanted: set[str],
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
     parts = await _parts_where(session, MessagePart.upstream_id.in_(wanted),
                                or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
+    with_rows = {p.message_sid for p in parts}
+    # A message of one part holds its id itself (unless a part row was written for it since: TLVs).
+    parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4]) for row in (await session.execute(
+        select(Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at)
+        .where(Message.upstream_id.in_(wanted), Message.sent_at >= window))).all() if row[0] not in with_rows]
     by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
         if part.upstream_id is not None:
@@ -233,8 +239,24 @@ async def _apply(
                           p.done_at, p.next_poll_at)
         parts[p.id] = state
         parts_of[p.message_sid].append(state)
+    # A message of one part with its id on its own row: its part, as the rules see it, under a negative
+    # id (no row yet; one is inserted only if the rules write it).
+    held: dict[str, _Part] = {}
+    for _r, hit in matched:
+        for part in hit:
+            if part.id is None and part.message_sid in messages and not parts_of[part.message_sid]:
+                held[part.message_sid] = part
+                msg = messages[part.message_sid]
+                state = PartState(-len(held), part.message_sid, msg.status, msg.provider_status_code,
+                                  msg.error_code)
+                parts[state.id] = state
+                parts_of[part.message_sid].append(state)
 
-    out = decide([(r, [parts[p.id] for p in hit if p.id in parts]) for r, hit in matched],
+    def states(hit: list[_Part]) -> list[PartState]:
+        ids = [p.id if p.id is not None else parts_of[p.message_sid][0].id for p in hit]
+        return [parts[i] for i in ids if i in parts]
+
+    out = decide([(r, states(hit)) for r, hit in matched],
                  [(sid, r) for sid, r in direct.items() if sid in messages],
                  messages, parts_of, now=now, report_queue=settings.delivery_report_queue)
     if log.isEnabledFor(logging.INFO):
@@ -246,8 +268,15 @@ async def _apply(
                                       "error_code": r.error_code, "upstream_id": r.upstream_id, "source": r.source})
     if counts is not None:
         counts.changes.update(out.counts)
-    if out.parts:
-        await update_rows(session, MessagePart.__table__, "id", [p.row() for p in out.parts.values()])
+    written = [p for p in out.parts.values() if p.id > 0]
+    if written:
+        await update_rows(session, MessagePart.__table__, "id", [p.row() for p in written])
+    new = [p for p in out.parts.values() if p.id < 0]  # a part held on its message that now needs its row
+    if new:
+        await insert_rows(session, MessagePart.__table__, [
+            {**{k: v for k, v in p.row().items() if k != "id"}, "message_sid": p.message_sid, "part_no": 1,
+             "provider": held[p.message_sid].provider, "upstream_id": held[p.message_sid].upstream_id,
+             "submitted_at": held[p.message_sid].submitted_at} for p in new])
     if out.messages:
         await update_rows(session, Message.__table__, "sid", [m.row() for m in out.messages.values()])
     if out.history:

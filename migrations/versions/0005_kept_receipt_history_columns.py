@@ -1,7 +1,7 @@
-"""kept_receipt (was pending_receipt); message.sent_at / done_at / done_source / done_detail
+"""kept_receipt (was pending_receipt); message.sent_at / done_at / done_source / done_detail / upstream_id
 
 The history entries every message has (sent, final) are read from the message row instead of being
-written as status_event rows.
+written as status_event rows, and a message of one part keeps its upstream id on its own row.
 
 Revision ID: 0005
 Revises: 0004
@@ -33,11 +33,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("done_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("done_source", sa.String(60), nullable=True))
         batch.add_column(sa.Column("done_detail", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("upstream_id", sa.String(100), nullable=True))
+        batch.create_index("ix_message_upstream", ["upstream_id"], postgresql_where=sa.text("upstream_id IS NOT NULL"),
+                           sqlite_where=sa.text("upstream_id IS NOT NULL"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("message") as batch:
-        for column in ("done_detail", "done_source", "done_at", "sent_at"):
+        batch.drop_index("ix_message_upstream")
+        for column in ("upstream_id", "done_detail", "done_source", "done_at", "sent_at"):
             batch.drop_column(column)
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER SEQUENCE IF EXISTS kept_receipt_id_seq RENAME TO pending_receipt_id_seq")

@@ -122,7 +122,8 @@ async def run_dispatcher(sessions: async_sessionmaker[AsyncSession], settings: S
     return d
 
 
-async def test_sends_and_records_parts(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str) -> None:
+async def test_sends_and_records_upstream_ids(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession],
+                                              isolated: str) -> None:
     p = FakeProvider("p1")
     settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}])
     sids = await add_messages(module_sessions, 20, isolated)
@@ -133,9 +134,10 @@ async def test_sends_and_records_parts(module_db_url: str, module_sessions: asyn
         await d.stop()
     assert all(r.provider == "p1" for r in rows.values())
     assert all(p.submits[s] == 1 for s in sids)
+    assert all(r.upstream_id and r.sent_at is not None for r in rows.values())  # one part: the id on the row
     async with module_sessions() as s:
         assert await s.scalar(select(func.count()).select_from(MessagePart)
-                              .where(MessagePart.message_sid.in_(sids))) == 20
+                              .where(MessagePart.message_sid.in_(sids))) == 0
 
 
 async def test_route_error_fails_over_to_next_provider(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession],

@@ -224,3 +224,68 @@ async def test_submit_recorded_while_its_receipt_is_being_kept_is_applied_when_t
     await DbReportSink(sessions, SETTINGS, Metrics()).receipts([receipt_for(upstream)])
     assert await status(sessions, sid) == "delivered"
     assert await kept(sessions, upstream) == 0
+
+
+# A message of one part keeps its upstream id on its own row (no message_part row): receipts find it there.
+async def held(sessions: async_sessionmaker[AsyncSession], provider: str, upstream_id: str,
+               sent_at: datetime | None = None) -> str:
+    sid = "SM" + secrets.token_hex(16)
+    now = utcnow()
+    async with sessions() as s:
+        await s.execute(insert(Message).values(
+            sid=sid, status="sent", to_number="+4477000000", body="x", encoding="GSM7", segments=1, channel="smpp",
+            provider=provider, created_at=now, updated_at=now, sent_at=sent_at or now,
+            upstream_id=normalise_upstream_id(upstream_id)))
+        await s.commit()
+    return sid
+
+
+async def part_rows(sessions: async_sessionmaker[AsyncSession], sid: str) -> list[Any]:
+    async with sessions() as s:
+        return list((await s.execute(select(MessagePart.part_no, MessagePart.upstream_id, MessagePart.status,
+                                            MessagePart.tlvs).where(MessagePart.message_sid == sid))).all())
+
+
+async def test_a_receipt_finds_an_id_held_on_the_message_row_and_writes_no_part(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    sid = await held(sessions, "smsc-same", uid)
+    await report(sessions, "smsc-same", uid, extra={"receipt": {"stat": "DELIVRD"}})
+    assert await status(sessions, sid) == "delivered" and await part_rows(sessions, sid) == []
+    await report(sessions, "smsc-same", uid)  # a duplicate: recorded, not applied
+    async with sessions() as s:
+        rows = (await s.execute(select(StatusEvent.status, StatusEvent.applied)
+                                .where(StatusEvent.message_sid == sid))).all()
+    assert [tuple(r) for r in rows] == [("delivered", False)]
+
+
+async def test_vendor_tlvs_for_a_held_id_give_the_message_its_part_row(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    sid = await held(sessions, "smsc-same", uid)
+    tlvs = {"tlvs": {"mccmnc": "25001"}, "receipt": {"stat": "DELIVRD"}}
+    await report(sessions, "smsc-same", uid, extra=tlvs)
+    assert await status(sessions, sid) == "delivered"
+    assert [tuple(r) for r in await part_rows(sessions, sid)] == [(1, normalise_upstream_id(uid), "delivered", tlvs)]
+    await report(sessions, "smsc-same", uid)  # still matched once: the part row, not the row and the part
+    assert len(await part_rows(sessions, sid)) == 1
+
+
+async def test_a_held_id_reused_by_a_newer_message_takes_its_receipt_and_an_old_one_is_not_a_candidate(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    old = await held(sessions, "smsc-same", uid, utcnow() - timedelta(hours=73))  # outside the window
+    older = await held(sessions, "smsc-same", uid, utcnow() - timedelta(hours=1))
+    newer = await sent(sessions, "smsc-same", uid, utcnow() - timedelta(minutes=1))  # a part row, same id
+    await report(sessions, "smsc-same", uid)
+    assert [await status(sessions, s) for s in (old, older, newer)] == ["sent", "sent", "delivered"]
+
+
+async def test_a_receipt_kept_before_its_held_id_is_recorded_is_applied_by_the_submit_side(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    await report(sessions, "smsc-same", uid)
+    assert await kept(sessions, uid) == 1
+    sid = await held(sessions, "smsc-same", uid)
+    await recheck_submitted(sessions, [("smsc-same", [uid])], SETTINGS)
+    assert await status(sessions, sid) == "delivered" and await kept(sessions, uid) == 0
