@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.bulk import insert_rows
@@ -176,7 +176,7 @@ async def _replay(session: AsyncSession, api_key_id: int, key: str, digest: str)
 
 
 async def accept(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     req: SendCommand,
     settings: Settings,
     api_key_id: int | None,
@@ -186,27 +186,32 @@ async def accept(
     """Validate and store; commits. Returns the body to answer with.
 
     Without an Idempotency-Key and with a `batcher`, the rows go in through the group commit (one
-    transaction for all concurrent requests); with one, the key's record and the rows share this
-    session's transaction."""
+    transaction for all concurrent requests) and no session of this request's own is opened; with one,
+    the key's record and the rows share one session's transaction."""
     now = utcnow()
-    digest = request_hash(req) if idempotency_key else ""
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key:
-            raise BadRequest("Idempotency-Key must be 1 to 255 characters, without NUL", "Idempotency-Key")
-        replay = await _replay(session, api_key_id or 0, idempotency_key, digest)
-        if replay:
-            return replay
+    if idempotency_key is None and batcher is not None:
+        p = plan(req, settings, now)
+        if p.callback is not None:
+            await _check_resolved_callback(p.callback, settings)
+        rows, requests, answer = _rows(p, req, api_key_id, now)
+        await batcher.insert(rows, requests)
+        return Accepted(200, answer)
+    async with sessions() as session:
+        return await _accept_in_session(session, req, settings, api_key_id, idempotency_key, now)
 
-    p = plan(req, settings, now)
-    if p.callback is not None:
-        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
-            await session.rollback()
-        try:
-            await check_callback(p.callback, settings.callback_networks())
-        except CallbackUnresolved:
-            pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
-        except CallbackRefused as exc:
-            raise BadRequest(str(exc), "StatusCallback") from None
+
+async def _check_resolved_callback(url: str, settings: Settings) -> None:
+    try:
+        await check_callback(url, settings.callback_networks())
+    except CallbackUnresolved:
+        pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
+    except CallbackRefused as exc:
+        raise BadRequest(str(exc), "StatusCallback") from None
+
+
+def _rows(p: _Plan, req: SendCommand, api_key_id: int | None,
+          now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The message rows, the send_request rows they point to, and the answer."""
     status = Status.SCHEDULED if p.send_at else Status.QUEUED
     requests: list[dict[str, Any]] = []
     batch_sid: str | None = None
@@ -233,10 +238,25 @@ async def accept(
                         "Encoding": shape.encoding.value})
     answer: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
+    return rows, requests, answer
 
-    if idempotency_key is None and batcher is not None:
-        await batcher.insert(rows, requests)
-        return Accepted(200, answer)
+
+async def _accept_in_session(session: AsyncSession, req: SendCommand, settings: Settings, api_key_id: int | None,
+                             idempotency_key: str | None, now: datetime) -> Accepted:
+    digest = request_hash(req) if idempotency_key else ""
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters, without NUL", "Idempotency-Key")
+        replay = await _replay(session, api_key_id or 0, idempotency_key, digest)
+        if replay:
+            return replay
+
+    p = plan(req, settings, now)
+    if p.callback is not None:
+        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
+            await session.rollback()
+        await _check_resolved_callback(p.callback, settings)
+    rows, requests, answer = _rows(p, req, api_key_id, now)
     if requests:
         await session.execute(insert(SendRequest), requests)
     await insert_rows(session, Message.__table__, rows)
