@@ -20,18 +20,14 @@ import asyncio
 import cProfile
 import os
 import pstats
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-sys.path.insert(0, os.getcwd())  # tests.conftest: the template database and the test settings
-
-from tests.conftest import API_KEY, api_settings, create_database, drop_database  # noqa: E402
-
-from app.main import create_app  # noqa: E402
+from app.main import create_app
+from tests.conftest import API_KEY, api_settings, create_database, drop_database  # the template database
 
 Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                  Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
