@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     app.include_router(messages.router)
     app.include_router(providers.router)
     app.include_router(health.router)
+    app.add_middleware(send.SendLane, router=app.router)  # innermost: POST /send straight to its route
     # Inside the request context (its 503 carries X-Request-ID), in front of every route.
     app.add_middleware(StartupGate, started=lambda: startup.done)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes,
