@@ -74,7 +74,7 @@ async def _accepted(ctx: AppContext, command: SendCommand, key_id: int, idempote
     if not result.replayed:
         ctx.wake_dispatcher()
         channel = (command.channel or ctx.settings.default_channel).strip()
-        ctx.metrics.accepted.labels(channel).inc(len(result.body.get("Messages") or (result.body,)))
+        ctx.metrics.count_accepted(channel, len(result.body.get("Messages") or (result.body,)))
         if log.isEnabledFor(logging.INFO):
             _log_accepted(result, channel)
     return result
