@@ -122,7 +122,8 @@ async def _read_body(receive: Callable[[], Awaitable[Message]]) -> bytes:
 
 
 # Served in front of the documented operation (app/main.py puts it first in the router).
-lean_route = Route("/msg-client/send", SendEndpoint(), methods=["POST"], include_in_schema=False)
+lean_endpoint = SendEndpoint()
+lean_route = Route("/msg-client/send", lean_endpoint, methods=["POST"], include_in_schema=False)
 
 
 class SendLane:
@@ -143,18 +144,9 @@ class SendLane:
             await self.app(scope, receive, send)
             return
         scope["route"] = lean_route  # the latency metric's label, as the router would set it
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await lean_route.app(scope, receive, tracked)
-        except ClientError as exc:
-            if started:
-                raise
+            await lean_endpoint(scope, receive, send)
+        except ClientError as exc:  # SendEndpoint raises them before its answer starts, never after
             response = error_response(status_of(exc), exc.code, exc.message, exc.field, headers_of(exc))
             await response(scope, receive, send)
 

@@ -40,7 +40,7 @@ from app.domain.status import Status
 from app.errors import BadRequest
 from app.events.callbacks import check_callback
 from app.services.accept_batch import AcceptBatcher
-from app.services.route_shape import Shape, shapes
+from app.services.route_shape import Shape, channels, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 MAX_VALIDITY_SECONDS = 31 * 24 * 3600
@@ -119,7 +119,8 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
     except enc.EncodingError as exc:
         raise BadRequest(str(exc), "Encoding") from None
     try:
-        mode = enc.LongMessageMode((req.LongMessageMode or "split").strip().lower())
+        mode = enc.LongMessageMode(req.LongMessageMode.strip().lower()) if req.LongMessageMode \
+            else enc.LongMessageMode.SPLIT
     except ValueError:
         raise BadRequest("LongMessageMode must be split, split_sar, payload or cut", "LongMessageMode") from None
     try:
@@ -140,8 +141,8 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
             raise BadRequest(str(exc), "From") from None
 
     channel = (req.channel or settings.default_channel).strip()
-    if settings.routes and channel not in settings.channels:
-        known = ", ".join(sorted(settings.channels))
+    if settings.routes and channel not in (known_channels := channels(settings)):
+        known = ", ".join(sorted(known_channels))
         raise BadRequest(f"unknown channel {channel!r} (known: {known})", "channel")
     if len(channel) > MAX_CHANNEL:
         raise BadRequest(f"channel is longer than {MAX_CHANNEL} characters", "channel")
@@ -212,7 +213,9 @@ async def _check_resolved_callback(url: str, settings: Settings) -> None:
 def _rows(p: _Plan, req: SendCommand, api_key_id: int | None,
           now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The message rows, the send_request rows they point to, and the answer."""
-    status = Status.SCHEDULED if p.send_at else Status.QUEUED
+    status = (Status.SCHEDULED if p.send_at else Status.QUEUED).value
+    mode = p.mode.value
+    due_at = p.send_at or now
     requests: list[dict[str, Any]] = []
     batch_sid: str | None = None
     body: str | None = p.body
@@ -226,16 +229,17 @@ def _rows(p: _Plan, req: SendCommand, api_key_id: int | None,
     results: list[dict[str, Any]] = []
     for to, shape in zip(p.recipients, p.shapes, strict=True):
         sid = new_message_sid()
+        encoding = shape.encoding.value
         rows.append({
-            "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status.value,
-            "to_number": to, "from_addr": p.sender, "body": body, "encoding": shape.encoding.value,
-            "segments": shape.segments, "long_message_mode": p.mode.value, "flash": p.flash,
+            "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status,
+            "to_number": to, "from_addr": p.sender, "body": body, "encoding": encoding,
+            "segments": shape.segments, "long_message_mode": mode, "flash": p.flash,
             "validity_period": p.validity, "channel": p.channel, "status_callback": callback,
-            "attempts": 0, "send_at": p.send_at, "due_at": p.send_at or now,
+            "attempts": 0, "send_at": p.send_at, "due_at": due_at,
             "created_at": now, "updated_at": now,
         })
-        results.append({"MessageSid": sid, "Status": status.value, "To": to, "Segments": shape.segments,
-                        "Encoding": shape.encoding.value})
+        results.append({"MessageSid": sid, "Status": status, "To": to, "Segments": shape.segments,
+                        "Encoding": encoding})
     answer: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
     return rows, requests, answer

@@ -29,6 +29,7 @@ class _Table:
     """What the settings say about routes, read once: a request only looks things up here."""
 
     routes: tuple[Route, ...]
+    channels: frozenset[str]
     capabilities: dict[str, tuple[Capability, bool]]  # provider name: its capability, has a default sender
 
 
@@ -45,11 +46,17 @@ def _table(settings: Settings) -> _Table:
         return hit[1]
     owners = (settings, routes, providers)
     table = _Table(tuple(Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes),
+                   frozenset(r.channel for r in settings.routes),
                    {p.name: _capability(settings, p.name) for p in settings.providers})
     if len(_TABLES) > 64:  # tests build many Settings; a process has one
         _TABLES.clear()
     _TABLES[key] = (owners, table)
     return table
+
+
+def channels(settings: Settings) -> frozenset[str]:
+    """The channels the routes name (`settings.channels`, without building the set each time)."""
+    return _table(settings).channels
 
 
 def _capability(settings: Settings, name: str) -> tuple[Capability, bool]:
