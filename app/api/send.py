@@ -126,30 +126,23 @@ lean_endpoint = SendEndpoint()
 lean_route = Route("/msg-client/send", lean_endpoint, methods=["POST"], include_in_schema=False)
 
 
-class SendLane:
-    """A shortcut to `lean_route` for POST /msg-client/send, installed as the innermost middleware (inside
-    the request context and the startup gate): it skips Starlette's exception middleware, FastAPI's exit
-    stack and the router's matching, and answers a ClientError itself as the app's handler does (the
-    same function builds the body). While `lean_route` is not in the router (a test removes it to reach
-    the documented operation) every request goes the ordinary way."""
+def is_lean_send(scope: Message, router: Any) -> bool:
+    """Whether `serve_lean` answers this request: POST /msg-client/send, while `lean_route` is in the
+    router (first in it, so the check is O(1); a test removes it to reach the documented operation)."""
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/msg-client/send" \
+        and not scope.get("root_path") and lean_route in router.routes
 
-    def __init__(self, app: Callable[..., Awaitable[None]], router: Any) -> None:
-        self.app = app
-        self.router = router
 
-    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/msg-client/send" \
-                or scope.get("root_path") or lean_route not in self.router.routes:  # first in it: O(1)
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = lean_route  # the latency metric's label, as the router would set it
-        try:
-            await lean_endpoint(scope, receive, send)
-        except ClientError as exc:  # SendEndpoint raises them before its answer starts, never after
-            response = error_response(status_of(exc), exc.code, exc.message, exc.field, headers_of(exc))
-            await response(scope, receive, send)
-
+async def serve_lean(scope: Message, receive: Callable[[], Awaitable[Message]],
+                     send: Callable[[Message], Awaitable[None]]) -> None:
+    """`lean_endpoint` without the router and Starlette's exception middleware: a ClientError is answered
+    here, by the same function as the app's handler (so the bytes are the same)."""
+    scope["route"] = lean_route  # the latency metric's label, as the router would set it
+    try:
+        await lean_endpoint(scope, receive, send)
+    except ClientError as exc:  # SendEndpoint raises them before its answer starts, never after
+        response = error_response(status_of(exc), exc.code, exc.message, exc.field, headers_of(exc))
+        await response(scope, receive, send)
 
 
 def _log_accepted(result: Accepted, channel: str) -> None:
