@@ -1,7 +1,7 @@
 """The lean /send route (app/api/send.py `SendEndpoint`, reached through app/main.py `Gateway`) answers what the
-documented FastAPI operation answers: the same status, error code and field for every kind of body and header. One difference is
-meant: a body that is not UTF-8 JSON, or nested deeper than the parser goes, is `invalid_body` ("not
-valid JSON") where FastAPI said the vaguer `bad_request` ("error parsing the body")."""
+documented FastAPI operation answers: the same status, error code and field for every kind of body and header.
+One difference is meant: a body that is not UTF-8 JSON, or nested deeper than the parser goes, is `invalid_body`
+("not valid JSON") where FastAPI said the vaguer `bad_request` ("error parsing the body")."""
 
 from __future__ import annotations
 
