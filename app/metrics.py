@@ -38,6 +38,8 @@ class Metrics:
         self.outbox_lag = Gauge("smsgw_outbox_lag_seconds", "age of the oldest unpublished outbox row",
                                 registry=r)
         self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)
+        self._http_children: dict[tuple[str, str, int], Histogram] = {}
+        self._accepted_children: dict[str, Counter] = {}
 
     def count_reports(self, counts: ReportCounts, receipts: bool = True) -> None:
         """Record what apply_receipts counted: reports matched / kept for an id not known yet (when
@@ -49,4 +51,15 @@ class Metrics:
             self.status.labels(status.value, provider).inc(n)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_latency.labels(method, route, str(status)).observe(seconds)
+        # Once per request: the labelled child is looked up in a plain dict, not through labels().
+        key = (method, route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_latency.labels(method, route, str(status))
+        child.observe(seconds)
+
+    def count_accepted(self, channel: str, messages: int) -> None:
+        child = self._accepted_children.get(channel)
+        if child is None:
+            child = self._accepted_children[channel] = self.accepted.labels(channel)
+        child.inc(messages)

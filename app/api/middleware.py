@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ import orjson
 from app.api.errors import error_body, unexpected_error_response
 from app.logs import request_id_var
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
@@ -46,77 +46,85 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        request_id = headers.get("x-request-id", "")[:64]
-        if not _CLIENT_ID.fullmatch(request_id):
+        # Only the two headers this needs, straight from the scope (no dict of every header per request);
+        # a repeated one counts by its last value.
+        request_id = declared = None
+        for name, value in scope.get("headers", ()):
+            lower = name.lower()
+            if lower == b"x-request-id":
+                request_id = value.decode("latin-1")[:64]
+            elif lower == b"content-length":
+                declared = value.decode("latin-1")
+        if request_id is None or not _CLIENT_ID.fullmatch(request_id):
             request_id = secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         context = request_id_var.set(request_id)
-        status_holder = [500]
-        started_response = [False]
-        finished_response = [False]
+        request_id_header = (b"x-request-id", request_id.encode())
+        max_body = self.max_body
+        status = 500
+        started_response = finished_response = False
         # Set when the body passed `max_body`; `replaced` once the 413 went out in place of the app's answer.
-        over_limit = [False]
-        replaced = [False]
+        over_limit = replaced = False
 
         async def forward(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                started_response[0] = True
-                status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                finished_response[0] = True
+            nonlocal started_response, finished_response, status
+            kind = message["type"]
+            if kind == "http.response.start":
+                started_response = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), request_id_header]
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                finished_response = True
             await send(message)
 
         async def reject_413() -> None:
-            body = orjson.dumps(error_body("payload_too_large", f"body larger than {self.max_body} bytes"))
+            body = orjson.dumps(error_body("payload_too_large", f"body larger than {max_body} bytes"))
             await forward({"type": "http.response.start", "status": 413, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await forward({"type": "http.response.body", "body": body})
 
         async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal replaced
             # A body without Content-Length goes over the limit while the app reads it, and the app may
             # turn our exception into an answer of its own (FastAPI's 400 "error parsing the body", the
             # form parser's 400): the answer is 413 all the same.
-            if over_limit[0] and not started_response[0] and message["type"] == "http.response.start":
-                replaced[0] = True
+            if over_limit and not started_response and message["type"] == "http.response.start":
+                replaced = True
                 await reject_413()
-            if not replaced[0]:
+            if not replaced:
                 await forward(message)
 
-        declared = headers.get("content-length")
         try:
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            if declared is not None and declared.isdigit() and int(declared) > max_body:
                 await reject_413()
                 return
             received = 0
 
             async def receive_wrapper() -> Any:
-                nonlocal received
+                nonlocal received, over_limit
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        over_limit[0] = True
+                    if received > max_body:
+                        over_limit = True
                         raise _TooLarge
                 return message
 
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
             except _TooLarge:
-                if not started_response[0]:
+                if not started_response:
                     await reject_413()
             except Exception as exc:
                 # Answered here rather than by Starlette's outermost handler, which re-raises to the server:
                 # uvicorn then drops the keep-alive connection, and clients that had already sent their
                 # next request on it get a reset instead of their answer.
-                if not started_response[0]:
+                if not started_response:
                     response = unexpected_error_response(exc, request_id, scope.get("path", ""))
                     await forward({"type": "http.response.start", "status": response.status_code,
                                    "headers": list(response.raw_headers)})
                     await forward({"type": "http.response.body", "body": bytes(response.body)})
-                elif finished_response[0]:  # e.g. a dependency's clean-up after the answer went out
+                elif finished_response:  # e.g. a dependency's clean-up after the answer went out
                     log.error("error after the response was sent", exc_info=exc,
                               extra={"request_id": request_id, "path": scope.get("path", "")})
                 else:
@@ -125,7 +133,7 @@ class RequestContextMiddleware:
             request_id_var.reset(context)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.observe(scope.get("method", ""), path, status_holder[0], time.perf_counter() - started)
+            self.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
 
 
 # What answers while the gateway waits for its database: the probes and the documentation.

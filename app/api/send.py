@@ -1,31 +1,33 @@
 """POST /msg-client/send — queue an SMS (contract §2).
 
 Two routes share the path. `send` is the FastAPI operation: it documents the request, the answers and
-the errors in OpenAPI. `send_lean` is registered in front of it and serves every request: a plain
-Starlette endpoint that authenticates, parses the body with orjson and validates it with the same
-pydantic model, without FastAPI's dependency solving (which cost about half of a single-recipient
-send's CPU). Both answer the same things; tests/integration/test_api_send.py compares them.
+the errors in OpenAPI. `lean_route` is registered in front of it and serves every request: a plain
+ASGI endpoint (`SendEndpoint`) that reads the headers it needs from the scope, authenticates (cached
+key lookup), parses the body once with orjson and checks it cheaply (app/api/send_body.py, which falls
+back to the same pydantic model for anything unusual), and writes the answer's bytes itself — without
+FastAPI's dependency solving, Starlette's Request and Response objects, or a database session of its
+own unless an Idempotency-Key needs one. Both routes answer the same things:
+tests/integration/test_send_lean.py compares them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header
-from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from app.api.deps import ApiKeyDep, AppContext, Ctx, Session, authenticate
-from app.api.errors import from_validation
+from app.api import send_body
+from app.api.deps import ApiKeyDep, AppContext, Ctx, authenticate
+from app.api.errors import error_response, headers_of, status_of
 from app.api.responses import Json
 from app.api.schemas import BulkSendResult, SendRequest, SendResult, error_responses
 from app.domain.commands import SendCommand
+from app.errors import ClientError
 from app.services.accept import Accepted, accept
 
 router = APIRouter(prefix="/msg-client", tags=["send"])
@@ -52,7 +54,6 @@ log = logging.getLogger("smsgw.api")
 async def send(
     req: SendRequest,
     ctx: Ctx,
-    session: Session,
     key: ApiKeyDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
@@ -60,58 +61,88 @@ async def send(
 
     The same `Idempotency-Key` with the same body answers the first answer and queues nothing new.
     """
-    return await _accept(ctx, session, req, key.id, idempotency_key)
+    return await _accept(ctx, SendCommand(**req.model_dump()), key.id, idempotency_key)
 
 
-async def _accept(ctx: AppContext, session: AsyncSession, req: SendRequest, key_id: int,
-                  idempotency_key: str | None) -> Json:
-    command = SendCommand(**req.model_dump())
-    result = await accept(session, command, ctx.settings, key_id, idempotency_key, ctx.accept_batcher)
-    if not result.replayed:
-        ctx.wake_dispatcher()
-        channel = (req.channel or ctx.settings.default_channel).strip()
-        ctx.metrics.accepted.labels(channel).inc(len(result.body.get("Messages") or (result.body,)))
-        if log.isEnabledFor(logging.INFO):
-            _log_accepted(result, channel)
+async def _accept(ctx: AppContext, command: SendCommand, key_id: int, idempotency_key: str | None) -> Json:
+    result = await _accepted(ctx, command, key_id, idempotency_key)
     return Json(result.body, status_code=result.status_code)
 
 
-def _is_json(content_type: str | None) -> bool:
-    # As FastAPI decides: application/json or application/*+json, parameters ignored.
-    if not content_type:
-        return False
-    kind = content_type.split(";", 1)[0].strip().lower()
-    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+async def _accepted(ctx: AppContext, command: SendCommand, key_id: int, idempotency_key: str | None) -> Accepted:
+    result = await accept(ctx.sessions, command, ctx.settings, key_id, idempotency_key, ctx.accept_batcher)
+    if not result.replayed:
+        ctx.wake_dispatcher()
+        channel = (command.channel or ctx.settings.default_channel).strip()
+        ctx.metrics.count_accepted(channel, len(result.body.get("Messages") or (result.body,)))
+        if log.isEnabledFor(logging.INFO):
+            _log_accepted(result, channel)
+    return result
 
 
-async def send_lean(request: Request) -> Response:
-    ctx: AppContext = request.app.state.ctx
-    headers = request.headers
-    key = await authenticate(ctx, headers.get("x-api-key"), headers.get("authorization"))
-    raw = await request.body()
-    if not raw:
-        raise from_validation([{"type": "missing", "loc": ("body",)}])
-    if not _is_json(headers.get("content-type")):
-        raise from_validation([{"type": "model_attributes_type", "loc": ("body",)}])
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # What orjson refuses, FastAPI's json.loads may take (UTF-16/32 bodies, an encoded surrogate that
-        # the field check then names): decide as it would, on this rare path only.
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-            raise from_validation([{"type": "json_invalid", "loc": ("body", 0)}]) from None
-    try:
-        req = SendRequest.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation(exc.errors()) from None
-    async with ctx.sessions() as session:  # opens no connection unless an Idempotency-Key needs one
-        return await _accept(ctx, session, req, key.id, headers.get("idempotency-key"))
+Message = MutableMapping[str, Any]
+
+
+class SendEndpoint:
+    """The lean POST /msg-client/send, as a pure ASGI app. Errors are raised (ClientError) for the app's
+    one handler to answer, exactly as on the documented route."""
+
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        ctx: AppContext = scope["app"].state.ctx
+        api_key = authorization = content_type = idempotency_key = None
+        for name, value in scope["headers"]:  # ASGI header names are lower-case; the first one counts
+            if name == b"x-api-key":
+                api_key = api_key if api_key is not None else value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = authorization if authorization is not None else value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = content_type if content_type is not None else value.decode("latin-1")
+            elif name == b"idempotency-key":
+                idempotency_key = idempotency_key if idempotency_key is not None else value.decode("latin-1")
+        key = await authenticate(ctx, api_key, authorization)
+        command = send_body.command_from(send_body.parse(await _read_body(receive), content_type))
+        result = await _accepted(ctx, command, key.id, idempotency_key)
+        body = orjson.dumps(result.body)
+        await send({"type": "http.response.start", "status": result.status_code, "headers": [
+            (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Callable[[], Awaitable[Message]]) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
 
 
 # Served in front of the documented operation (app/main.py puts it first in the router).
-lean_route = Route("/msg-client/send", send_lean, methods=["POST"], include_in_schema=False)
+lean_endpoint = SendEndpoint()
+lean_route = Route("/msg-client/send", lean_endpoint, methods=["POST"], include_in_schema=False)
+
+
+def is_lean_send(scope: Message, router: Any) -> bool:
+    """Whether `serve_lean` answers this request: POST /msg-client/send, while `lean_route` is in the
+    router (first in it, so the check is O(1); a test removes it to reach the documented operation)."""
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/msg-client/send" \
+        and not scope.get("root_path") and lean_route in router.routes
+
+
+async def serve_lean(scope: Message, receive: Callable[[], Awaitable[Message]],
+                     send: Callable[[Message], Awaitable[None]]) -> None:
+    """`lean_endpoint` without the router and Starlette's exception middleware: a ClientError is answered
+    here, by the same function as the app's handler (so the bytes are the same)."""
+    scope["route"] = lean_route  # the latency metric's label, as the router would set it
+    try:
+        await lean_endpoint(scope, receive, send)
+    except ClientError as exc:  # SendEndpoint raises them before its answer starts, never after
+        response = error_response(status_of(exc), exc.code, exc.message, exc.field, headers_of(exc))
+        await response(scope, receive, send)
 
 
 def _log_accepted(result: Accepted, channel: str) -> None:

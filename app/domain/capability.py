@@ -53,7 +53,7 @@ class Capability:
 
     def wire_encoding(self, text: str, requested: Encoding | None) -> Encoding:
         """The encoding this upstream will put on the wire for `text`."""
-        forced_ucs2 = any(ch in self.restricted for ch in text)
+        forced_ucs2 = any(ch in text for ch in self.restricted)
         if not self.encodings:  # the upstream decides: GSM 03.38 when it can, else UCS-2
             chosen = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
             if requested is not None and requested is not chosen:

@@ -79,13 +79,40 @@ def _char_units(ch: str, encoding: Encoding) -> int:
     return 2 if ord(ch) > 0xFFFF else 1
 
 
+# For the whole-text checks below: set and str methods run in C, a generator over characters does not.
+_GSM_CHARS = frozenset(_BASIC_CODE) | frozenset(GSM_EXT)
+_EXT_CHARS = tuple(GSM_EXT)
+
+
 def is_gsm7(text: str) -> bool:
-    return all(ch in _BASIC_CODE or ch in GSM_EXT for ch in text)
+    return _GSM_CHARS.issuperset(text)
 
 
 def length_units(text: str, encoding: Encoding) -> int:
     """Septets (extension characters count two), octets, or UTF-16 units."""
-    return sum(_char_units(ch, encoding) for ch in text)
+    if not text:
+        return 0
+    if encoding is Encoding.GSM7:
+        if is_gsm7(text):
+            return len(text) + sum(map(text.count, _EXT_CHARS))
+    elif encoding is Encoding.LATIN1:
+        if max(text) <= "\xff":
+            return len(text)
+    elif max(text) <= "\uffff":
+        return len(text)
+    else:  # a character outside the BMP is a surrogate pair; a lone surrogate one unit, as ord() says
+        return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
+    return sum(_char_units(ch, encoding) for ch in text)  # raises, naming the first character that does not fit
+
+
+def _uniform(text: str, encoding: Encoding) -> bool:
+    """Whether every character of `text` costs one unit in `encoding` (then a part boundary can fall
+    anywhere, and the part count is plain arithmetic)."""
+    if encoding is Encoding.GSM7:
+        return not any(ch in text for ch in _EXT_CHARS)
+    if encoding is Encoding.UCS2:
+        return not text or max(text) <= "\uffff"
+    return True
 
 
 def split_text(text: str, encoding: Encoding) -> list[str]:
@@ -109,6 +136,12 @@ def split_text(text: str, encoding: Encoding) -> list[str]:
 
 
 def count_segments(text: str, encoding: Encoding) -> int:
+    """len(split_text(text, encoding)), without building the parts when no character costs two units."""
+    units = length_units(text, encoding)
+    if units <= SINGLE[encoding]:
+        return 1
+    if _uniform(text, encoding):
+        return -(-units // MULTI[encoding])
     return len(split_text(text, encoding))
 
 

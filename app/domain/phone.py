@@ -10,6 +10,7 @@ MAX_SENDER_DIGITS = 15
 MAX_SENDER_ALNUM = 11
 _ALNUM_SENDER = re.compile(r"^[A-Za-z0-9 .\-_&]+$")
 _NUMBER_CHARS = re.compile(r"^\+?[0-9 ()\-.]+$")
+_NOT_DIGIT = re.compile(r"[^0-9]")
 
 
 class PhoneError(ValueError):
@@ -29,7 +30,8 @@ def normalise_e164(raw: str, default_region: str | None = None) -> str:
         raise PhoneError("empty phone number")
     if not _NUMBER_CHARS.match(value):
         raise PhoneError(f"{raw!r} is not a phone number")
-    digits = re.sub(r"[^0-9]", "", value)
+    plain = value[1:] if value[0] == "+" else value  # the usual spelling: digits only (ASCII, by the check above)
+    digits = plain if plain.isdigit() else _NOT_DIGIT.sub("", value)
     if not 3 <= len(digits) <= 15:
         raise PhoneError(f"{raw!r} is not an E.164 number (3 to 15 digits)")
     if value.startswith("+"):

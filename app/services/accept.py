@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.bulk import insert_rows
@@ -40,7 +40,7 @@ from app.domain.status import Status
 from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher
 from app.services.callback_address import check_callback
-from app.services.route_shape import Shape, shapes
+from app.services.route_shape import Shape, channels, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 MAX_VALIDITY_SECONDS = 31 * 24 * 3600
@@ -119,7 +119,8 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
     except enc.EncodingError as exc:
         raise BadRequest(str(exc), "Encoding") from None
     try:
-        mode = enc.LongMessageMode((req.LongMessageMode or "split").strip().lower())
+        mode = enc.LongMessageMode(req.LongMessageMode.strip().lower()) if req.LongMessageMode \
+            else enc.LongMessageMode.SPLIT
     except ValueError:
         raise BadRequest("LongMessageMode must be split, split_sar, payload or cut", "LongMessageMode") from None
     try:
@@ -140,8 +141,8 @@ def plan(req: SendCommand, settings: Settings, now: datetime) -> _Plan:
             raise BadRequest(str(exc), "From") from None
 
     channel = (req.channel or settings.default_channel).strip()
-    if settings.routes and channel not in settings.channels:
-        known = ", ".join(sorted(settings.channels))
+    if settings.routes and channel not in (known_channels := channels(settings)):
+        known = ", ".join(sorted(known_channels))
         raise BadRequest(f"unknown channel {channel!r} (known: {known})", "channel")
     if len(channel) > MAX_CHANNEL:
         raise BadRequest(f"channel is longer than {MAX_CHANNEL} characters", "channel")
@@ -176,7 +177,7 @@ async def _replay(session: AsyncSession, api_key_id: int, key: str, digest: str)
 
 
 async def accept(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     req: SendCommand,
     settings: Settings,
     api_key_id: int | None,
@@ -186,28 +187,35 @@ async def accept(
     """Validate and store; commits. Returns the body to answer with.
 
     Without an Idempotency-Key and with a `batcher`, the rows go in through the group commit (one
-    transaction for all concurrent requests); with one, the key's record and the rows share this
-    session's transaction."""
+    transaction for all concurrent requests) and no session of this request's own is opened; with one,
+    the key's record and the rows share one session's transaction."""
     now = utcnow()
-    digest = request_hash(req) if idempotency_key else ""
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key:
-            raise BadRequest("Idempotency-Key must be 1 to 255 characters, without NUL", "Idempotency-Key")
-        replay = await _replay(session, api_key_id or 0, idempotency_key, digest)
-        if replay:
-            return replay
+    if idempotency_key is None and batcher is not None:
+        p = plan(req, settings, now)
+        if p.callback is not None:
+            await _check_resolved_callback(p.callback, settings)
+        rows, requests, answer = _rows(p, req, api_key_id, now)
+        await batcher.insert(rows, requests)
+        return Accepted(200, answer)
+    async with sessions() as session:
+        return await _accept_in_session(session, req, settings, api_key_id, idempotency_key, now)
 
-    p = plan(req, settings, now)
-    if p.callback is not None:
-        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
-            await session.rollback()
-        try:
-            await check_callback(p.callback, settings.callback_networks())
-        except CallbackUnresolved:
-            pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
-        except CallbackRefused as exc:
-            raise BadRequest(str(exc), "StatusCallback") from None
-    status = Status.SCHEDULED if p.send_at else Status.QUEUED
+
+async def _check_resolved_callback(url: str, settings: Settings) -> None:
+    try:
+        await check_callback(url, settings.callback_networks())
+    except CallbackUnresolved:
+        pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
+    except CallbackRefused as exc:
+        raise BadRequest(str(exc), "StatusCallback") from None
+
+
+def _rows(p: _Plan, req: SendCommand, api_key_id: int | None,
+          now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The message rows, the send_request rows they point to, and the answer."""
+    status = (Status.SCHEDULED if p.send_at else Status.QUEUED).value
+    mode = p.mode.value
+    due_at = p.send_at or now
     requests: list[dict[str, Any]] = []
     batch_sid: str | None = None
     body: str | None = p.body
@@ -221,22 +229,38 @@ async def accept(
     results: list[dict[str, Any]] = []
     for to, shape in zip(p.recipients, p.shapes, strict=True):
         sid = new_message_sid()
+        encoding = shape.encoding.value
         rows.append({
-            "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status.value,
-            "to_number": to, "from_addr": p.sender, "body": body, "encoding": shape.encoding.value,
-            "segments": shape.segments, "long_message_mode": p.mode.value, "flash": p.flash,
+            "sid": sid, "api_key_id": api_key_id, "batch_sid": batch_sid, "status": status,
+            "to_number": to, "from_addr": p.sender, "body": body, "encoding": encoding,
+            "segments": shape.segments, "long_message_mode": mode, "flash": p.flash,
             "validity_period": p.validity, "channel": p.channel, "status_callback": callback,
-            "attempts": 0, "send_at": p.send_at, "due_at": p.send_at or now,
+            "attempts": 0, "send_at": p.send_at, "due_at": due_at,
             "created_at": now, "updated_at": now,
         })
-        results.append({"MessageSid": sid, "Status": status.value, "To": to, "Segments": shape.segments,
-                        "Encoding": shape.encoding.value})
+        results.append({"MessageSid": sid, "Status": status, "To": to, "Segments": shape.segments,
+                        "Encoding": encoding})
     answer: dict[str, Any] = results[0] if len(results) == 1 and isinstance(req.To, str) and "," not in req.To \
         else {"Messages": results}
+    return rows, requests, answer
 
-    if idempotency_key is None and batcher is not None:
-        await batcher.insert(rows, requests)
-        return Accepted(200, answer)
+
+async def _accept_in_session(session: AsyncSession, req: SendCommand, settings: Settings, api_key_id: int | None,
+                             idempotency_key: str | None, now: datetime) -> Accepted:
+    digest = request_hash(req) if idempotency_key else ""
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters, without NUL", "Idempotency-Key")
+        replay = await _replay(session, api_key_id or 0, idempotency_key, digest)
+        if replay:
+            return replay
+
+    p = plan(req, settings, now)
+    if p.callback is not None:
+        if session.in_transaction():  # the Idempotency-Key lookup's: not held open across a DNS lookup
+            await session.rollback()
+        await _check_resolved_callback(p.callback, settings)
+    rows, requests, answer = _rows(p, req, api_key_id, now)
     if requests:
         await session.execute(insert(SendRequest), requests)
     await insert_rows(session, Message.__table__, rows)

@@ -59,16 +59,14 @@ class AcceptBatcher:
         self._queue.append(pending)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
-        await asyncio.shield(pending.done)
+        # Not shielded: a request cancelled while it waits (its client went away) cancels only its own
+        # future; the writer still commits its rows with the batch and skips a future already done.
+        await pending.done
 
     async def _write(self) -> None:
         while self._queue:
-            batch: list[_Pending] = []
-            count = 0
-            while self._queue and (not batch or count + len(self._queue[0].rows) <= MAX_ROWS_PER_COMMIT):
-                item = self._queue.pop(0)
-                batch.append(item)
-                count += len(item.rows)
+            batch = self._take()
+            count = sum(len(item.rows) for item in batch)
             hand_off = self.hand_off
             requests = [r for item in batch for r in item.requests]
             rows = [r for item in batch for r in item.rows]
@@ -91,6 +89,18 @@ class AcceptBatcher:
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
+
+    def _take(self) -> list[_Pending]:
+        """What waits, up to MAX_ROWS_PER_COMMIT rows (at least one request, however large)."""
+        queue = self._queue
+        count = 0
+        for i, item in enumerate(queue):
+            count += len(item.rows)
+            if i and count > MAX_ROWS_PER_COMMIT:
+                batch, self._queue = queue[:i], queue[i:]
+                return batch
+        self._queue = []
+        return queue
 
     async def close(self) -> None:
         self.hand_off = None

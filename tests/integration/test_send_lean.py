@@ -1,7 +1,7 @@
-"""The lean /send route (app/api/send.py `send_lean`) answers what the documented FastAPI operation
-answers: the same status, error code and field for every kind of body and header. One difference is
-meant: a body that is not UTF-8 JSON, or nested deeper than the parser goes, is `invalid_body` ("not
-valid JSON") where FastAPI said the vaguer `bad_request` ("error parsing the body")."""
+"""The lean /send route (app/api/send.py `SendEndpoint`, reached through app/main.py `Gateway`) answers what the
+documented FastAPI operation answers: the same status, error code and field for every kind of body and header.
+One difference is meant: a body that is not UTF-8 JSON, or nested deeper than the parser goes, is `invalid_body`
+("not valid JSON") where FastAPI said the vaguer `bad_request` ("error parsing the body")."""
 
 from __future__ import annotations
 
@@ -94,3 +94,31 @@ async def test_accepted_messages_are_counted_by_channel(both: tuple[httpx.AsyncC
     assert metrics.accepted.labels("smpp")._value.get() == before + 2
     text = (await lean.get("/metrics")).text
     assert 'smsgw_messages_accepted_total{channel="smpp"}' in text
+
+
+async def test_a_send_without_idempotency_key_opens_no_session_of_its_own(
+        both: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """Only the group commit touches the database: the request's rows are committed (and readable) when
+    the 200 arrives, yet the request itself never opened a session."""
+    lean, _ = both
+    ctx = lean.app.state.ctx  # type: ignore[attr-defined]
+    opened: list[int] = []
+    real = ctx.sessions
+
+    def counting() -> object:
+        opened.append(1)
+        return real()
+
+    ctx.sessions = counting
+    try:
+        r = await lean.post("/msg-client/send", json={"To": "+96170123456", "Body": "no session"})
+        assert r.status_code == 200
+        assert opened == []
+        keyed = await lean.post("/msg-client/send", json={"To": "+96170123456", "Body": "keyed"},
+                                headers={"Idempotency-Key": "lean-session"})
+        assert keyed.status_code == 200
+        assert opened == [1]
+    finally:
+        ctx.sessions = real
+    looked = await lean.get(f"/msg-client/messages/{r.json()['MessageSid']}")
+    assert looked.status_code == 200 and looked.json()["Body"] == "no session"

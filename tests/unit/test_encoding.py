@@ -154,3 +154,40 @@ def test_ucs2_round_trip_and_auto_never_fails(text: str) -> None:
     assert seg.encoding is chosen and seg.segments == count_segments(text, chosen)
     assert "".join(seg.texts) == text
     assert all(decode(p, chosen) == t for p, t in zip(seg.parts, seg.texts, strict=True))
+
+
+def _units_per_character(text: str, encoding: Encoding) -> int:
+    """The definition, one character at a time: what the C-level fast paths must equal."""
+    total = 0
+    for ch in text:
+        if encoding is G:
+            if ch not in GSM_BASIC.replace("\x1b", "") and ch not in GSM_EXT:
+                raise EncodingError(ch)
+            total += 2 if ch in GSM_EXT else 1
+        elif encoding is L:
+            if ord(ch) > 0xFF:
+                raise EncodingError(ch)
+            total += 1
+        else:
+            total += 2 if ord(ch) > 0xFFFF else 1
+    return total
+
+
+_MIXED_TEXT = st.text(alphabet=st.one_of(
+    st.sampled_from(GSM_BASIC.replace("\x1b", "")), st.sampled_from(list(GSM_EXT)),
+    st.characters(max_codepoint=0xFF), st.characters(min_codepoint=0x100, max_codepoint=0xFFFF),
+    st.characters(min_codepoint=0x10000), st.sampled_from(["\ud800", "\udfff"])), max_size=400)
+
+
+@given(_MIXED_TEXT, st.sampled_from([G, L, U]))
+def test_length_and_part_count_fast_paths_equal_the_per_character_definition(text: str, encoding: Encoding) -> None:
+    try:
+        expected = _units_per_character(text, encoding)
+    except EncodingError:
+        with pytest.raises(EncodingError):
+            length_units(text, encoding)
+        with pytest.raises(EncodingError):
+            count_segments(text, encoding)
+        return
+    assert length_units(text, encoding) == expected
+    assert count_segments(text, encoding) == len(split_text(text, encoding))
