@@ -67,7 +67,7 @@ async def mark_sent(session: AsyncSession, sent: Sequence[tuple[str, str | None]
                     now: datetime) -> set[str]:
     """`sent` by `provider`, for those of the (sid, upstream id held on the message or None) still leased
     to `owner`, in one statement; returns their sids (only a `sending` message is leased: a retry, a
-    report or a give-back clears the lease).)"""
+    report or a give-back clears the lease)."""
     return set(await update_rows(session, Message.__table__, "sid", [
         {"sid": sid, "status": Status.SENT.value, "provider": provider, "lease_owner": None,
          "lease_expires_at": None, "updated_at": now, "sent_at": now, "upstream_id": upstream_id}
