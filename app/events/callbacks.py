@@ -26,8 +26,9 @@ from app.config import Settings
 from app.db.outbox_store import OutboxRow
 from app.domain.netguard import CallbackRefused, CallbackTarget, CallbackUnresolved, IPAddress
 from app.domain.twilio_signature import compute_signature
-from app.events.stomp_publisher import HTTP_KINDS, _Claimer
+from app.events.stomp_publisher import _Claimer
 from app.services.callback_address import Resolver, check_callback, resolve
+from app.services.outbox_rows import HTTP_KINDS, OutboxKind
 
 log = logging.getLogger("smsgw.callbacks")
 
@@ -66,11 +67,11 @@ class CallbackSender(_Claimer):
         """(error or None, whether to give up at once)."""
         headers = {"content-type": str(row.headers.get("content-type", "application/json"))}
         token = self.settings.callback_signing_token
-        if token is not None and row.kind == "callback":
+        if token is not None and row.kind == OutboxKind.CALLBACK:
             params = dict(parse_qsl(row.body, keep_blank_values=True))
             headers["X-Twilio-Signature"] = compute_signature(token.get_secret_value(), row.destination, params)
         url, extensions = row.destination, dict[str, Any]()
-        if row.kind == "callback":
+        if row.kind == OutboxKind.CALLBACK:
             try:
                 target, address = await check_callback(row.destination, self.allow, self.resolver)
             except CallbackUnresolved as exc:

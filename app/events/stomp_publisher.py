@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.outbox_store import OutboxRow
 from app.events.stomp_client import StompConnection, StompError
+from app.services.outbox_rows import BROKER_KINDS
 from app.services.outbox_work import OutboxWork
 
 log = logging.getLogger("smsgw.outbox")
@@ -39,8 +40,6 @@ log = logging.getLogger("smsgw.outbox")
 # Broker reconnects: 1 s, 3 s, 9 s, then every 15 s (±20 % jitter, so replicas do not knock in step).
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 15.0
-BROKER_KINDS = ("report", "inbound")
-HTTP_KINDS = ("callback", "forward")
 IDLE_MAX_SECONDS = 2.0
 # A JMS-selectable copy of the row's dedupe key (a property name must be a Java identifier, so not the
 # `smsgw-report-id` header, which stays for consumers).

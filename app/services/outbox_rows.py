@@ -17,6 +17,7 @@ the queue by), so a consumer can drop the rare duplicate.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +25,17 @@ import orjson
 
 from app.db.tables import OutboxEvent, utcnow
 from app.domain.status import Status, report_delivery_status
+
+
+class OutboxKind(StrEnum):
+    REPORT = "report"
+    INBOUND = "inbound"
+    CALLBACK = "callback"
+    FORWARD = "forward"
+
+
+BROKER_KINDS = (OutboxKind.REPORT, OutboxKind.INBOUND)  # published to ActiveMQ (events/stomp_publisher.py)
+HTTP_KINDS = (OutboxKind.CALLBACK, OutboxKind.FORWARD)  # POSTed (events/callbacks.py)
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -61,7 +73,7 @@ def report_event(
         "Timestamp": at.isoformat(),
     }
     return {
-        "kind": "report",
+        "kind": OutboxKind.REPORT.value,
         "destination": _queue(queue),
         "headers": {
             "type": channel,
@@ -81,7 +93,7 @@ def inbound_event(*, queue: str, inbound: dict[str, Any], at: datetime | None = 
     at = at or utcnow()
     dedupe = f"inbound:{inbound['Sid']}"
     return {
-        "kind": "inbound",
+        "kind": OutboxKind.INBOUND.value,
         "destination": _queue(queue),
         "headers": {
             "type": "inbound",
@@ -100,7 +112,7 @@ def inbound_event(*, queue: str, inbound: dict[str, Any], at: datetime | None = 
 def forward_event(*, url: str, inbound: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
     at = at or utcnow()
     return {
-        "kind": "forward",
+        "kind": OutboxKind.FORWARD.value,
         "destination": url,
         "headers": {"content-type": "application/json"},
         "body": _json(inbound),
@@ -134,7 +146,7 @@ def callback_event(
     if error_code:
         fields["ErrorCode"] = error_code
     return {
-        "kind": "callback",
+        "kind": OutboxKind.CALLBACK.value,
         "destination": url,
         "headers": {"content-type": "application/x-www-form-urlencoded"},
         "body": urlencode(fields),

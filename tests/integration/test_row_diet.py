@@ -59,17 +59,23 @@ async def test_a_message_failed_by_the_smsc_says_why_in_its_history(module_db_ur
     assert last["Detail"]  # the SMSC's refusal, as the dispatcher recorded it
 
 
-async def test_a_message_accepted_here_goes_to_this_dispatcher_without_a_claim(
-        module_db_url: str, sim: SmscSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    claimed: list[str] = []
+@pytest.fixture
+def claimed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sids the dispatcher claims from the database (not handed over by /send), as it claims them."""
+    sids: list[str] = []
     claim = dispatching.claim
 
     async def recording_claim(*args: Any, **kwargs: Any) -> list[Claimed]:
         got = await claim(*args, **kwargs)
-        claimed.extend(c.sid for c in got)
+        sids.extend(c.sid for c in got)
         return got
 
     monkeypatch.setattr(dispatching, "claim", recording_claim)
+    return sids
+
+
+async def test_a_message_accepted_here_goes_to_this_dispatcher_without_a_claim(
+        module_db_url: str, sim: SmscSimulator, claimed: list[str]) -> None:
     to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
     async with smpp_gateway(module_db_url, sim.port) as client:
         sids = [(await client.post("/msg-client/send", json={"To": to, "Body": f"m{i}"})).json()["MessageSid"]
@@ -80,16 +86,7 @@ async def test_a_message_accepted_here_goes_to_this_dispatcher_without_a_claim(
 
 
 async def test_a_scheduled_message_is_claimed_when_due(module_db_url: str, sim: SmscSimulator,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    claimed: list[str] = []
-    claim = dispatching.claim
-
-    async def recording_claim(*args: Any, **kwargs: Any) -> list[Claimed]:
-        got = await claim(*args, **kwargs)
-        claimed.extend(c.sid for c in got)
-        return got
-
-    monkeypatch.setattr(dispatching, "claim", recording_claim)
+                                                       claimed: list[str]) -> None:
     to = "+4477" + "".join(secrets.choice("23456789") for _ in range(8))
     send_at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     async with smpp_gateway(module_db_url, sim.port) as client:
