@@ -261,7 +261,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, broker: Private
     }
     result["ok"] = (result["not_final"] == 0 and result["lost_reports"] == 0 and consumer.headers_ok
                     and result["accepted_but_not_stored"] == 0 and len(run.accepted) == n
-                    and consumer.conflicting == 0)
+                    and consumer.conflicting == 0 and result["duplicate_reports"] == 0)
     return result
 
 

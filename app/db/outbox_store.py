@@ -48,6 +48,7 @@ class AttemptRecord:
     id: int
     owner: str
     event_ids: tuple[int, ...]
+    ledger_key: str = ""
 
 
 def locks_rows(session: AsyncSession) -> bool:
@@ -117,12 +118,15 @@ async def oldest_pending(session: AsyncSession, kinds: Collection[str]) -> datet
 async def attempt_records(session: AsyncSession) -> list[AttemptRecord]:
     """Every attempt record: those of batches in flight now (one per publisher) and those that outlived
     their transaction. The table holds a handful of rows, so it is read whole."""
-    result = await session.execute(select(_ATTEMPT.c.id, _ATTEMPT.c.owner, _ATTEMPT.c.event_ids))
-    return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids)) for r in result.all()]
+    result = await session.execute(select(_ATTEMPT.c.id, _ATTEMPT.c.owner, _ATTEMPT.c.event_ids,
+                                          _ATTEMPT.c.ledger_key))
+    return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids), r.ledger_key) for r in result.all()]
 
 
-async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int], now: datetime) -> int:
-    stmt = insert(_ATTEMPT).values(owner=owner, event_ids=list(event_ids), created_at=now).returning(_ATTEMPT.c.id)
+async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int], now: datetime,
+                      ledger_key: str) -> int:
+    stmt = (insert(_ATTEMPT).values(owner=owner, event_ids=list(event_ids), created_at=now, ledger_key=ledger_key)
+            .returning(_ATTEMPT.c.id))
     return int((await session.execute(stmt)).scalar_one())
 
 

@@ -7,6 +7,7 @@ Indexes follow the lookups the workers make: the dispatcher's "due" scan, receip
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -301,12 +302,14 @@ class OutboxAttempt(Base):
     """One batch being sent to the broker: written and committed before its SENDs, deleted in the same
     transaction that deletes its rows. One that outlives that transaction (the process died, the
     receipt never came, the database commit failed) marks its `event_ids` in doubt: whoever claims
-    those rows next looks for them on the queue before sending (app/services/outbox_work.py)."""
+    those rows next asks the broker's ledger whether that batch was committed, by `ledger_key` (random:
+    unique across databases sharing a broker), before sending (events/stomp_publisher.py)."""
 
     __tablename__ = "outbox_attempt"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     owner: Mapped[str] = mapped_column(String(64))
+    ledger_key: Mapped[str] = mapped_column(String(40), default=lambda: secrets.token_hex(16))
     # bigint[] on PostgreSQL, a JSON list on SQLite (no arrays there).
     event_ids: Mapped[list[int]] = mapped_column(JSON().with_variant(ARRAY(BigInteger()), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,10 +11,11 @@ Broker batches (`broker_batch`), exactly once from a consumer's point of view (c
    untouched, and the record stays.
 An attempt record that outlives its transaction (the process died between the broker's COMMIT and A's,
 the receipt never came, A's commit failed) marks its rows in doubt. A claim that gets such rows (they
-cannot be another publisher's in flight: those are locked) hands them to the publisher to look up on
-the queue first; the ones found are not sent again, and A takes the resolved ids out of the old
-record. So a row costs 2 row versions (INSERT, DELETE), and a batch 2 more (its record's INSERT and
-DELETE), plus writes only when something failed.
+cannot be another publisher's in flight: those are locked) hands them to the publisher, which asks the
+broker whether that batch was committed (its ledger, events/stomp_publisher.py); the ones it was are
+not sent again, and A takes the resolved ids out of the old record. So a row costs 2 row versions
+(INSERT, DELETE), and a batch 2 more (its record's INSERT and DELETE), plus writes only when something
+failed.
 
 HTTP batches (`http_batch`): the rows are locked by a SELECT in A while the POSTs go out; then A deletes
 the delivered ones and records each failure (attempts, error, backoff, or given up), and commits.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ class BrokerBatch:
     stale: list[AttemptRecord]  # the attempt records that put them in doubt
     found: set[int] = field(default_factory=set)
     attempt_id: int | None = None
+    ledger_key: str = field(default_factory=lambda: secrets.token_hex(16))  # this batch's ledger entry
 
     def found_on_broker(self, ids: Collection[int]) -> None:
         """These in-doubt rows are on the queue already: they leave with the batch, not sent again."""
@@ -66,7 +69,7 @@ class BrokerBatch:
         if not ids or self.attempt_id is not None:
             return
         async with self.work.sessions() as s:
-            self.attempt_id = await store.add_attempt(s, self.work.owner, ids, utcnow())
+            self.attempt_id = await store.add_attempt(s, self.work.owner, ids, utcnow(), self.ledger_key)
             await s.commit()
 
 

@@ -28,6 +28,7 @@ def upgrade() -> None:
         "outbox_attempt",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("ledger_key", sa.String(length=40), nullable=False),
         sa.Column("event_ids", sa.JSON().with_variant(postgresql.ARRAY(sa.BigInteger()), "postgresql"),
                   nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

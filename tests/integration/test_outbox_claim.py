@@ -132,7 +132,7 @@ async def test_a_lost_commit_receipt_puts_the_batch_in_doubt_and_the_same_publis
 
     pub._connect = connect_once_losing_a_receipt  # type: ignore[method-assign]
     await _run_until_published(pub, module_sessions, queue)
-    assert lost == [50] and pub.recovered == 50 and pub.published == 0
+    assert lost == [51] and pub.recovered == 50 and pub.published == 0  # 50 reports and the ledger entry
     assert await attempt_records(module_sessions) == []
     consumer = Consumer(queue)
     await asyncio.to_thread(consumer.start)

@@ -34,7 +34,8 @@ from app.db.tables import OutboxAttempt, OutboxEvent
 from app.domain.status import Status
 from app.domain.twilio_signature import validate_signature
 from app.events.callbacks import CallbackSender
-from app.events.stomp_publisher import OutboxPublisher
+from app.events.stomp_client import StompConnection
+from app.events.stomp_publisher import OutboxPublisher, ledger_entry
 from app.services import outbox_rows as outbox
 from bench.harness import private_broker_env
 
@@ -156,10 +157,11 @@ async def test_broker_down_delays_reports_and_loses_none(module_db_url: str, mod
         assert f.headers["smsgw-report-id"] == "report:" + orjson.loads(f.body)["MessageSID"]
 
 
-async def test_in_doubt_rows_found_on_the_broker_are_not_sent_again(
+async def test_in_doubt_rows_of_a_batch_the_broker_committed_are_not_sent_again(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
     """Rows named by an attempt record that outlived its claim (the receipt never came back, so the claim
-    rolled back and the rows are there again): looked up on the queue, found, and not sent twice."""
+    rolled back and the rows are there again), whose batch the broker did commit (its ledger entry is
+    there): not sent twice, even though a consumer has taken every report off the queue meanwhile."""
     queue = "delivery-report-" + secrets.token_hex(4)
     sids = await write_reports(module_sessions, queue, 300)
     settings = Settings(database_url=module_db_url, broker_url=STOMP_URL, outbox_batch=100)
@@ -168,22 +170,51 @@ async def test_in_doubt_rows_found_on_the_broker_are_not_sent_again(
     await wait_published(module_sessions, queue, 10)
     await stop_all([first], tasks)
     assert first.published == 300
-    # 200 of them back, with the record a claim whose COMMIT receipt was lost leaves behind.
+    conn, listener = await asyncio.to_thread(consume, stomp_port(), queue)  # takes them all off the queue
+    frames = await wait_count(listener, 300)
+    # 200 of them back, with the record a claim whose COMMIT receipt was lost leaves behind, and the
+    # ledger entry that batch's transaction carried.
     async with module_sessions() as s:
         ids = list((await s.scalars(insert(OutboxEvent).returning(OutboxEvent.id), report_rows(queue, sids[:200]))).all())
-        s.add(OutboxAttempt(owner="p1", event_ids=ids))
+        record = OutboxAttempt(owner="p1", event_ids=ids, ledger_key=secrets.token_hex(16))
+        s.add(record)
         await s.commit()
+    broker = await StompConnection.open(STOMP_URL, None, None)
+    try:
+        await broker.send_transaction([ledger_entry(record.ledger_key)])
+    finally:
+        await broker.close()
     second = OutboxPublisher(module_sessions, settings, "p2")
     tasks = await run_publishers([second])
     await wait_published(module_sessions, queue, 10)
     await stop_all([second], tasks)
     assert second.recovered == 200 and second.published == 0
     assert await attempt_records(module_sessions) == []  # resolved: the old record is gone too
-    conn, listener = await asyncio.to_thread(consume, stomp_port(), queue)
-    frames = await wait_count(listener, 300)
+    await asyncio.sleep(0.5)  # anything sent again would arrive by now
     await asyncio.to_thread(conn.disconnect)
     seen = Counter(orjson.loads(f.body)["MessageSID"] for f in frames)
-    assert set(seen) == set(sids) and max(seen.values()) == 1
+    assert set(seen) == set(sids) and max(seen.values()) == 1 and len(listener.frames) == 300
+
+
+async def test_in_doubt_rows_of_a_batch_the_broker_never_committed_are_sent(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    """An attempt record with no ledger entry: the broker never committed that batch (the connection
+    dropped before the COMMIT), so its rows are sent, once."""
+    queue = "delivery-report-" + secrets.token_hex(4)
+    async with module_sessions() as s:
+        ids = list((await s.scalars(insert(OutboxEvent).returning(OutboxEvent.id),
+                                    report_rows(queue, [f"SM{secrets.token_hex(16)}" for _ in range(50)]))).all())
+        s.add(OutboxAttempt(owner="gone", event_ids=ids))
+        await s.commit()
+    conn, listener = await asyncio.to_thread(consume, stomp_port(), queue)
+    pub = OutboxPublisher(module_sessions, Settings(database_url=module_db_url, broker_url=STOMP_URL), "p")
+    tasks = await run_publishers([pub])
+    await wait_published(module_sessions, queue, 10)
+    await stop_all([pub], tasks)
+    frames = await wait_count(listener, 50)
+    await asyncio.to_thread(conn.disconnect)
+    assert pub.recovered == 0 and pub.published == 50 and len(frames) == 50
+    assert await attempt_records(module_sessions) == []
 
 
 async def test_broker_urls_fail_over_in_order(module_db_url: str, module_sessions: async_sessionmaker[AsyncSession]) -> None:
