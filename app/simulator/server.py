@@ -1,5 +1,8 @@
 """SMPP 3.4 SMSC simulator on plain asyncio.
 
+Over 400 lines because it holds a whole SMSC's session loop and its test knobs (submit rules, throttling,
+receipt queueing, MO injection); the wire format is the product's own codec (providers/smpp/pdu.py).
+
     sim = SmscSimulator(SimulatorConfig(receipt_delay=0.01))
     await sim.start()            # listens on 127.0.0.1:sim.port
     ...

@@ -1,5 +1,8 @@
 """Minimal SMPP 3.4 PDU codec (no third-party dependencies).
 
+Over 400 lines because it is the tables of SMPP 3.4 itself (command ids, statuses, TLV tags, the field
+layout of every PDU), one idea: encode and decode them.
+
 A PDU is a 16-byte header (command_length, command_id, command_status, sequence_number, all
 big-endian uint32) followed by a body of mandatory fields and optional TLVs. `Pdu.fields` holds the
 mandatory body fields by their SMPP 3.4 names (C-octet strings as `str`, decoded latin-1; 1-byte
