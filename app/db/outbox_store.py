@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, delete, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.bulk import update_rows
@@ -26,7 +26,7 @@ from app.db.tables import OutboxAttempt, OutboxEvent
 _EVENT = cast(Table, OutboxEvent.__table__)
 _ATTEMPT = cast(Table, OutboxAttempt.__table__)
 _COLUMNS = (_EVENT.c.id, _EVENT.c.kind, _EVENT.c.destination, _EVENT.c.headers, _EVENT.c.body,
-            _EVENT.c.dedupe_key, _EVENT.c.message_sid, _EVENT.c.attempts)
+            _EVENT.c.dedupe_key, _EVENT.c.message_sid, _EVENT.c.attempts, _EVENT.c.available_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class OutboxRow:
     dedupe_key: str
     message_sid: str | None
     attempts: int
+    available_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +66,20 @@ def _due(kinds: Collection[str], now: datetime) -> list[ColumnElement[bool]]:
 
 def _rows(result: Sequence[Any]) -> list[OutboxRow]:
     rows = [OutboxRow(r.id, r.kind, r.destination, dict(r.headers or {}), r.body, r.dedupe_key, r.message_sid,
-                      int(r.attempts or 0)) for r in result]
+                      int(r.attempts or 0), r.available_at) for r in result]
     rows.sort(key=lambda r: r.id)  # RETURNING keeps no order; publish oldest first
     return rows
 
 
-async def take_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime) -> list[OutboxRow]:
-    """Up to `limit` due rows, oldest first. PostgreSQL: deleted in this one statement (locked until the
-    transaction ends; other claimers skip them). SQLite: only read (see `delete_events`)."""
-    due = (select(_EVENT.c.id).where(*_due(kinds, now))
-           .order_by(_EVENT.c.available_at, _EVENT.c.id).limit(limit))
+async def take_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime,
+                   after: tuple[datetime, int] | None = None) -> list[OutboxRow]:
+    """Up to `limit` due rows, oldest first (after `after`, an (available_at, id) already passed, when
+    given). PostgreSQL: deleted in this one statement (locked until the transaction ends; other claimers
+    skip them). SQLite: only read (see `delete_events`)."""
+    due = select(_EVENT.c.id).where(*_due(kinds, now))
+    if after is not None:  # the index range starts past the deleted rows' entries not yet vacuumed
+        due = due.where(tuple_(_EVENT.c.available_at, _EVENT.c.id) > tuple_(literal(after[0]), literal(after[1])))
+    due = due.order_by(_EVENT.c.available_at, _EVENT.c.id).limit(limit)
     if locks_rows(session):
         stmt: Any = (delete(_EVENT).where(_EVENT.c.id.in_(due.with_for_update(skip_locked=True).scalar_subquery()))
                      .returning(*_COLUMNS))

@@ -293,7 +293,8 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
-        Index("ix_outbox_event_pending", "available_at", "id",
+        # Kind first: the broker publisher and the HTTP sender each scan only their own kinds' rows.
+        Index("ix_outbox_event_pending", "kind", "available_at", "id",
               postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL")),
     )
 

@@ -34,7 +34,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_attempt")),
     )
+    # Kind first: each publisher scans only its own kinds (the broker's reports and the HTTP callbacks
+    # no longer walk each other's rows, live or deleted).
+    with op.batch_alter_table("outbox_event") as batch:
+        batch.drop_index("ix_outbox_event_pending")
+        batch.create_index("ix_outbox_event_pending", ["kind", "available_at", "id"],
+                           postgresql_where=sa.text("published_at IS NULL"), sqlite_where=sa.text("published_at IS NULL"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox_event") as batch:
+        batch.drop_index("ix_outbox_event_pending")
+        batch.create_index("ix_outbox_event_pending", ["available_at", "id"],
+                           postgresql_where=sa.text("published_at IS NULL"), sqlite_where=sa.text("published_at IS NULL"))
     op.drop_table("outbox_attempt")
