@@ -12,16 +12,16 @@ its database connection died after the broker's COMMIT) marks those rows in doub
 
 Whether the broker committed an in-doubt batch is written on the broker itself: every batch's STOMP
 transaction also carries one small message to a ledger queue (`smsgw.outbox-ledger`, never consumed,
-expiring after LEDGER_DAYS), whose `smsgw_attempt` property is the attempt record's random `ledger_key`. Whoever claims
-in-doubt rows next browses the ledger for their records: a record found there was committed (its
-rows leave without being sent again, even if a consumer has long taken them off the report queue); a
-record not found never was (its rows are sent). Looking for the reports themselves would miss those a
-consumer already took: a kill -9 of the gateway between the broker's COMMIT and ours then duplicated
-a whole batch (measured: 40–130 of 1,500 reports in `bench.faults gateway --short`, and as many with
-the earlier lease design, only 30 s later). Rows in doubt without a record (claimed by a version
-before attempt records) are still looked up on the report queue by their `smsgw_dedupe_key` property.
-A report keeps its `smsgw-report-id` header, so a consumer can drop a duplicate should one still occur
-(a ledger message expired, or the broker lost its store).
+expiring after LEDGER_SECONDS), whose `smsgw_attempt` property is the attempt record's random
+`ledger_key`. Whoever claims in-doubt rows next browses the ledger for their records: a record found
+there was committed (its rows leave without being sent again, even if a consumer has long taken them off
+the report queue); a record not found never was (its rows are sent). Looking for the reports themselves
+would miss those a consumer already took: a kill -9 of the gateway between the broker's COMMIT and ours
+then duplicated a whole batch (measured: 40–130 of 1,500 reports in `bench.faults gateway --short`, and
+as many with the earlier lease design, only 30 s later). Rows in doubt without a record (claimed by a
+version before attempt records) are still looked up on the report queue by their `smsgw_dedupe_key`
+property. A report keeps its `smsgw-report-id` header, so a consumer can drop a duplicate should one
+still occur (a ledger message expired, or the broker lost its store).
 
 SEND frames carry no `content-length` header, so ActiveMQ hands JMS consumers a TextMessage
 (JSON bodies never contain the NUL byte that would otherwise end the frame early).
@@ -56,12 +56,16 @@ DEDUPE_PROPERTY = "smsgw_dedupe_key"
 # The ledger of committed batches (see the module docstring).
 LEDGER_QUEUE = "/queue/smsgw.outbox-ledger"
 ATTEMPT_PROPERTY = "smsgw_attempt"
-LEDGER_DAYS = 7
+# An in-doubt batch is resolved as soon as its rows are claimed again (at once by a live replica, or by
+# the restarted process): an hour covers a database outage after a crash. ActiveMQ browses only its
+# browse page (400 messages by default): the ledger queue needs a policy with a page that holds an
+# hour of entries (one per batch; scripts/activemq/activemq.xml, README "Several replicas").
+LEDGER_SECONDS = 3600
 
 
 def ledger_entry(ledger_key: str) -> tuple[str, dict[str, str], str]:
     """The ledger message a batch's STOMP transaction carries: committed with the batch, or not at all."""
-    expires = int((time.time() + LEDGER_DAYS * 86400) * 1000)  # JMSExpiration, ms since the epoch
+    expires = int((time.time() + LEDGER_SECONDS) * 1000)  # JMSExpiration, ms since the epoch
     return LEDGER_QUEUE, {"persistent": "true", "expires": str(expires), ATTEMPT_PROPERTY: ledger_key}, ""
 
 
