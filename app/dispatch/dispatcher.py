@@ -142,16 +142,26 @@ class Dispatcher:
             return
         now = asyncio.get_running_loop().time()
         start: list[Claimed] = []
-        late = 0
+        late: list[str] = []
         while self._handed and self._in_flight + len(start) < 2 * self._capacity:
             claimed, deadline = self._handed.popleft()
             if now > deadline:
-                late += 1  # its lease expires soon: left to be claimed again, never sent twice
+                late.append(claimed.sid)  # its lease expires soon: given back, never sent twice
             else:
                 start.append(claimed)
         if late:
-            log.warning("%d handed-over messages waited too long to start: left to their lease", late)
+            log.warning("%d handed-over messages waited too long to start: given back, due again", len(late))
+            task = asyncio.create_task(self._give_back(late))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._start_sending(start)
+
+    async def _give_back(self, sids: list[str]) -> None:
+        try:
+            await dispatching.release(self._sessions, self._owner, sids)
+            self._wake.set()
+        except Exception:  # their leases expire instead
+            log.exception("giving back %d late messages failed: due when their lease expires", len(sids))
 
     def _start_sending(self, claimed: list[Claimed]) -> None:
         for msg in claimed:

@@ -382,3 +382,32 @@ async def test_handed_over_messages_start_within_the_window_and_unstarted_ones_a
     assert all(r.status == "queued" and r.due_at is not None and r.lease_owner is None and r.attempts == 0
                for r in given_back)  # due again for any dispatcher, never submitted
     assert all(p.submits[m.sid] == 0 for m in more[4:])
+
+
+async def test_a_handed_over_message_that_waited_past_its_start_deadline_is_given_back_and_sent_once(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+
+    class Gated(FakeProvider):
+        async def submit(self, message: OutboundMessage) -> SubmitResult:
+            self.submits[message.sid] += 1
+            await gate.wait()
+            return SubmitResult((UpstreamId(secrets.token_hex(8)),))
+
+    p = Gated("p1")
+    p.max_in_flight = 1  # a window of 2
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
+    owner = "late-" + secrets.token_hex(3)
+    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
+    msgs = await handed(module_sessions, owner, 4, isolated)
+    try:
+        d.take(msgs)
+        await asyncio.sleep(1.0)  # past 3/4 of the lease: the two waiting may not start any more
+        gate.set()
+        rows = await wait_final(module_sessions, [m.sid for m in msgs], {"sent"})  # given back, claimed, sent
+    finally:
+        await d.stop()
+    assert all(r.status == "sent" for r in rows.values())
+    assert all(p.submits[m.sid] == 1 for m in msgs)  # each once
+    assert "2 handed-over messages waited too long to start: given back" in caplog.text
