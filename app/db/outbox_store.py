@@ -50,6 +50,7 @@ class AttemptRecord:
     owner: str
     event_ids: tuple[int, ...]
     ledger_key: str = ""
+    created_at: datetime | None = None
 
 
 def locks_rows(session: AsyncSession) -> bool:
@@ -124,8 +125,9 @@ async def attempt_records(session: AsyncSession) -> list[AttemptRecord]:
     """Every attempt record: those of batches in flight now (one per publisher) and those that outlived
     their transaction. The table holds a handful of rows, so it is read whole."""
     result = await session.execute(select(_ATTEMPT.c.id, _ATTEMPT.c.owner, _ATTEMPT.c.event_ids,
-                                          _ATTEMPT.c.ledger_key))
-    return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids), r.ledger_key) for r in result.all()]
+                                          _ATTEMPT.c.ledger_key, _ATTEMPT.c.created_at))
+    return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids), r.ledger_key, r.created_at)
+            for r in result.all()]
 
 
 async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int], now: datetime,
