@@ -330,6 +330,19 @@ async def test_message_stopped_part_way_resumes_at_the_same_provider_with_its_pa
                                          (3, "id-3", "sent", None)]
 
 
+class GatedProvider(FakeProvider):
+    """Accepts every submit, but only once `gate` is set (submits in flight wait there)."""
+
+    def __init__(self, name: str, gate: asyncio.Event) -> None:
+        super().__init__(name)
+        self.gate = gate
+
+    async def submit(self, message: OutboundMessage) -> SubmitResult:
+        self.submits[message.sid] += 1
+        await self.gate.wait()
+        return SubmitResult((UpstreamId(secrets.token_hex(8)),))
+
+
 async def handed(sessions: async_sessionmaker[AsyncSession], owner: str, n: int, channel: str) -> list[Claimed]:
     """Messages stored as the accept path stores them for this dispatcher: sending, leased to it."""
     now = utcnow()
@@ -347,14 +360,7 @@ async def handed(sessions: async_sessionmaker[AsyncSession], owner: str, n: int,
 async def test_handed_over_messages_start_within_the_window_and_unstarted_ones_are_given_back_on_stop(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str) -> None:
     gate = asyncio.Event()
-
-    class Gated(FakeProvider):
-        async def submit(self, message: OutboundMessage) -> SubmitResult:
-            self.submits[message.sid] += 1
-            await gate.wait()
-            return SubmitResult((UpstreamId(secrets.token_hex(8)),))
-
-    p = Gated("p1")
+    p = GatedProvider("p1", gate)
     p.max_in_flight = 2  # a window of 4 (twice the providers' capacity)
     settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_handoff_max=10)
     owner = "handoff-" + secrets.token_hex(3)
@@ -388,14 +394,7 @@ async def test_a_handed_over_message_that_waited_past_its_start_deadline_is_give
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
         caplog: pytest.LogCaptureFixture) -> None:
     gate = asyncio.Event()
-
-    class Gated(FakeProvider):
-        async def submit(self, message: OutboundMessage) -> SubmitResult:
-            self.submits[message.sid] += 1
-            await gate.wait()
-            return SubmitResult((UpstreamId(secrets.token_hex(8)),))
-
-    p = Gated("p1")
+    p = GatedProvider("p1", gate)
     p.max_in_flight = 1  # a window of 2
     settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
     owner = "late-" + secrets.token_hex(3)
