@@ -10,12 +10,13 @@ for the smoke subset. `sim` is the bundled SMSC simulator, set by the test's `si
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -171,8 +172,24 @@ async def running_app(settings: Settings, start_workers: bool | None = False) ->
             yield client
 
 
+# A test that hangs ends the run HANG_SECONDS later with every thread's stack on the real stderr, instead
+# of stalling CI until its own limit with nothing to show. The slowest test takes about a minute.
+HANG_SECONDS = float(os.environ.get("SMSGW_TEST_HANG_SECONDS", "300"))
+_hang_report: list[IO[str]] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "simulator(**settings): SimulatorConfig fields for the `sim` fixture")
+    _hang_report.append(os.fdopen(os.dup(2), "w"))  # before pytest captures fd 2 for each test
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=_hang_report[0])
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -80,9 +80,12 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
 
 
 @pytest.fixture(scope="module")
-def live_app(db_url: str) -> Iterator[FastAPI]:
-    """The app on the session's PostgreSQL database; schemathesis enters its lifespan on first use."""
-    yield create_app(api_settings(db_url), start_workers=False)
+def live_app(module_db_url: str) -> Iterator[FastAPI]:
+    """The app on a PostgreSQL database of this module's own; schemathesis enters its lifespan on first use.
+    Not the session's database: these tests are synchronous, so while they run the session's event loop
+    is stopped, and a connection an earlier test left inside a transaction there would hold its row locks
+    for the whole module (a receipt here waiting on one of them would wait for ever)."""
+    yield create_app(api_settings(module_db_url), start_workers=False)
     # The engine and key store schemathesis started are closed before the test database is dropped.
     schemathesis_asgi.shutdown_lifespans()
 
