@@ -325,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="gateway without its dispatcher/publishers (SMSGW_WORKERS_ENABLED=false): the API alone")
     p.add_argument("--shared-broker", action="store_true",
                    help="use the ActiveMQ `make test` runs instead of a private one (its CPU is then not ours alone)")
+    p.add_argument("--profile", action="store_true",
+                   help="sample the gateway (bench.sampler): bench/results/logs/<scenario>-gateway.profile.txt")
     p.add_argument("--quick", action="store_true", help="a short smoke run (CI): checks 0 lost / 0 duplicates")
     p.add_argument("--results", default="",
                    help="directory for the result files (default bench/results, bench/results/quick with --quick)")

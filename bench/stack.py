@@ -21,7 +21,17 @@ from typing import Any
 import orjson
 
 from bench.cluster import PgCluster, PrivateBroker, broker_cpu_by_port, tree_cpu_seconds
-from bench.harness import API_KEY, Proc, free_port, fresh_database, services_env, smsgw, start_simulator, wait_ready
+from bench.harness import (
+    API_KEY,
+    LOGS,
+    Proc,
+    free_port,
+    fresh_database,
+    services_env,
+    smsgw,
+    start_simulator,
+    wait_ready,
+)
 from bench.meters import CpuMeter, PgMeter
 
 
@@ -119,7 +129,10 @@ async def start_stack(args: argparse.Namespace, services: BenchServices, scenari
     meter = PgMeter(services.pg.port, database)
     await meter.create_extension()
     await meter.baseline()  # before the gateway connects: see PgMeter.baseline
-    gateway = Proc(f"{scenario}-gateway", smsgw("serve", "--port", str(port), "--workers", str(args.workers)), gw_env)
+    argv = smsgw("serve", "--port", str(port), "--workers", str(args.workers))
+    if getattr(args, "profile", False):  # bench.sampler: the gateway's busy stacks, written when it stops
+        argv = [sys.executable, "-m", "bench.sampler", str(LOGS / f"{scenario}-gateway.profile.txt"), *argv[1:]]
+    gateway = Proc(f"{scenario}-gateway", argv, gw_env)
     try:
         await wait_ready(port, path="/health/live" if args.api_only else "/health/ready")
     except BaseException:

@@ -21,7 +21,6 @@ from typing import IO, TYPE_CHECKING
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from support.simulator import start_simulator
 
 from app.db.engine import create_engine, session_factory
 from app.db.migrate import upgrade_to_head
@@ -196,6 +195,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SmscSimulator]:
     """The bundled SMSC simulator for one test (support.simulator), set as its `simulator` mark says."""
     mark = request.node.get_closest_marker("simulator")
+    # imported here: bench.send_cost and bench.in_list_cost import this module without tests/ on sys.path
+    from support.simulator import start_simulator
+
     async with start_simulator(**(mark.kwargs if mark is not None else {})) as simulator:
         yield simulator
 

@@ -9,16 +9,27 @@ multi-row insert and an executemany.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import JSON, FromClause, String, Table, Text, bindparam, insert, text, update
+from sqlalchemy import JSON, ColumnElement, FromClause, String, Table, Text, any_, bindparam, insert, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def one_of(session: AsyncSession, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """`column IN values`, on PostgreSQL as `column = ANY($1)` with the values as one array: the same
+    statement text whatever their number, so SQLAlchemy's compiled cache and asyncpg's prepared
+    statements are reused, and no bind is rendered per value (an IN list of 1,000 is 1,000 binds,
+    rendered on every execution). SQLite has no arrays: there it is IN."""
+    if session.get_bind().dialect.name != "postgresql":
+        return cast(ColumnElement[bool], column.in_(list(values)))
+    array = bindparam(None, list(values), type_=ARRAY(_unbounded(column.type)))
+    return cast(ColumnElement[bool], column == any_(array))
 
 
 def _unnest_insert(table: Table, columns: tuple[str, ...], skip_conflicts: bool = False) -> Any:

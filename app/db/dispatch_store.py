@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.bulk import insert_rows, update_rows
+from app.db.bulk import insert_rows, one_of, update_rows
 from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent
 from app.domain.dispatching import Claimed
 from app.domain.ids import MessageSid, UpstreamId
@@ -52,7 +52,7 @@ async def _load_progress(session: AsyncSession, claimed: list[Claimed]) -> None:
     rows = (await session.execute(
         select(MessagePart.message_sid, MessagePart.part_no, MessagePart.provider, MessagePart.upstream_id,
                MessagePart.concat_ref)
-        .where(MessagePart.message_sid.in_(list(again))))).all()
+        .where(one_of(session, MessagePart.message_sid, again)))).all()
     by_sid: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_sid[row[0]].append(row)
@@ -82,7 +82,7 @@ async def update_owned(session: AsyncSession, rows: Sequence[dict[str, Any]], ow
 async def delete_unaccepted_parts(session: AsyncSession, sids: Sequence[str]) -> None:
     """The parts an earlier attempt left without an upstream id (the accepted ones keep their rows)."""
     if sids:
-        await session.execute(delete(MessagePart).where(MessagePart.message_sid.in_(list(sids)),
+        await session.execute(delete(MessagePart).where(one_of(session, MessagePart.message_sid, sids),
                                                         MessagePart.upstream_id.is_(None)))
 
 
@@ -106,7 +106,7 @@ async def release(session: AsyncSession, owner: str, sids: Sequence[str], now: d
         return 0
     result = await session.execute(
         update(Message)
-        .where(Message.sid.in_(list(sids)), Message.lease_owner == owner, Message.status == Status.SENDING.value)
+        .where(one_of(session, Message.sid, sids), Message.lease_owner == owner, Message.status == Status.SENDING.value)
         .values(status=Status.QUEUED.value, due_at=now, lease_owner=None, lease_expires_at=None,
                 attempts=Message.attempts - 1, updated_at=now)
         .execution_options(synchronize_session=False))

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.bulk import one_of
 from app.db.tables import KeptReceipt, Message, MessagePart
 from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
@@ -62,7 +63,8 @@ def _parse(value: object) -> datetime | None:
 async def lock_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[KeptReceipt]:
     """These kept rows, locked (waiting, not skipping: see kept_receipts for why)."""
     return list((await session.scalars(
-        select(KeptReceipt).where(KeptReceipt.id.in_(list(ids))).order_by(KeptReceipt.id).with_for_update())).all())
+        select(KeptReceipt).where(one_of(session, KeptReceipt.id, ids)).order_by(KeptReceipt.id)
+        .with_for_update())).all())
 
 
 async def lock_for_upstream_ids(session: AsyncSession, provider: str, upstream_ids: set[str],
@@ -71,7 +73,7 @@ async def lock_for_upstream_ids(session: AsyncSession, provider: str, upstream_i
     `since`, locked (waiting)."""
     return list((await session.scalars(
         select(KeptReceipt)
-        .where(KeptReceipt.upstream_id.in_(upstream_ids))
+        .where(one_of(session, KeptReceipt.upstream_id, upstream_ids))
         .where(or_(KeptReceipt.provider.is_(None), KeptReceipt.provider == provider))
         .where(KeptReceipt.created_at >= since)
         .order_by(KeptReceipt.id)
@@ -103,15 +105,16 @@ async def lock_older_known(session: AsyncSession, before: datetime, since: datet
 async def known_upstream_ids(session: AsyncSession, wanted: set[str]) -> set[str]:
     """Which of these ids a part not final yet carries (a part row, or a one-part message itself)."""
     rows = list((await session.scalars(
-        select(MessagePart.upstream_id).where(MessagePart.upstream_id.in_(wanted),
+        select(MessagePart.upstream_id).where(one_of(session, MessagePart.upstream_id, wanted),
                                               MessagePart.status.not_in(_NOT_FINAL)))).all())
     rows += (await session.scalars(
-        select(Message.upstream_id).where(Message.upstream_id.in_(wanted), Message.status.not_in(_NOT_FINAL)))).all()
+        select(Message.upstream_id).where(one_of(session, Message.upstream_id, wanted),
+                                          Message.status.not_in(_NOT_FINAL)))).all()
     return {u for u in rows if u is not None}
 
 
 async def delete_kept(session: AsyncSession, ids: Sequence[int]) -> None:
-    await session.execute(delete(KeptReceipt).where(KeptReceipt.id.in_(list(ids))))
+    await session.execute(delete(KeptReceipt).where(one_of(session, KeptReceipt.id, ids)))
 
 
 async def delete_expired(session: AsyncSession, now: datetime) -> int:

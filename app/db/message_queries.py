@@ -13,6 +13,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
+from app.db.bulk import one_of
 from app.db.tables import Message, MessagePart, StatusEvent
 
 
@@ -54,7 +55,7 @@ async def list_messages(session: AsyncSession, account: int | None, f: MessageFi
 async def parts_of(session: AsyncSession, sids: Sequence[str]) -> dict[str, list[MessagePart]]:
     out: dict[str, list[MessagePart]] = defaultdict(list)
     if sids:
-        rows = await session.scalars(select(MessagePart).where(MessagePart.message_sid.in_(sids))
+        rows = await session.scalars(select(MessagePart).where(one_of(session, MessagePart.message_sid, sids))
                                      .order_by(MessagePart.message_sid, MessagePart.part_no))
         for p in rows.all():
             out[p.message_sid].append(p)
@@ -64,7 +65,7 @@ async def parts_of(session: AsyncSession, sids: Sequence[str]) -> dict[str, list
 async def history_of(session: AsyncSession, sids: Sequence[str]) -> dict[str, list[StatusEvent]]:
     out: dict[str, list[StatusEvent]] = defaultdict(list)
     if sids:
-        rows = await session.scalars(select(StatusEvent).where(StatusEvent.message_sid.in_(sids))
+        rows = await session.scalars(select(StatusEvent).where(one_of(session, StatusEvent.message_sid, sids))
                                      .order_by(StatusEvent.id))
         for e in rows.all():
             out[e.message_sid].append(e)

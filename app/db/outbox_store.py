@@ -20,7 +20,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, delete, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.bulk import update_rows
+from app.db.bulk import one_of, update_rows
 from app.db.tables import OutboxAttempt, OutboxEvent
 
 _EVENT = cast(Table, OutboxEvent.__table__)
@@ -98,7 +98,7 @@ async def lock_due(session: AsyncSession, kinds: Collection[str], limit: int, no
 
 async def delete_events(session: AsyncSession, ids: Collection[int]) -> None:
     if ids:
-        await session.execute(delete(_EVENT).where(_EVENT.c.id.in_(list(ids))))
+        await session.execute(delete(_EVENT).where(one_of(session, _EVENT.c.id, ids)))
 
 
 async def record_failures(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -139,7 +139,7 @@ async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int
 
 async def drop_attempts(session: AsyncSession, ids: Collection[int]) -> None:
     if ids:
-        await session.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id.in_(list(ids))))
+        await session.execute(delete(_ATTEMPT).where(one_of(session, _ATTEMPT.c.id, ids)))
 
 
 async def rewrite_attempt(session: AsyncSession, attempt_id: int, event_ids: Sequence[int]) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.bulk import one_of
 from app.db.tables import Message, MessagePart
 
 
@@ -36,7 +37,7 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: tim
         .with_for_update(skip_locked=True, of=MessagePart))).all()
     due = [DuePart(int(r[0]), str(r[1]), r[2], r[3], r[4]) for r in rows]
     if due:
-        await session.execute(update(MessagePart).where(MessagePart.id.in_([p.id for p in due]))
+        await session.execute(update(MessagePart).where(one_of(session, MessagePart.id, [p.id for p in due]))
                               .values(next_poll_at=now + lease))
     return due
 
@@ -49,4 +50,5 @@ async def reschedule(session: AsyncSession, when: Sequence[tuple[int, datetime]]
 
 async def stop_polling(session: AsyncSession, part_ids: Sequence[int]) -> None:
     if part_ids:
-        await session.execute(update(MessagePart).where(MessagePart.id.in_(list(part_ids))).values(next_poll_at=None))
+        await session.execute(update(MessagePart).where(one_of(session, MessagePart.id, part_ids))
+                              .values(next_poll_at=None))

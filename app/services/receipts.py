@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, SmppProviderConfig
 from app.db import kept_store
-from app.db.bulk import insert_rows, update_rows
+from app.db.bulk import insert_rows, one_of, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
@@ -124,13 +124,14 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], f
 async def _candidate_parts(session: AsyncSession, wanted: set[str],
                            settings: Settings) -> dict[str, list[_Part]]:
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
-    parts = await _parts_where(session, MessagePart.upstream_id.in_(wanted),
+    parts = await _parts_where(session, one_of(session, MessagePart.upstream_id, wanted),
                                or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
     with_rows = {p.message_sid for p in parts}
     # A message of one part holds its id itself (unless a part row was written for it since: TLVs).
     parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4]) for row in (await session.execute(
         select(Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at)
-        .where(Message.upstream_id.in_(wanted), Message.sent_at >= window))).all() if row[0] not in with_rows]
+        .where(one_of(session, Message.upstream_id, wanted), Message.sent_at >= window))).all()
+        if row[0] not in with_rows]
     by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
         if part.upstream_id is not None:
@@ -179,7 +180,8 @@ async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settin
     direct: dict[str, Receipt] = {}
     if unmatched and kept_at is None:
         own = set((await session.scalars(
-            select(Message.sid).where(Message.sid.in_([r.upstream_id for r in unmatched if r.provider is None]))
+            select(Message.sid).where(one_of(session, Message.sid,
+                                             [r.upstream_id for r in unmatched if r.provider is None]))
         )).all())
         direct = {r.upstream_id: r for r in unmatched if r.upstream_id in own}
         unmatched = [r for r in unmatched if r.upstream_id not in own]
@@ -197,10 +199,10 @@ async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Rec
     holds the id too. Returns the sids whose status became final."""
     if not reports:
         return []
-    asked = {p.id: p for p in await _parts_where(session, MessagePart.id.in_([pid for pid, _ in reports]))}
+    asked = {p.id: p for p in await _parts_where(session, one_of(session, MessagePart.id, [pid for pid, _ in reports]))}
     sids = {p.message_sid for p in asked.values()}
     siblings: dict[tuple[str, str | None], list[_Part]] = defaultdict(list)
-    for part in await _parts_where(session, MessagePart.message_sid.in_(sids)):
+    for part in await _parts_where(session, one_of(session, MessagePart.message_sid, sids)):
         siblings[(part.message_sid, part.upstream_id)].append(part)
     matched = [(r, siblings[(asked[pid].message_sid, asked[pid].upstream_id)]) for pid, r in reports if pid in asked]
     finals = await _apply(session, matched, {}, settings, counts)
@@ -226,7 +228,8 @@ async def _apply(
     # Locked (in sid order, so two batches never deadlock here): a transaction applying a duplicate
     # concurrently waits and then sees the final status; a published report's row is deleted, so its
     # dedupe_key would not stop a second one.
-    locked = select(*_MESSAGE_COLUMNS).where(Message.sid.in_(sids)).order_by(Message.sid).with_for_update(of=Message)
+    locked = (select(*_MESSAGE_COLUMNS).where(one_of(session, Message.sid, sids)).order_by(Message.sid)
+              .with_for_update(of=Message))
     for m in (await session.execute(locked)).all():
         messages[m.sid] = MessageState(m.sid, Status(m.status),
                                        Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
@@ -234,7 +237,8 @@ async def _apply(
                                        m.provider_status_code, m.error_code, m.updated_at)
     parts: dict[int, PartState] = {}
     parts_of: dict[str, list[PartState]] = defaultdict(list)
-    for p in (await session.execute(select(*_STATE_COLUMNS).where(MessagePart.message_sid.in_(sids)))).all():
+    state_rows = await session.execute(select(*_STATE_COLUMNS).where(one_of(session, MessagePart.message_sid, sids)))
+    for p in state_rows.all():
         state = PartState(p.id, p.message_sid, Status(p.status), p.provider_status_code, p.error_code, p.tlvs,
                           p.done_at, p.next_poll_at)
         parts[p.id] = state

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.bulk import insert_rows, update_rows
+from app.db.bulk import insert_rows, one_of, update_rows
 from app.db.engine import create_engine, session_factory
 from app.db.tables import Message
 
@@ -127,3 +127,35 @@ async def test_json_columns_go_in_and_are_updated_as_json(sessions: async_sessio
         again = (await s.scalars(select(MessagePart).where(MessagePart.message_sid.like("SMjson%"))
                                  .order_by(MessagePart.message_sid))).all()
     assert [p.tlvs for p in again] == [{"0x2000": "01", "0x2001": "x\"y"}, None]
+
+
+async def _one_of_finds_exactly_the_rows_named(sessions: async_sessionmaker[AsyncSession], prefix: str) -> None:
+    rows = _rows(prefix, 40)
+    async with sessions() as s:
+        await insert_rows(s, Message.__table__, rows)
+        await s.commit()
+    wanted = [rows[i]["sid"] for i in (3, 17, 39)]
+    # a value longer than the column (VARCHAR(34)) whose first 34 characters are a row's sid: compared
+    # whole, it names no row (a `::VARCHAR(34)[]` cast would have cut it to that sid)
+    longer = rows[5]["sid"].ljust(34, "0") + "-and-more"
+    async with sessions() as s:
+        await s.execute(Message.__table__.update().where(Message.sid == rows[5]["sid"])
+                        .values(sid=rows[5]["sid"].ljust(34, "0")))
+        await s.commit()
+        for many in (wanted, [*wanted, longer, "none-such"], wanted * 300):
+            got = set((await s.scalars(select(Message.sid).where(one_of(s, Message.sid, many)))).all())
+            assert got == set(wanted), many[:5]
+        assert (await s.scalars(select(Message.sid).where(one_of(s, Message.sid, [])))).all() == []
+
+
+async def test_one_of_on_postgresql(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _one_of_finds_exactly_the_rows_named(sessions, "SMoneof" + datetime.now(UTC).strftime("%H%M%S%f"))
+
+
+@pytest.mark.sqlite
+async def test_one_of_on_sqlite(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        await _one_of_finds_exactly_the_rows_named(session_factory(engine), "SMoneof")
+    finally:
+        await engine.dispose()

@@ -1,0 +1,105 @@
+"""A small in-process sampling profiler for the gateway under a benchmark (`bench.run --profile`).
+
+    python -m bench.sampler OUT.txt -m app.cli serve --port 8080
+
+runs the module as `__main__` with a thread that, every few milliseconds, reads the main thread's Python
+stack (`sys._current_frames`). py-spy cannot follow SQLAlchemy's greenlets; this sees the running
+greenlet's own frames at least. Samples whose innermost frame is the event loop's own wait are idle and
+left out. At exit OUT.txt gets the busy share of each function (inclusive and self) and the folded
+stacks (`a;b;c count`, for flamegraph.pl or speedscope).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+
+INTERVAL = 0.002
+# Innermost frames that mean the loop is waiting for I/O: no CPU spent in Python.
+_IDLE = {("runners.py", "run"), ("base_events.py", "run_forever"), ("base_events.py", "_run_once"),
+         ("server.py", "serve"), ("server.py", "_serve"), ("main.py", "run")}
+
+
+def _label(frame: FrameType) -> tuple[str, str, str]:
+    code = frame.f_code
+    path = code.co_filename
+    short = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.relpath(path)
+    return Path(path).name, code.co_name, f"{short}:{code.co_name}"
+
+
+class Sampler:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.stacks: Counter[tuple[str, ...]] = Counter()
+        self.idle = 0
+        self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            frame = sys._current_frames().get(self._main or 0)
+            if frame is None:
+                continue
+            leaf = _label(frame)
+            if (leaf[0], leaf[1]) in _IDLE:
+                self.idle += 1
+                continue
+            stack: list[str] = []
+            f: FrameType | None = frame
+            while f is not None:
+                stack.append(_label(f)[2])
+                f = f.f_back
+            self.stacks[tuple(reversed(stack))] += 1
+
+    def dump(self) -> None:
+        self._stop.set()
+        busy = sum(self.stacks.values())
+        inclusive: Counter[str] = Counter()
+        own: Counter[str] = Counter()
+        for stack, n in self.stacks.items():
+            for name in set(stack):
+                inclusive[name] += n
+            own[stack[-1]] += n
+        lines = [f"samples every {INTERVAL * 1000:.0f} ms: {busy} busy, {self.idle} idle", "",
+                 "inclusive %  self %  function"]
+        for name, n in inclusive.most_common(120):
+            lines.append(f"{100 * n / max(busy, 1):10.1f} {100 * own[name] / max(busy, 1):7.1f}  {name}")
+        lines += ["", "self %  function"]
+        for name, n in own.most_common(60):
+            lines.append(f"{100 * n / max(busy, 1):6.1f}  {name}")
+        lines += ["", "folded stacks"]
+        lines += [f"{';'.join(stack)} {n}" for stack, n in self.stacks.most_common()]
+        self.out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    if len(sys.argv) < 4 or sys.argv[2] != "-m":
+        raise SystemExit("usage: python -m bench.sampler OUT.txt -m MODULE [args ...]")
+    out, module = Path(sys.argv[1]), sys.argv[3]
+    sys.argv = [module, *sys.argv[4:]]
+    sampler = Sampler(out)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; this handler turns that into SystemExit
+    # (the default one would end the process before the profile is written)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sampler.start()
+    started = time.monotonic()
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        sampler.dump()
+        print(f"bench.sampler: {time.monotonic() - started:.0f} s profiled into {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
