@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.bulk import insert_rows, one_of, update_rows
-from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent
+from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent, SweepMark
 from app.domain.dispatching import Claimed
 from app.domain.ids import MessageSid, UpstreamId
 from app.domain.messages import PartProgress
@@ -122,13 +122,47 @@ async def release_expired_leases(session: AsyncSession, now: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def lock_unreceipted(session: AsyncSession, cutoff: datetime, limit: int) -> list[str]:
-    """Messages `sent` before `cutoff` and not changed since, oldest first, locked (skipping locked ones)."""
+SentKey = tuple[datetime | None, str]  # a place in ix_message_sent's order: (sent_at, sid)
+
+
+async def lock_mark(session: AsyncSession, name: str) -> SentKey | None:
+    """Sweep `name`'s mark, locked for this transaction; None while another replica holds it. The row
+    is written on first use, from the first message sent."""
+    await insert_rows(session, SweepMark.__table__, [{"name": name, "sent_at": None, "sid": "",
+                                                     "updated_at": datetime.now(UTC)}], skip_conflicts=True)
+    row = (await session.execute(select(SweepMark.sent_at, SweepMark.sid).where(SweepMark.name == name)
+                                 .with_for_update(skip_locked=True))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def move_mark(session: AsyncSession, name: str, to: SentKey, now: datetime) -> None:
+    await session.execute(update(SweepMark).where(SweepMark.name == name)
+                          .values(sent_at=to[0], sid=to[1], updated_at=now))
+
+
+async def scan_sent(session: AsyncSession, after: SentKey, before: datetime,
+                    limit: int) -> list[tuple[str, str, datetime | None, datetime]]:
+    """Up to `limit` messages sent after `after` and before `before`, in the order sent (ix_message_sent),
+    whatever their status now: (sid, status, sent_at, updated_at) each."""
+    stmt = select(Message.sid, Message.status, Message.sent_at, Message.updated_at).where(
+        Message.sent_at.is_not(None), Message.sent_at < before)
+    if after[0] is not None:
+        # a row comparison, which walks the index from that key (an OR of the two conditions would not)
+        since = bindparam(None, after[0], type_=Message.sent_at.type)
+        stmt = stmt.where(Message.sent_at >= since, tuple_(Message.sent_at, Message.sid) > tuple_(
+            since, bindparam(None, after[1], type_=Message.sid.type)))
+    rows = (await session.execute(stmt.order_by(Message.sent_at, Message.sid).limit(limit))).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def lock_unreceipted(session: AsyncSession, sids: Sequence[str], cutoff: datetime) -> list[str]:
+    """Of these messages, those still `sent` and unchanged since `cutoff`, locked (skipping locked ones)."""
+    if not sids:
+        return []
     return list((await session.scalars(
         select(Message.sid)
-        .where(Message.status == Status.SENT.value, Message.created_at < cutoff, Message.updated_at < cutoff)
-        .order_by(Message.created_at).limit(limit)
-        .with_for_update(skip_locked=True))).all())
+        .where(one_of(session, Message.sid, sids), Message.status == Status.SENT.value, Message.updated_at < cutoff)
+        .order_by(Message.sid).with_for_update(skip_locked=True))).all())
 
 
 async def delete_idempotency_before(session: AsyncSession, cutoff: datetime) -> int:

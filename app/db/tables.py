@@ -105,6 +105,9 @@ class SendRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+MESSAGE_FILLFACTOR = 70  # per cent of each page filled by inserts; the rest is for HOT updates
+
+
 class Message(Base):
     __tablename__ = "message"
 
@@ -149,18 +152,26 @@ class Message(Base):
         full_body: Mapped[str]
         callback_url: Mapped[str | None]
 
+    # No index holds `status` (nor the columns a final report writes), so that report's UPDATE is HOT:
+    # PostgreSQL writes the new row version on the same page and no index entry (the UPDATE that records
+    # the upstream's acceptance sets upstream_id and sent_at, and cannot be). `fillfactor` keeps room on
+    # each page for it. The timeout sweep finds messages still `sent` through ix_message_sent instead of
+    # a status index (dispatch_store.scan_sent).
     __table_args__ = (
         # The dispatcher's scan: only rows still waiting for it carry a due_at.
         Index("ix_message_due", "due_at", postgresql_where=text("due_at IS NOT NULL"),
               sqlite_where=text("due_at IS NOT NULL")),
-        Index("ix_message_lease", "lease_expires_at", postgresql_where=text("status = 'sending'"),
-              sqlite_where=text("status = 'sending'")),
+        # Leases still held: a row leaves it when the upstream answers (or the message is given back).
+        Index("ix_message_lease", "lease_expires_at", postgresql_where=text("lease_expires_at IS NOT NULL"),
+              sqlite_where=text("lease_expires_at IS NOT NULL")),
         Index("ix_message_created", "created_at", "sid"),
         Index("ix_message_to_created", "to_number", "created_at"),
-        Index("ix_message_status_created", "status", "created_at"),
         Index("ix_message_key_created", "api_key_id", "created_at", "sid"),  # an account's list
         Index("ix_message_upstream", "upstream_id", postgresql_where=text("upstream_id IS NOT NULL"),
               sqlite_where=text("upstream_id IS NOT NULL")),  # receipt matching
+        Index("ix_message_sent", "sent_at", "sid", postgresql_where=text("sent_at IS NOT NULL"),
+              sqlite_where=text("sent_at IS NOT NULL")),  # the receipt-timeout sweep, in the order sent
+        {"postgresql_with": {"fillfactor": MESSAGE_FILLFACTOR}},
     )
 
 
@@ -247,6 +258,19 @@ class KeptReceipt(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
     __table_args__ = (Index("ix_kept_receipt_upstream", "upstream_id"),)
+
+
+class SweepMark(Base):
+    """How far a sweep over messages in the order sent has got (one row per sweep, by name): every
+    message sent up to (`sent_at`, `sid`) is past what the sweep looks for. Shared by every replica;
+    the one holding the row's lock sweeps (dispatching.expire_unreceipted)."""
+
+    __tablename__ = "sweep_mark"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)  # NULL: from the first message sent
+    sid: Mapped[str] = mapped_column(String(34), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class InboundMessage(Base):

@@ -223,21 +223,47 @@ async def release_expired_leases(sessions: async_sessionmaker[AsyncSession]) -> 
     return n
 
 
+TIMEOUT_SWEEP = "receipt-timeout"
+
+
 async def expire_unreceipted(sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                             limit: int = 1000) -> tuple[int, ReportCounts]:
+                             scan: int = 1000, rounds: int = 50) -> tuple[int, ReportCounts]:
     """Messages `sent` longer than `receipt_timeout_seconds` with no final receipt (the upstream lost
-    them, or never sends receipts) become undelivered with code NO_RECEIPT, and get their report."""
+    them, or never sends receipts) become undelivered with code NO_RECEIPT, and get their report.
+
+    No index says which messages are still `sent` (that would make every final report's UPDATE a
+    non-HOT one, tables.Message): the sweep walks messages in the order they were sent, `scan` at a
+    time and up to `rounds` times a run, from its mark (sweep_mark), which it moves past every message
+    it has seen final or made undelivered. One still `sent` but changed since the cutoff, or locked by
+    a report being applied, holds the mark (the next run looks at it again). One replica sweeps at a
+    time: the one holding the mark's lock."""
     cutoff = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
     counts: ReportCounts = ReportCounts()
-    async with sessions() as s:
-        sids = await store.lock_unreceipted(s, cutoff, limit)
-        if not sids:
-            return 0, counts
-        await apply_receipts(s, [Receipt(provider=None, upstream_id=UpstreamId(sid), status=Status.UNDELIVERED,
-                                         provider_status_code="NO_RECEIPT", source="receipt-timeout",
-                                         error_code="NO_RECEIPT") for sid in sids], settings, counts)
-        await s.commit()
-    return len(sids), counts
+    expired, scan_from, held = 0, None, False
+    for _ in range(rounds):  # a transaction each, so that no lock is held for long
+        async with sessions() as s:
+            mark = await store.lock_mark(s, TIMEOUT_SWEEP)
+            if mark is None:
+                break  # another replica is sweeping
+            mark_to = mark
+            rows = await store.scan_sent(s, scan_from or mark, cutoff, scan)
+            done = set(await store.lock_unreceipted(s, [r[0] for r in rows if r[1] == Status.SENT.value], cutoff))
+            if done:
+                await apply_receipts(s, [Receipt(provider=None, upstream_id=UpstreamId(sid), status=Status.UNDELIVERED,
+                                                 provider_status_code="NO_RECEIPT", source="receipt-timeout",
+                                                 error_code="NO_RECEIPT") for sid in sorted(done)], settings, counts)
+                expired += len(done)
+            for sid, status, sent_at, _updated in rows:
+                held = held or (status == Status.SENT.value and sid not in done)
+                if not held:  # the mark stops before the first message still waiting
+                    mark_to = (sent_at, sid)
+            if mark_to != mark:
+                await store.move_mark(s, TIMEOUT_SWEEP, mark_to, utcnow())
+            await s.commit()
+        if len(rows) < scan:
+            break
+        scan_from = (rows[-1][2], rows[-1][0])
+    return expired, counts
 
 
 async def purge_idempotency_keys(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> int:

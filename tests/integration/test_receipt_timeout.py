@@ -20,7 +20,8 @@ async def test_sent_without_receipt_expires(module_db_url: str, module_sessions:
     now = utcnow()
     old, young = new_message_sid(), new_message_sid()
     rows = [{"sid": sid, "status": "sent", "to_number": "+15550002222", "body": "b", "encoding": "GSM7",
-             "segments": 1, "channel": "smpp", "provider": "smsc-main", "created_at": at, "updated_at": at}
+             "segments": 1, "channel": "smpp", "provider": "smsc-main", "created_at": at, "updated_at": at,
+             "sent_at": at}
             for sid, at in ((old, now - timedelta(hours=2)), (young, now - timedelta(seconds=30)))]
     async with module_sessions() as s:
         await s.execute(insert(Message), rows)

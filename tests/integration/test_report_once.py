@@ -22,7 +22,7 @@ SETTINGS = Settings(database_url="x", providers=[{"name": "smsc", "type": "smpp"
 
 async def test_a_duplicate_receipt_in_a_concurrent_transaction_does_not_finalise_the_message_twice(
         module_sessions: async_sessionmaker[AsyncSession]) -> None:
-    sid, upstream = "SM" + secrets.token_hex(16), secrets.token_hex(6)
+    sid, upstream = "SM" + secrets.token_hex(16), "f" + secrets.token_hex(6)  # as stored: no leading zero
     now = utcnow()
     async with module_sessions() as s:
         await s.execute(insert(Message).values(sid=sid, status="sent", to_number="+4477000000", body="x",
