@@ -105,7 +105,7 @@ class SendRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-MESSAGE_FILLFACTOR = 70  # per cent of each page filled by inserts; the rest is for HOT updates
+MESSAGE_FILLFACTOR = 60  # per cent of each page filled by inserts; the rest is for HOT updates (see below)
 
 
 class Message(Base):

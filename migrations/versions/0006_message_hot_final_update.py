@@ -2,10 +2,11 @@
 
 ix_message_status_created goes (the receipt-timeout sweep walks ix_message_sent, in the order messages
 were sent, instead); ix_message_lease is keyed on the lease itself rather than on status; the table
-keeps 30 % of each new page free for HOT updates. sweep_mark holds how far the sweep has got (it
-starts from the first message sent). Messages still `sent` from before 0005 get the
-`sent_at` the sweep goes by, moved from their `sent` history row (or their last change when they
-have none).
+keeps 40 % of each new page free for HOT updates (bench.run e2e-smpp, 20,000 messages: 84 % of the
+final reports' updates were HOT at fillfactor 60, 69 % at 70, 89 % at 50). sweep_mark holds how far
+the sweep has got (it starts from the first message sent). Messages still `sent` from before 0005
+get the `sent_at` the sweep goes by, moved from their `sent` history row (or their last change when
+they have none).
 
 Revision ID: 0006
 Revises: 0005
@@ -27,7 +28,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("UPDATE message SET sent_at = (SELECT min(e.created_at) FROM status_event e WHERE"
-               " e.message_sid = message.sid AND e.status = 'sent' AND e.applied) WHERE status = 'sent' AND sent_at IS NULL")
+               " e.message_sid = message.sid AND e.status = 'sent' AND e.applied)"
+               " WHERE status = 'sent' AND sent_at IS NULL")
     op.execute("DELETE FROM status_event WHERE status = 'sent' AND applied AND EXISTS (SELECT 1 FROM message m"
                " WHERE m.sid = status_event.message_sid AND m.status = 'sent' AND m.sent_at = status_event.created_at)")
     op.execute("UPDATE message SET sent_at = updated_at WHERE status = 'sent' AND sent_at IS NULL")
@@ -40,7 +42,7 @@ def upgrade() -> None:
         batch.create_index("ix_message_sent", ["sent_at", "sid"], postgresql_where=sa.text("sent_at IS NOT NULL"),
                            sqlite_where=sa.text("sent_at IS NOT NULL"))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE message SET (fillfactor = 70)")
+        op.execute("ALTER TABLE message SET (fillfactor = 60)")
     op.create_table(
         "sweep_mark",
         sa.Column("name", sa.String(40), nullable=False),
