@@ -2,11 +2,12 @@
 
     python -m bench.sampler OUT.txt -m app.cli serve --port 8080
 
-runs the module as `__main__` with a thread that, every few milliseconds, reads the main thread's Python
-stack (`sys._current_frames`). py-spy cannot follow SQLAlchemy's greenlets; this sees the running
-greenlet's own frames at least. Samples whose innermost frame is the event loop's own wait are idle and
-left out. At exit OUT.txt gets the busy share of each function (inclusive and self) and the folded
-stacks (`a;b;c count`, for flamegraph.pl or speedscope).
+runs the module as `__main__` with a SIGPROF timer that, every 2 ms of the process's CPU time, records
+the Python stack the main thread is running. py-spy cannot follow SQLAlchemy's greenlets; this sees
+the running greenlet's own frames at least. Samples whose innermost frame is the event loop's own
+run call (its C code, or another thread's CPU) are counted apart. At exit OUT.txt gets each function's
+share of the samples in Python (inclusive and self) and the folded stacks (`a;b;c count`, for
+flamegraph.pl or speedscope).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import runpy
 import signal
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,35 +35,35 @@ def _label(frame: FrameType) -> tuple[str, str, str]:
 
 
 class Sampler:
+    """Samples on SIGPROF, every INTERVAL of this process's CPU time: the handler runs in the main thread
+    between two bytecodes and reads the stack it interrupted. (A sampling thread would see the main
+    thread mostly where it releases the GIL, such as os.urandom, and not where it spends its time.)"""
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.stacks: Counter[tuple[str, ...]] = Counter()
         self.idle = 0
-        self._stop = threading.Event()
-        self._main = threading.main_thread().ident
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, INTERVAL, INTERVAL)
 
-    def _run(self) -> None:
-        while not self._stop.wait(INTERVAL):
-            frame = sys._current_frames().get(self._main or 0)
-            if frame is None:
-                continue
-            leaf = _label(frame)
-            if (leaf[0], leaf[1]) in _IDLE:
-                self.idle += 1
-                continue
-            stack: list[str] = []
-            f: FrameType | None = frame
-            while f is not None:
-                stack.append(_label(f)[2])
-                f = f.f_back
-            self.stacks[tuple(reversed(stack))] += 1
+    def _sample(self, _signum: int, frame: FrameType | None) -> None:
+        if frame is None:
+            return
+        leaf = _label(frame)
+        if (leaf[0], leaf[1]) in _IDLE:  # CPU of other threads (or of the loop's own C code)
+            self.idle += 1
+            return
+        stack: list[str] = []
+        f: FrameType | None = frame
+        while f is not None:
+            stack.append(_label(f)[2])
+            f = f.f_back
+        self.stacks[tuple(reversed(stack))] += 1
 
     def dump(self) -> None:
-        self._stop.set()
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
         busy = sum(self.stacks.values())
         inclusive: Counter[str] = Counter()
         own: Counter[str] = Counter()
@@ -71,8 +71,8 @@ class Sampler:
             for name in set(stack):
                 inclusive[name] += n
             own[stack[-1]] += n
-        lines = [f"samples every {INTERVAL * 1000:.0f} ms: {busy} busy, {self.idle} idle", "",
-                 "inclusive %  self %  function"]
+        lines = [f"samples every {INTERVAL * 1000:.0f} ms of CPU: {busy} in Python, {self.idle} in the loop itself",
+                 "", "inclusive %  self %  function"]
         for name, n in inclusive.most_common(120):
             lines.append(f"{100 * n / max(busy, 1):10.1f} {100 * own[name] / max(busy, 1):7.1f}  {name}")
         lines += ["", "self %  function"]

@@ -280,8 +280,8 @@ class Bind:
                 raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
             self.in_flight += 1
             try:
-                resp = await asyncio.wait_for(self._request(CommandId.SUBMIT_SM, fields, tlvs),
-                                              self.cfg.response_timeout)
+                async with asyncio.timeout(self.cfg.response_timeout):  # no task per submit, as wait_for makes
+                    resp = await self._request(CommandId.SUBMIT_SM, fields, tlvs)
             except TimeoutError:
                 # Before the slot is freed: no other submit_sm goes into a connection that stopped answering.
                 self.drop(f"submit_sm unanswered for {self.cfg.response_timeout:g}s")
