@@ -55,6 +55,13 @@ def id_formats(settings: Settings) -> dict[str, str]:
     return {p.name: p.receipt_id_format for p in settings.providers if isinstance(p, SmppProviderConfig)}
 
 
+def _first_ids(receipt: Receipt, formats: dict[str, str]) -> set[str]:
+    """The ids `_match` looks at first for this report: by its provider's id format (by every format
+    configured when the report does not say which provider it is from)."""
+    kinds = {formats.get(receipt.provider, "same")} if receipt.provider is not None else {*formats.values(), "same"}
+    return {str(receipt_id_candidates(receipt.upstream_id, kind)[0]) for kind in kinds}
+
+
 def wanted_ids(upstream_id: str) -> list[str]:
     """Every stored id a report's id could stand for, in any format (the SELECT's superset)."""
     return [str(u) for u in receipt_id_candidates(upstream_id, "auto")]
@@ -168,12 +175,23 @@ async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settin
     if not receipts:
         return [], []
     wanted = [wanted_ids(r.upstream_id) for r in receipts]
-    by_id = await _candidate_parts(session, {u for ids in wanted for u in ids}, settings)
     formats = id_formats(settings)
+    # The ids a match is first looked for by (`_match`'s first pass); the other forms only for the
+    # reports those find nothing for: most reports cost one id looked up, not two or three.
+    firsts = [_first_ids(r, formats) for r in receipts]
+    by_id = await _candidate_parts(session, {u for ids in firsts for u in ids}, settings)
+    hits: list[list[_Part]] = [
+        _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]
+        for i, r in enumerate(receipts)]
+    rest = {u for i, hit in enumerate(hits) if not hit for u in wanted[i] if u not in firsts[i]}
+    if rest:
+        for u, parts in (await _candidate_parts(session, rest, settings)).items():
+            by_id[u] += parts
+        hits = [hit or _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]
+                for i, (r, hit) in enumerate(zip(receipts, hits, strict=True))]
     matched: list[tuple[Receipt, list[_Part]]] = []
     unmatched: list[Receipt] = []
-    for i, r in enumerate(receipts):
-        hit, _late = _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)
+    for r, hit in zip(receipts, hits, strict=True):
         (matched.append((r, hit)) if hit else unmatched.append(r))
 
     # Webhooks may name our own MessageSid instead of an upstream id.
