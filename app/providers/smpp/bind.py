@@ -83,6 +83,8 @@ class Bind:
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._out: list[bytes] = []  # PDUs queued for the next write (_write)
+        self._flush_due = False
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -104,7 +106,7 @@ class Bind:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._writer is not None:
-            self._writer.close()
+            self._close(self._writer)
 
     async def _run(self) -> None:
         backoff = 0.2
@@ -143,7 +145,7 @@ class Bind:
             finally:
                 self.bound = False
                 reading.cancel()
-                writer.close()
+                self._close(writer)
                 self._fail_pending(UnknownOutcomeError("CONNECTION_LOST", "bind dropped before the answer"))
             if not self._stopping:
                 log.warning("bind %s lost; rebinding in %.1fs", self.name, backoff)
@@ -176,9 +178,27 @@ class Bind:
                 return
 
     def _write(self, pdu: Pdu) -> None:
-        if self._writer is None or self._writer.is_closing():
+        """Queue `pdu` on this session. Every PDU queued in one turn of the event loop goes out in one
+        write (one syscall for a window's worth of submit_sm and deliver_sm_resp, not one each)."""
+        writer = self._writer
+        if writer is None or writer.is_closing():
             raise ConnectionError("not connected")
-        self._writer.write(encode_pdu(pdu))
+        self._out.append(encode_pdu(pdu))
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush, writer)
+
+    def _flush(self, writer: asyncio.StreamWriter | None) -> None:
+        """Write what is queued, if `writer` is still this bind's session (a new session must never get
+        the old one's answers: their sequence numbers would name other PDUs there)."""
+        self._flush_due = False
+        out, self._out = self._out, []
+        if out and writer is not None and writer is self._writer and not writer.is_closing():
+            writer.write(b"".join(out))
+
+    def _close(self, writer: asyncio.StreamWriter) -> None:
+        self._flush(writer)
+        writer.close()
 
     async def _request(self, command: int, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
         seq = next(self._seq) & 0x7FFFFFFF or 1
@@ -232,7 +252,7 @@ class Bind:
         elif pdu.command_id == CommandId.UNBIND:
             self._write(Pdu(CommandId.UNBIND_RESP, 0, pdu.sequence_number))
             if self._writer is not None:
-                self._writer.close()
+                self._close(self._writer)
         elif pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
             task = asyncio.create_task(self._deliver(pdu, self._writer))
             self._handlers.add(task)
