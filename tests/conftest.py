@@ -195,7 +195,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SmscSimulator]:
     """The bundled SMSC simulator for one test (support.simulator), set as its `simulator` mark says."""
     mark = request.node.get_closest_marker("simulator")
-    # imported here: bench.send_cost and bench.in_list_cost import this module without tests/ on sys.path
+    # imported here: bench.send_cost and bench.bind_cost import this module without tests/ on sys.path
     from support.simulator import start_simulator
 
     async with start_simulator(**(mark.kwargs if mark is not None else {})) as simulator:
