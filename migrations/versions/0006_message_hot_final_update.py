@@ -4,7 +4,7 @@ ix_message_status_created goes (the receipt-timeout sweep walks ix_message_sent,
 were sent, instead); ix_message_lease is keyed on the lease itself rather than on status; the table
 keeps 40 % of each new page free for HOT updates (bench.run e2e-smpp, 20,000 messages: 84 % of the
 final reports' updates were HOT at fillfactor 60, 69 % at 70, 89 % at 50). sweep_mark holds how far
-the sweep has got (it starts from the first message sent). Messages still `sent` from before 0005
+the sweep has got (it starts just before the first message still `sent`). Messages still `sent` from before 0005
 get the `sent_at` the sweep goes by, moved from their `sent` history row (or their last change when
 they have none).
 
@@ -51,6 +51,17 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sweep_mark")),
     )
+    # The sweep starts just before the first message still `sent` (or after the last one sent, when
+    # every one is final), not from the first message ever sent: no walk over the whole history.
+    op.execute(
+        "INSERT INTO sweep_mark (name, sent_at, sid, updated_at) "
+        "SELECT 'receipt-timeout', k.sent_at, k.sid, CURRENT_TIMESTAMP FROM ("
+        " SELECT m.sent_at, m.sid FROM message m, (SELECT sent_at, sid FROM message WHERE status = 'sent'"
+        "  AND sent_at IS NOT NULL ORDER BY sent_at, sid LIMIT 1) f"
+        "  WHERE m.sent_at IS NOT NULL AND (m.sent_at < f.sent_at OR (m.sent_at = f.sent_at AND m.sid < f.sid))"
+        "  UNION ALL SELECT sent_at, sid FROM message WHERE sent_at IS NOT NULL"
+        "  AND NOT EXISTS (SELECT 1 FROM message WHERE status = 'sent' AND sent_at IS NOT NULL)"
+        ") k ORDER BY k.sent_at DESC, k.sid DESC LIMIT 1")
 
 
 def downgrade() -> None:

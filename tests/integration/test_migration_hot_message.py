@@ -30,6 +30,11 @@ async def test_legacy_sent_messages_get_their_sent_at_and_keep_one_sent_entry() 
             for sid, status in (("SMwithevent", "sent"), ("SMnoevent", "sent"), ("SMdone", "delivered")):
                 await conn.execute(text(_MESSAGE), {"sid": sid, "status": status, "at": "2026-11-01T10:00:00Z",
                                                     "updated": "2026-11-01T10:00:09Z"})
+            # sent (after 0005) and final before the oldest one still `sent`: the sweep's mark starts here
+            await conn.execute(text(_MESSAGE), {"sid": "SMearlier", "status": "delivered", "at": "2026-11-01T09:00:00Z",
+                                                "updated": "2026-11-01T09:00:05Z"})
+            await conn.execute(text("UPDATE message SET sent_at = CAST('2026-11-01T09:00:01Z' AS text)::timestamptz"
+                                    " WHERE sid = 'SMearlier'"))
             await conn.execute(text(
                 "INSERT INTO status_event (message_sid, status, source, applied, created_at) VALUES "
                 "('SMwithevent', 'sent', 'provider:smsc', true, '2026-11-01T10:00:02Z'),"
@@ -44,7 +49,11 @@ async def test_legacy_sent_messages_get_their_sent_at_and_keep_one_sent_entry() 
             indexes = set((await conn.execute(text(
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'message'"))).scalars())
             options = (await conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'message'"))).scalar()
-        assert sent_at == {"SMwithevent": "10:00:02", "SMnoevent": "10:00:09", "SMdone": None}
+            mark = (await conn.execute(text(
+                "SELECT to_char(sent_at AT TIME ZONE 'UTC', 'HH24:MI:SS'), sid FROM sweep_mark"))).all()
+        assert sent_at == {"SMwithevent": "10:00:02", "SMnoevent": "10:00:09", "SMdone": None,
+                           "SMearlier": "09:00:01"}
+        assert [tuple(m) for m in mark] == [("09:00:01", "SMearlier")]  # just before the first still `sent`
         # the moved entry is gone; an intermediate report's entry and a finished message's stay
         assert [tuple(e) for e in events] == [("SMdone", "provider:smsc"), ("SMwithevent", "smpp:smsc:intermediate")]
         assert "ix_message_status_created" not in indexes and {"ix_message_sent", "ix_message_lease"} <= indexes
