@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.engine import create_engine, session_factory
-from app.db.migrate import upgrade_to_head
+from app.db.migrate import alembic_config, upgrade_to_head
 from app.simulator import SmscSimulator
 
 if TYPE_CHECKING:
@@ -82,6 +83,22 @@ async def _drop_template() -> AsyncIterator[None]:
 async def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def database_at(revision: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A new PostgreSQL database migrated to `revision` only (not a copy of the template: for a test of a
+    later migration on the data an earlier schema held), with an engine of one connection; dropped after."""
+    name = "smsgw_test_mig_" + secrets.token_hex(4)
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = _url_of(name)
+    engine = create_engine(url, pool_size=1)
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+        yield url, engine
+    finally:
+        await engine.dispose()
+        await drop_database(url)
 
 
 @pytest.fixture(scope="session")

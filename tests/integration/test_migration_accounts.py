@@ -5,23 +5,16 @@ and the downgrade puts a send_request's text back on its messages."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from alembic import command
-from conftest import PG_ADMIN_URL, _admin, drop_database
+from conftest import database_at
 from sqlalchemy import text
 
-from app.db.engine import create_engine
 from app.db.migrate import alembic_config, upgrade_to_head
 
 
 async def test_upgrade_blanks_chosen_key_prefixes_and_keeps_messages() -> None:
-    name = "smsgw_test_mig_" + secrets.token_hex(4)
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_engine(url, pool_size=1)
-    try:
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
+    async with database_at("0001") as (url, engine):
         async with engine.begin() as conn:
             await conn.execute(text(
                 "INSERT INTO api_key (name, key_hash, prefix, created_at) VALUES "
@@ -49,6 +42,3 @@ async def test_upgrade_blanks_chosen_key_prefixes_and_keeps_messages() -> None:
         async with engine.connect() as conn:
             row = (await conn.execute(text("SELECT body, status_callback FROM message WHERE sid = 'SMnew'"))).one()
         assert tuple(row) == ("shared", "https://8.8.8.8/cb")
-    finally:
-        await engine.dispose()
-        await drop_database(url)

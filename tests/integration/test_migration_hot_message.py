@@ -5,13 +5,11 @@ shows it once), or its last change when it has none; and the downgrade restores 
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from alembic import command
-from conftest import PG_ADMIN_URL, _admin, drop_database
+from conftest import database_at
 from sqlalchemy import text
 
-from app.db.engine import create_engine
 from app.db.migrate import alembic_config, upgrade_to_head
 
 _MESSAGE = ("INSERT INTO message (sid, status, to_number, body, encoding, segments, long_message_mode, flash, "
@@ -20,12 +18,7 @@ _MESSAGE = ("INSERT INTO message (sid, status, to_number, body, encoding, segmen
 
 
 async def test_legacy_sent_messages_get_their_sent_at_and_keep_one_sent_entry() -> None:
-    name = "smsgw_test_mig_" + secrets.token_hex(4)
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_engine(url, pool_size=1)
-    try:
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "0005")
+    async with database_at("0005") as (url, engine):
         async with engine.begin() as conn:
             for sid, status in (("SMwithevent", "sent"), ("SMnoevent", "sent"), ("SMdone", "delivered")):
                 await conn.execute(text(_MESSAGE), {"sid": sid, "status": status, "at": "2026-11-01T10:00:00Z",
@@ -66,6 +59,3 @@ async def test_legacy_sent_messages_get_their_sent_at_and_keep_one_sent_entry() 
             tables = set((await conn.execute(text("SELECT tablename FROM pg_tables"))).scalars())
         assert "ix_message_status_created" in indexes and "ix_message_sent" not in indexes
         assert "sweep_mark" not in tables
-    finally:
-        await engine.dispose()
-        await drop_database(url)
