@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.bulk import insert_rows, one_of, update_rows
 from app.db.engine import create_engine, session_factory
 from app.db.tables import Message
+
+
+@asynccontextmanager
+async def _on_sqlite(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 def _rows(prefix: str, n: int) -> list[dict[str, Any]]:
@@ -43,11 +54,8 @@ async def test_many_rows_in_one_statement_on_postgresql(sessions: async_sessionm
 
 @pytest.mark.sqlite
 async def test_many_rows_on_sqlite(sqlite_url: str) -> None:
-    engine = create_engine(sqlite_url)
-    try:
-        await _check(session_factory(engine), "SMbulksq")
-    finally:
-        await engine.dispose()
+    async with _on_sqlite(sqlite_url) as sessions:
+        await _check(sessions, "SMbulksq")
 
 
 async def test_a_value_too_long_for_its_column_is_refused_not_cut(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -87,11 +95,8 @@ async def test_many_rows_updated_in_one_statement_on_postgresql(sessions: async_
 
 @pytest.mark.sqlite
 async def test_many_rows_updated_on_sqlite(sqlite_url: str) -> None:
-    engine = create_engine(sqlite_url)
-    try:
-        await _check_update(session_factory(engine), "SMupdsq")
-    finally:
-        await engine.dispose()
+    async with _on_sqlite(sqlite_url) as sessions:
+        await _check_update(sessions, "SMupdsq")
 
 
 async def test_columns_left_out_take_their_python_defaults(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -154,8 +159,5 @@ async def test_one_of_on_postgresql(sessions: async_sessionmaker[AsyncSession]) 
 
 @pytest.mark.sqlite
 async def test_one_of_on_sqlite(sqlite_url: str) -> None:
-    engine = create_engine(sqlite_url)
-    try:
-        await _one_of_finds_exactly_the_rows_named(session_factory(engine), "SMoneof")
-    finally:
-        await engine.dispose()
+    async with _on_sqlite(sqlite_url) as sessions:
+        await _one_of_finds_exactly_the_rows_named(sessions, "SMoneof")
