@@ -180,15 +180,15 @@ async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settin
     # reports those find nothing for: most reports cost one id looked up, not two or three.
     firsts = [_first_ids(r, formats) for r in receipts]
     by_id = await _candidate_parts(session, {u for ids in firsts for u in ids}, settings)
-    hits: list[list[_Part]] = [
-        _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]
-        for i, r in enumerate(receipts)]
+    def match(i: int) -> list[_Part]:
+        return _match(receipts[i], wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]
+
+    hits = [match(i) for i in range(len(receipts))]
     rest = {u for i, hit in enumerate(hits) if not hit for u in wanted[i] if u not in firsts[i]}
     if rest:
         for u, parts in (await _candidate_parts(session, rest, settings)).items():
             by_id[u] += parts
-        hits = [hit or _match(r, wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]
-                for i, (r, hit) in enumerate(zip(receipts, hits, strict=True))]
+        hits = [hit or match(i) for i, hit in enumerate(hits)]
     matched: list[tuple[Receipt, list[_Part]]] = []
     unmatched: list[Receipt] = []
     for r, hit in zip(receipts, hits, strict=True):
