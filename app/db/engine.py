@@ -7,16 +7,26 @@ visible to other sessions before its WAL is on disk, so a crash can take back a 
 session already acted on outside the database — a 200 answered for a message, a deliver_sm_resp or a
 webhook 200 after a receipt was stored, a report published from an outcome. `make faults`'
 postgres-kill scenario shows those losses without this setting.
+
+A pooled connection is checked before use only when it sat idle for IDLE_PING_SECONDS or more (a
+restarted or failed-over server, a connection dropped by a firewall while idle). SQLAlchemy's
+`pool_pre_ping` checks every checkout, and on asyncpg its check is three round trips (BEGIN, `;`,
+ROLLBACK): on a busy gateway that was a third of PostgreSQL's transactions and, waiting on a loaded
+event loop, tens of milliseconds before each of the dispatcher's outcome writes. A connection that
+dies while in use fails that one statement; SQLAlchemy then replaces every connection the pool held
+from before (a disconnect invalidates the pool), and the callers' retries take new ones.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+IDLE_PING_SECONDS = 2.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -30,22 +40,44 @@ def create_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEng
         kwargs["connect_args"] = {"timeout": 30}
     else:
         # A database that does not answer must cost a request seconds, not asyncpg's default minute.
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
                       connect_args={"timeout": CONNECT_TIMEOUT_SECONDS,
                                     "server_settings": {"synchronous_commit": "on"}})
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        _sqlite_pragmas_on_connect(engine)
+    else:
+        _ping_when_idle(engine)
     return engine
+
+
+def _sqlite_pragmas_on_connect(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a connection at checkout only if it was idle IDLE_PING_SECONDS or more (module docstring)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as error:  # the pool drops this connection and checks out another
+            raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
