@@ -29,7 +29,7 @@ _COLUMNS = (_EVENT.c.id, _EVENT.c.kind, _EVENT.c.destination, _EVENT.c.headers, 
             _EVENT.c.dedupe_key, _EVENT.c.message_sid, _EVENT.c.attempts, _EVENT.c.available_at)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutboxRow:
     """An outbox row as the publishers read it (a plain row, no ORM object)."""
 

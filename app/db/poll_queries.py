@@ -14,7 +14,7 @@ from app.db.bulk import one_of
 from app.db.tables import Message, MessagePart
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DuePart:
     """A part whose status is to be asked of its provider now."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendCommand:
     """A POST /msg-client/send as the caller wrote it, not yet validated (services/accept.py does).
 

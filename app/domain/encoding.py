@@ -236,7 +236,7 @@ def decode_data_coding(data: bytes, data_coding: int) -> str:
     return data.decode("latin-1")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Segmentation:
     encoding: Encoding
     segments: int  # billing count, as the contract's `Segments`

@@ -13,7 +13,7 @@ from app.domain.ids import MessageSid, UpstreamId
 from app.domain.status import Status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PartProgress:
     """How far a long message got upstream before an attempt stopped: the provider that has its first
     parts, the concatenation reference they carry, and the id of each part it accepted (by part number,
@@ -25,7 +25,7 @@ class PartProgress:
     accepted: Mapping[int, UpstreamId] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutboundMessage:
     """What a provider needs to send one message to one destination."""
 
@@ -41,7 +41,7 @@ class OutboundMessage:
     progress: PartProgress | None = None  # parts accepted on earlier attempts (long messages)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitResult:
     """The upstream accepted the message; one id per part it will report on (often just one)."""
 
@@ -49,7 +49,7 @@ class SubmitResult:
     provider_status_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
     """A status report from an upstream about one of our parts, identified by its upstream id."""
 
@@ -66,7 +66,7 @@ class Receipt:
     submitted_after: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InboundSms:
     """A mobile-originated message, already reassembled when it came in parts."""
 

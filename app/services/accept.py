@@ -48,14 +48,14 @@ MAX_SEGMENTS = 255  # the UDH and SAR part counters are one byte
 MAX_CHANNEL = 40  # message.channel; without routes configured any name is accepted
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     status_code: int
     body: dict[str, Any]
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Plan:
     recipients: list[str]
     body: str

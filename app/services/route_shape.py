@@ -18,7 +18,7 @@ from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.routing import Route, providers_for
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Shape:
     encoding: Encoding
     segments: int

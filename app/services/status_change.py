@@ -20,7 +20,7 @@ from app.domain.status import REPORTED, Status
 from app.services import outbox_rows as outbox
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
     """What a report or a callback says about the message besides its status."""
 

@@ -384,7 +384,7 @@ def response_for(command_id: int) -> int:
 # ---------------------------------------------------------------- concatenation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConcatInfo:
     reference: int
     total: int

@@ -54,7 +54,7 @@ VENDOR_TLVS = {0x2000: ("cost", "str"), 0x2001: ("flags", "int"), 0x2002: ("part
                0x2003: ("mccmnc", "str"), 0x2004: ("additional_status", "int")}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParsedReceipt:
     upstream_id: UpstreamId
     stat: str
