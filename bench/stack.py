@@ -31,6 +31,7 @@ from bench.harness import (
     smsgw,
     start_simulator,
     wait_ready,
+    warm_broker,
 )
 from bench.meters import CpuMeter, PgMeter
 
@@ -44,7 +45,7 @@ class BenchServices:
     broker_note: str = ""
 
     @classmethod
-    async def start(cls, shared_broker: bool = False) -> BenchServices:
+    async def start(cls, shared_broker: bool = False, broker_warm_up: int = 0) -> BenchServices:
         pg = PgCluster()
         atexit.register(pg.stop_sync)
         broker: PrivateBroker | None = None
@@ -58,6 +59,12 @@ class BenchServices:
         # Both start at once: initdb and the JVM each take a few seconds.
         await asyncio.gather(pg.start(), *([broker.start()] if broker else []))
         stomp_url = broker.stomp_url if broker else stomp_url
+        if broker is not None:
+            if broker_warm_up:
+                seconds = await warm_broker(stomp_url, broker_warm_up)
+                note += f"; warmed up with {broker_warm_up:,} persistent messages ({seconds:.1f} s) first"
+            else:
+                note += "; cold (no warm-up): its JIT compiles during the first scenario"
         services = cls(pg, broker, stomp_url, broker_note=note)
         services.postgres_settings = await pg.show_settings()
         return services
