@@ -28,7 +28,7 @@ from app.domain.netguard import CallbackRefused, CallbackTarget, CallbackUnresol
 from app.domain.twilio_signature import compute_signature
 from app.events.stomp_publisher import _Claimer
 from app.services.callback_address import Resolver, check_callback, resolve
-from app.services.outbox_rows import HTTP_KINDS, OutboxKind
+from app.services.outbox_rows import HTTP_KINDS, OutboxKind, http_rows_written
 
 log = logging.getLogger("smsgw.callbacks")
 
@@ -58,6 +58,15 @@ class CallbackSender(_Claimer):
         self.resolver = resolver  # the system's; tests give one that answers what a rebinding DNS would
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False,
                                         follow_redirects=False, limits=httpx.Limits(max_connections=50))
+
+        self._http_rows_seen = http_rows_written()
+
+    def notify(self) -> None:
+        """Woken by a commit only if this process wrote HTTP rows since the last time (outbox_rows)."""
+        written = http_rows_written()
+        if written != self._http_rows_seen:
+            self._http_rows_seen = written
+            super().notify()
 
     async def stop(self) -> None:
         await super().stop()

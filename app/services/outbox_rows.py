@@ -37,6 +37,22 @@ class OutboxKind(StrEnum):
 BROKER_KINDS = (OutboxKind.REPORT, OutboxKind.INBOUND)  # published to ActiveMQ (events/stomp_publisher.py)
 HTTP_KINDS = (OutboxKind.CALLBACK, OutboxKind.FORWARD)  # POSTed (events/callbacks.py)
 
+# HTTP rows this process has written (counted as they are inserted, committed or not). A commit wakes
+# the publishers; the HTTP sender claims only when this moved since it last looked, so the receipts'
+# commits, which write reports only, do not each cost it an empty claim (3.6 % of the gateway's CPU
+# with single-recipient load). Rows written by another replica are found by its idle poll (≤ 2 s).
+_http_rows_written = 0
+
+
+def count_written(rows: list[dict[str, Any]]) -> None:
+    """Note the outbox rows about to be inserted (services/receipts.outbox_insert writes them all)."""
+    global _http_rows_written
+    _http_rows_written += sum(1 for r in rows if r["kind"] in HTTP_KINDS)
+
+
+def http_rows_written() -> int:
+    return _http_rows_written
+
 
 def _json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode()

@@ -40,6 +40,7 @@ from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
 from app.domain.status import FINAL, ReportCounts, Status
+from app.services.outbox_rows import count_written
 from app.services.receipt_rules import MessageState, PartState, decide
 from app.services.status_change import Recipient
 
@@ -318,6 +319,7 @@ _STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, M
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Outbox rows, skipping any whose dedupe_key is already there: one statement for all the rows that
     name the same columns (each builder in services/outbox_rows.py always names the same ones)."""
+    count_written(rows)
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         shapes[tuple(sorted(r))].append(r)
