@@ -312,14 +312,14 @@ class ReportConsumer:
         return sum(1 for s in self.status_by_sid.values() if len(s) > 1)
 
 
-
 async def warm_broker(url: str, messages: int, batch: int = 200) -> float:
     """Send `messages` persistent report-sized messages through `url` the way the publisher does (STOMP
     transactions of `batch`) and consume them; returns the seconds it took.
 
     A broker of the run's own is a JVM just started: until its JIT has compiled the hot paths it spends
     several times the CPU per message that a broker in service does (30,000 batched messages: ActiveMQ
-    ~440 µs a message cold, ~120 warm), and that CPU comes out of the same two cores the gateway runs on."""
+    433–485 µs a message cold, 195–219 after 40,000–120,000 messages of warm-up), and that CPU comes out
+    of the same two cores the gateway runs on."""
     from app.events.stomp_client import StompConnection  # the gateway's own client, as in production
 
     queue = f"bench-warm-up-{os.getpid()}"
@@ -342,6 +342,7 @@ async def warm_broker(url: str, messages: int, batch: int = 200) -> float:
         await conn.close()
         await consumer.stop()
     return time.monotonic() - started
+
 
 class RssSampler:
     def __init__(self, procs: list[Proc], every: float = 0.5) -> None:

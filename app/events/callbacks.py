@@ -58,7 +58,6 @@ class CallbackSender(_Claimer):
         self.resolver = resolver  # the system's; tests give one that answers what a rebinding DNS would
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), trust_env=False,
                                         follow_redirects=False, limits=httpx.Limits(max_connections=50))
-
         self._http_rows_seen = http_rows_written()
 
     def notify(self) -> None:
