@@ -32,6 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,22 +73,66 @@ def _sql_type(table: Table, column: str) -> str:
     return str(kind.compile(dialect=_PG))
 
 
-def _recordset(table: Table, columns: tuple[str, ...]) -> str:
-    return "json_to_recordset(CAST(:rows AS json)) AS v(" + ", ".join(
+def _recordset(table: Table, columns: tuple[str, ...], param: str = ":rows") -> str:
+    return f"json_to_recordset(CAST({param} AS json)) AS v(" + ", ".join(
         f'"{c}" {_sql_type(table, c)}' for c in columns) + ")"
+
+
+def _insert_sql(table: Table, columns: tuple[str, ...], param: str = ":rows") -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    values = ", ".join(f'v."{c}"' for c in columns)
+    return f'INSERT INTO "{table.name}" ({names}) SELECT {values} FROM {_recordset(table, columns, param)}'
 
 
 def _json_insert(table: Table, columns: tuple[str, ...], skip_conflicts: bool = False) -> Any:
     key = (table.name + (":skip" if skip_conflicts else ""), columns)
     stmt = _STATEMENTS.get(key)
     if stmt is None:
-        names = ", ".join(f'"{c}"' for c in columns)
-        values = ", ".join(f'v."{c}"' for c in columns)
-        sql = f'INSERT INTO "{table.name}" ({names}) SELECT {values} FROM {_recordset(table, columns)}'
+        sql = _insert_sql(table, columns)
         if skip_conflicts:
             sql += " ON CONFLICT DO NOTHING"
         stmt = _STATEMENTS[key] = text(sql)
     return stmt
+
+
+_TOGETHER: dict[tuple[tuple[str, tuple[str, ...]], ...], str] = {}
+
+
+async def insert_together(driver: Any, writes: Sequence[tuple[FromClause, Sequence[dict[str, Any]]]]) -> None:
+    """Insert each `(table, rows)` of `writes`, in that order, as ONE statement on an asyncpg connection
+    (`engine.driver_connection`): the ones before the last are data-modifying CTEs of the last INSERT, so
+    all of them land or none does (a later table may point at an earlier one's rows: the foreign keys
+    are checked at the end of the statement). Outside a transaction this is one round trip and its own
+    commit. Rows as for `insert_rows`; a `(table, [])` write is left out."""
+    present = [(cast(Table, table), _with_defaults(cast(Table, table), rows)) for table, rows in writes if rows]
+    if not present:
+        return
+    shape = tuple((table.name, tuple(rows[0])) for table, rows in present)
+    for table, rows in present:
+        if any(len(r) != len(rows[0]) for r in rows):
+            raise ValueError(f"insert_together: every {table.name} row needs the same columns")
+    sql = _TOGETHER.get(shape)
+    if sql is None:
+        parts = [_insert_sql(table, tuple(rows[0]), f"${i}::text") for i, (table, rows) in enumerate(present, 1)]
+        sql = parts[-1] if len(parts) == 1 else "WITH " + ", ".join(
+            f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
+        _TOGETHER[shape] = sql
+    params = [_payload(table, rows, tuple(rows[0])) for table, rows in present]
+    try:
+        await driver.execute(sql, *params)
+    except Exception as error:
+        raise _as_sqlalchemy(error, sql) from error
+
+
+def _as_sqlalchemy(error: Exception, sql: str) -> Exception:
+    """A constraint or a bad value refused by PostgreSQL as the SQLAlchemy error a session would have
+    raised (IntegrityError, DataError); anything else (a lost connection) as it is."""
+    sqlstate = str(getattr(error, "sqlstate", "") or "")
+    if sqlstate.startswith("23"):
+        return sa_exc.IntegrityError(sql, None, error)
+    if sqlstate.startswith("22"):
+        return sa_exc.DataError(sql, None, error)
+    return error
 
 
 def _payload(table: Table, rows: Sequence[dict[str, Any]], columns: tuple[str, ...]) -> str:

@@ -19,7 +19,10 @@ from before (a disconnect invalidates the pool), and the callers' retries take n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -78,6 +81,31 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             dbapi_conn.ping()
         except Exception as error:  # the pool drops this connection and checks out another
             raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
+
+
+@contextlib.asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection, outside any transaction: each statement run on it is
+    its own transaction, committed (synchronously, as every connection of ours) when it returns. One
+    round trip for a one-statement write, where a session's costs three (BEGIN, the statement, COMMIT)
+    and SQLAlchemy's compile and greenlet hops. A connection that fails in use is dropped from the
+    pool, not handed to the next caller."""
+    async with engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        try:
+            yield fairy.driver_connection
+        except BaseException as error:
+            if _connection_lost(error, fairy.driver_connection):
+                await conn.invalidate(error if isinstance(error, Exception) else None)
+            raise
+
+
+def _connection_lost(error: BaseException, driver: Any) -> bool:
+    import asyncpg  # type: ignore[import-untyped]
+
+    return bool(driver.is_closed()) or isinstance(
+        error, asyncio.CancelledError | OSError | TimeoutError | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError | asyncpg.OperatorInterventionError)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

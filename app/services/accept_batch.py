@@ -9,6 +9,14 @@ rows are committed, and an idle batcher adds no delay: the first request is writ
 If a batch fails (database down, a constraint), every request in it fails with that error; nothing of a
 failed batch is committed, so nothing is half-written.
 
+On PostgreSQL a batch is ONE statement on a pooled connection outside any transaction (the send_request
+rows, if any, in a data-modifying CTE of the message INSERT: `bulk.insert_together`): it is its own
+transaction, committed synchronously when it returns, in one round trip. A session would take three
+(BEGIN, INSERT, COMMIT), each a turn of a busy event loop, plus SQLAlchemy's compile and greenlet
+hops; with 64 clients each waiting for its commit, those turns were what bounded single-recipient
+sends. Up to WRITERS batches are in flight at once (each on its own connection), so a request that
+arrives during a commit starts its own at once instead of waiting for that one to end.
+
 With a dispatcher in this process (`hand_off`), messages due now are inserted already claimed by it, as
 many as it has room for: `sending`, leased to it, exactly what its claim would have written. Once the
 commit is done they go straight to it. That saves the claim's UPDATE (a row version on `message`
@@ -25,15 +33,17 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db.bulk import insert_rows
+from app.db.bulk import insert_rows, insert_together
+from app.db.engine import driver_connection
 from app.db.tables import Message, SendRequest, utcnow
 from app.domain.dispatching import Claimed, HandOff
 from app.domain.ids import MessageSid
 from app.domain.status import Status
 
 MAX_ROWS_PER_COMMIT = 20_000
+WRITERS = 2  # batches committing at once
 
 
 @dataclass
@@ -44,10 +54,15 @@ class _Pending:
 
 
 class AcceptBatcher:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], writers: int = WRITERS) -> None:
         self._sessions = sessions
+        bind = sessions.kw.get("bind")
+        self._engine: AsyncEngine | None = bind if isinstance(bind, AsyncEngine) \
+            and bind.dialect.name == "postgresql" else None
         self._queue: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        self._max_writers = writers
+        self._reserved = 0  # rows marked as claimed by `hand_off` in batches still committing
         self.commits = 0
         self.rows = 0
         self.hand_off: HandOff | None = None  # set while this process's dispatcher runs
@@ -57,8 +72,10 @@ class AcceptBatcher:
         committed (raises what the commit raised)."""
         pending = _Pending(rows, requests or [])
         self._queue.append(pending)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
+        if len(self._writers) < self._max_writers:
+            writer = asyncio.create_task(self._write())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         # Not shielded: a request cancelled while it waits (its client went away) cancels only its own
         # future; the writer still commits its rows with the batch and skips a future already done.
         await pending.done
@@ -70,18 +87,19 @@ class AcceptBatcher:
             hand_off = self.hand_off
             requests = [r for item in batch for r in item.requests]
             rows = [r for item in batch for r in item.rows]
-            taken = _claim_for(hand_off, rows, requests) if hand_off is not None else []
+            taken: list[Claimed] = []
             try:
-                async with self._sessions() as s:
-                    if requests:
-                        await s.execute(insert(SendRequest), requests)
-                    await insert_rows(s, Message.__table__, rows)
-                    await s.commit()
-            except Exception as exc:
+                if hand_off is not None:
+                    taken = _claim_for(hand_off, hand_off.room() - self._reserved, rows, requests)
+                self._reserved += len(taken)
+                await self._commit(rows, requests)
+            except Exception as exc:  # every caller of the batch gets it; none waits forever
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
                 continue
+            finally:
+                self._reserved -= len(taken)
             self.commits += 1
             self.rows += count
             if taken and hand_off is not None:
@@ -89,6 +107,17 @@ class AcceptBatcher:
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
+
+    async def _commit(self, rows: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:
+        if self._engine is not None:
+            async with driver_connection(self._engine) as conn:
+                await insert_together(conn, [(SendRequest.__table__, requests), (Message.__table__, rows)])
+            return
+        async with self._sessions() as s:  # SQLite (`make run`)
+            if requests:
+                await s.execute(insert(SendRequest), requests)
+            await insert_rows(s, Message.__table__, rows)
+            await s.commit()
 
     def _take(self) -> list[_Pending]:
         """What waits, up to MAX_ROWS_PER_COMMIT rows (at least one request, however large)."""
@@ -104,15 +133,15 @@ class AcceptBatcher:
 
     async def close(self) -> None:
         self.hand_off = None
-        if self._writer is not None:
+        if self._writers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer, 10)
+                await asyncio.wait_for(asyncio.gather(*self._writers, return_exceptions=True), 10)
 
 
-def _claim_for(hand_off: HandOff, rows: list[dict[str, Any]], requests: list[dict[str, Any]]) -> list[Claimed]:
-    """Mark up to `hand_off.room()` of the rows due now as claimed by it (in place; every row gets the
+def _claim_for(hand_off: HandOff, room: int, rows: list[dict[str, Any]],
+               requests: list[dict[str, Any]]) -> list[Claimed]:
+    """Mark up to `room` of the rows due now as claimed by `hand_off` (in place; every row gets the
     lease columns, one INSERT needs the same columns in all) and return them as it will send them."""
-    room = hand_off.room()
     now = utcnow()
     expires = now + timedelta(seconds=hand_off.lease_seconds)
     shared = {r["sid"]: r for r in requests}

@@ -4,13 +4,15 @@ returns, and a failing batch writes nothing and fails every caller in it."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import Message, utcnow
+from app.db.tables import Message, SendRequest, utcnow
+from app.domain.dispatching import Claimed
 from app.domain.ids import new_message_sid
 from app.services.accept_batch import AcceptBatcher
 
@@ -54,3 +56,113 @@ async def test_a_failing_batch_writes_nothing(module_sessions: async_sessionmake
         assert await count(module_sessions, [str(good["sid"])]) == 0
     with pytest.raises(IntegrityError):
         await batcher.insert([row(str(taken["sid"]))])
+
+
+async def _batch_rows(module_sessions: async_sessionmaker[AsyncSession], batch: str) -> tuple[int, int]:
+    async with module_sessions() as s:
+        requests = await s.scalar(select(func.count()).select_from(SendRequest).where(SendRequest.sid == batch))
+        messages = await s.scalar(select(func.count()).select_from(Message).where(Message.batch_sid == batch))
+    return int(requests or 0), int(messages or 0)
+
+
+def _request(sid: str) -> dict[str, object]:
+    return {"sid": sid, "api_key_id": None, "body": "shared text", "status_callback": None, "created_at": utcnow()}
+
+
+async def test_a_bulk_request_and_its_messages_are_one_statement(
+        module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The send_request row and the messages pointing at it land together; when one message is refused,
+    neither the request row nor any of its messages is written."""
+    batcher = AcceptBatcher(module_sessions)
+    batch = new_message_sid()
+    rows = [dict(row(), batch_sid=batch, body=None) for _ in range(3)]
+    await batcher.insert(rows, [_request(batch)])
+    assert await _batch_rows(module_sessions, batch) == (1, 3)
+
+    refused = new_message_sid()
+    bad = [dict(row(), batch_sid=refused, body=None), dict(row(), batch_sid=refused, body=None, to_number="+1" * 40)]
+    with pytest.raises(DataError):  # to_number is longer than its column
+        await batcher.insert(bad, [_request(refused)])
+    assert await _batch_rows(module_sessions, refused) == (0, 0)
+
+
+def _slowed(commit: Any, in_flight: list[int]) -> Any:
+    """`commit` taking 0.2 s longer; `in_flight` gets how many were committing as each one began."""
+    now = [0]
+
+    async def slow(rows: list[dict[str, object]], requests: list[dict[str, object]]) -> None:
+        now[0] += 1
+        in_flight.append(now[0])
+        try:
+            await asyncio.sleep(0.2)
+            await commit(rows, requests)
+        finally:
+            now[0] -= 1
+
+    return slow
+
+
+async def test_a_request_arriving_during_a_commit_starts_its_own(
+        module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to WRITERS batches commit at once: a second request does not wait for the first one's commit,
+    and a third waits for one of them."""
+    for writers, expected in ((2, 2), (1, 1)):
+        batcher = AcceptBatcher(module_sessions, writers=writers)
+        in_flight: list[int] = []
+        monkeypatch.setattr(batcher, "_commit", _slowed(batcher._commit, in_flight))
+        first = asyncio.create_task(batcher.insert([row()]))
+        await asyncio.sleep(0.05)  # the first batch is committing
+        second = asyncio.create_task(batcher.insert([row()]))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(batcher.insert([row()]))
+        await asyncio.gather(first, second, third)
+        assert max(in_flight) == expected, (writers, in_flight)
+        assert batcher.rows == 3
+
+
+class _Dispatcher:
+    """A HandOff with room for `free` messages, that records what it was given."""
+
+    owner = "test-dispatcher"
+    lease_seconds = 60.0
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.taken: list[str] = []
+
+    def room(self) -> int:
+        return self.free - len(self.taken)
+
+    def take(self, claimed: list[Claimed]) -> None:
+        self.taken += [c.sid for c in claimed]
+
+
+async def test_batches_in_flight_together_never_hand_over_more_than_the_room(
+        module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    batcher = AcceptBatcher(module_sessions, writers=2)
+    dispatcher = _Dispatcher(free=10)
+    batcher.hand_off = dispatcher
+    in_flight: list[int] = []
+    monkeypatch.setattr(batcher, "_commit", _slowed(batcher._commit, in_flight))
+    due = [dict(row(), status="queued", due_at=utcnow(), send_at=None, long_message_mode="split", flash=False,
+                validity_period=None, status_callback=None, from_addr=None, batch_sid=None) for _ in range(16)]
+    first = asyncio.create_task(batcher.insert(due[:8]))
+    await asyncio.sleep(0.05)  # committing, its 8 rows claimed for the dispatcher
+    await asyncio.gather(first, batcher.insert(due[8:]))
+    assert in_flight == [1, 2] and len(dispatcher.taken) == 10
+    async with module_sessions() as s:
+        leased = await s.scalar(select(func.count()).select_from(Message).where(
+            Message.sid.in_([str(r["sid"]) for r in due]), Message.lease_owner == dispatcher.owner,
+            Message.status == "sending"))
+    assert leased == 10
+
+
+async def test_a_batch_that_cannot_be_prepared_fails_its_callers(
+        module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A row the hand-off cannot read fails the batch's callers; none is left waiting."""
+    batcher = AcceptBatcher(module_sessions)
+    batcher.hand_off = _Dispatcher(free=10)
+    incomplete = dict(row(), status="queued", send_at=None)  # no long_message_mode, flash, ...
+    with pytest.raises(KeyError):
+        await asyncio.wait_for(batcher.insert([incomplete]), 10)
+    assert await count(module_sessions, [str(incomplete["sid"])]) == 0

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
@@ -87,3 +88,17 @@ async def test_a_backend_gone_between_two_quick_uses_fails_one_statement_then_th
     assert failed.value.connection_invalidated
     assert await _backend(one_connection) != first
     assert pings == []
+
+
+async def test_a_driver_connection_lost_in_use_leaves_the_pool(one_connection: AsyncEngine, module_db_url: str) -> None:
+    """The accept path's one-statement writes (engine.driver_connection) bypass SQLAlchemy's error
+    handling: a connection whose backend died fails that statement and is dropped, so the next caller
+    gets a new one instead of the same dead one."""
+    async with engine_module.driver_connection(one_connection) as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+    await _terminate(module_db_url, pid)
+    with pytest.raises((OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
+        async with engine_module.driver_connection(one_connection) as conn:
+            await conn.execute("SELECT 1")
+    async with engine_module.driver_connection(one_connection) as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") != pid
