@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from app.domain.status import Status
+from app.providers.smpp import receipt_parse
 from app.providers.smpp.receipt_parse import DeliverKind, deliver_kind, is_receipt, parse_receipt
 from app.providers.smpp.submit import relative_validity
 
@@ -62,3 +65,35 @@ def test_default_stat_stands_in_only_when_nothing_says_one() -> None:
 def test_relative_validity() -> None:
     assert relative_validity(3600) == "000000010000000R"
     assert relative_validity(90061) == "000001010101000R"
+
+
+def _by_pattern(text: str) -> dict[str, str]:
+    """The general parse alone (what parse_receipt_text did before its standard-layout shortcut)."""
+    return {m.group(1).lower(): m.group(2).strip() for m in receipt_parse._FIELD.finditer(text)}
+
+
+def test_the_standard_layout_shortcut_reads_what_the_general_parse_reads() -> None:
+    """The shortcut for the appendix's layout gives the general parse's fields for every text, standard
+    or not: empty values, a name inside a value, a text with colons, other spacing, other case."""
+    rng = random.Random(7)
+    atoms = ["id:", "ID:", "sub:", "dlvrd:", "submit date:", "Submit Date:", "done date:", "stat:", "err:", "text:",
+             "x", "ab", " ", "  ", "\n", "\t", ":", "0", "DELIVRD", "a b", "é", "id", "text"]
+    values = ["", "x", "0a", "ID:", "é", "1:2", "sub:", "x\n"]
+    shortcut = 0
+    for _ in range(40_000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 20)))
+        if rng.random() < 0.5:
+            fields = " ".join(f"{name}:{rng.choice(values)}" for name in
+                              ("id", "sub", "dlvrd", "submit date", "done date", "stat", "err"))
+            text = fields + rng.choice(["", " text:" + text, " text:", " text:ab cd ", " text:x id:1", " text: \n"])
+        shortcut += receipt_parse._STANDARD.fullmatch(text) is not None
+        assert receipt_parse.parse_receipt_text(text) == _by_pattern(text), repr(text)
+    assert shortcut > 1_000  # the shortcut was taken, not only the general parse
+
+
+def test_a_standard_receipt_takes_the_shortcut() -> None:
+    text = "id:0a1b sub:001 dlvrd:001 submit date:2612012130 done date:2612012131 stat:DELIVRD err:000 text:Hello"
+    assert receipt_parse._STANDARD.fullmatch(text) is not None
+    assert receipt_parse.parse_receipt_text(text) == {
+        "id": "0a1b", "sub": "001", "dlvrd": "001", "submit date": "2612012130", "done date": "2612012131",
+        "stat": "DELIVRD", "err": "000", "text": "Hello"}
