@@ -43,7 +43,7 @@ from app.domain.ids import MessageSid
 from app.domain.status import Status
 
 MAX_ROWS_PER_COMMIT = 20_000
-WRITERS = 2  # batches committing at once
+WRITERS = 3  # batches committing at once
 
 
 @dataclass
