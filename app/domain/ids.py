@@ -8,6 +8,7 @@ provider's `receipt_id_format` says (`receipt_id_candidates`).
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import NewType
 
@@ -16,6 +17,7 @@ UpstreamId = NewType("UpstreamId", str)
 
 _HEX = frozenset("0123456789abcdef")
 _DEC = frozenset("0123456789")
+_HEX_ONLY = re.compile("[0-9a-f]+").fullmatch  # set(value) <= _HEX for a non-empty value, without building the set
 
 
 def new_message_sid() -> MessageSid:
@@ -30,7 +32,7 @@ def new_inbound_sid() -> str:
 def normalise_upstream_id(raw: str) -> UpstreamId:
     """Lower-case, trimmed, without leading zeros (but `0` stays `0`)."""
     value = raw.strip().lower()
-    if value and (set(value) <= _HEX):
+    if value[:1] == "0" and _HEX_ONLY(value):  # only a leading zero changes anything
         value = value.lstrip("0") or "0"
     return UpstreamId(value)
 
