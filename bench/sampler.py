@@ -7,11 +7,14 @@ the Python stack the main thread is running. py-spy cannot follow SQLAlchemy's g
 the running greenlet's own frames at least. Samples whose innermost frame is the event loop's own
 run call (its C code, or another thread's CPU) are counted apart. At exit OUT.txt gets each function's
 share of the samples in Python (inclusive and self) and the folded stacks (`a;b;c count`, for
-flamegraph.pl or speedscope).
+flamegraph.pl or speedscope). Its first lines also say how much CPU the garbage collector took, by
+generation (a collection runs inside whatever allocated last, so its samples are spread over the
+functions that happened to allocate).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import signal
@@ -43,8 +46,19 @@ class Sampler:
         self.out = out
         self.stacks: Counter[tuple[str, ...]] = Counter()
         self.idle = 0
+        self.gc_runs: Counter[int] = Counter()
+        self.gc_cpu: Counter[int] = Counter()
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.process_time()
+        else:
+            self.gc_runs[info["generation"]] += 1
+            self.gc_cpu[info["generation"]] += time.process_time() - self._gc_started
 
     def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
         signal.signal(signal.SIGPROF, self._sample)
         signal.setitimer(signal.ITIMER_PROF, INTERVAL, INTERVAL)
 
@@ -71,7 +85,11 @@ class Sampler:
             for name in set(stack):
                 inclusive[name] += n
             own[stack[-1]] += n
+        cpu = max(time.process_time(), 1e-9)
+        collected = ", ".join(f"gen{g} {self.gc_runs[g]} runs {self.gc_cpu[g]:.2f} s" for g in sorted(self.gc_runs))
         lines = [f"samples every {INTERVAL * 1000:.0f} ms of CPU: {busy} in Python, {self.idle} in the loop itself",
+                 f"garbage collection: {sum(self.gc_cpu.values()):.2f} s of {cpu:.1f} s CPU "
+                 f"({100 * sum(self.gc_cpu.values()) / cpu:.1f} %): {collected or 'none'}",
                  "", "inclusive %  self %  function"]
         for name, n in inclusive.most_common(120):
             lines.append(f"{100 * n / max(busy, 1):10.1f} {100 * own[name] / max(busy, 1):7.1f}  {name}")
