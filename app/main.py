@@ -23,6 +23,7 @@ from app.api.webhook_auth import WebhookAuth
 from app.config import Settings
 from app.db.engine import create_engine, session_factory
 from app.metrics import Metrics
+from app.runtime import settle_heap
 from app.services.accept_batch import AcceptBatcher
 from app.services.api_keys import KeyStore
 from app.startup import Startup, database_step, wait_for_database
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         else:
             await start_workers()  # with the database there, a broken configuration still fails the start
             startup.done = True
+        settle_heap()
         try:
             yield
         finally:
