@@ -15,9 +15,9 @@ from typing import NewType
 MessageSid = NewType("MessageSid", str)
 UpstreamId = NewType("UpstreamId", str)
 
-_HEX = frozenset("0123456789abcdef")
-_DEC = frozenset("0123456789")
-_HEX_ONLY = re.compile("[0-9a-f]+").fullmatch  # set(value) <= _HEX for a non-empty value, without building the set
+# Whether a (normalised, so lower-case) id is all hex / all decimal digits, and not empty.
+_HEX_ONLY = re.compile("[0-9a-f]+").fullmatch
+_DEC_ONLY = re.compile("[0-9]+").fullmatch
 
 
 def new_message_sid() -> MessageSid:
@@ -45,9 +45,9 @@ def alternate_upstream_ids(raw: str) -> list[UpstreamId]:
     """
     value = normalise_upstream_id(raw)
     out: list[UpstreamId] = []
-    if value and set(value) <= _DEC and len(value) <= 30:
+    if _DEC_ONLY(value) and len(value) <= 30:
         out.append(UpstreamId(format(int(value), "x")))
-    if value and set(value) <= _HEX and len(value) <= 24:
+    if _HEX_ONLY(value) and len(value) <= 24:
         dec = str(int(value, 16))
         if dec != value:
             out.append(UpstreamId(dec))
@@ -63,9 +63,9 @@ def receipt_id_candidates(raw: str, id_format: str = "same") -> list[UpstreamId]
     submit response), `decimal` (in decimal the hex id), `auto` (the same id, else the other base).
     An id that is not a number in the stated base is taken as it is."""
     value = normalise_upstream_id(raw)
-    if id_format == "hex" and value and set(value) <= _HEX and len(value) <= 24:
+    if id_format == "hex" and _HEX_ONLY(value) and len(value) <= 24:
         return [UpstreamId(str(int(value, 16)))]
-    if id_format == "decimal" and value and set(value) <= _DEC and len(value) <= 30:
+    if id_format == "decimal" and _DEC_ONLY(value) and len(value) <= 30:
         return [UpstreamId(format(int(value), "x"))]
     if id_format == "auto":
         return [value, *alternate_upstream_ids(raw)]
