@@ -23,13 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.bulk import insert_rows
-from app.db.tables import IdempotencyRecord, Message, SendRequest, utcnow
+from app.db.tables import IdempotencyRecord, utcnow
 from app.domain import encoding as enc
 from app.domain.capability import CapabilityError
 from app.domain.commands import SendCommand
@@ -38,7 +36,7 @@ from app.domain.netguard import CallbackRefused, CallbackUnresolved, parse_callb
 from app.domain.phone import PhoneError, normalise_e164, split_recipients, validate_sender
 from app.domain.status import Status
 from app.errors import BadRequest
-from app.services.accept_batch import AcceptBatcher
+from app.services.accept_batch import AcceptBatcher, insert_accepted
 from app.services.callback_address import check_callback
 from app.services.route_shape import Shape, channels, shapes
 
@@ -261,9 +259,7 @@ async def _accept_in_session(session: AsyncSession, req: SendCommand, settings: 
             await session.rollback()
         await _check_resolved_callback(p.callback, settings)
     rows, requests, answer = _rows(p, req, api_key_id, now)
-    if requests:
-        await session.execute(insert(SendRequest), requests)
-    await insert_rows(session, Message.__table__, rows)
+    await insert_accepted(session, rows, requests)
     if idempotency_key is not None:
         session.add(IdempotencyRecord(api_key_id=api_key_id or 0, key=idempotency_key, request_hash=digest,
                                       status_code=200, response=answer, created_at=now))

@@ -114,9 +114,7 @@ class AcceptBatcher:
                 await insert_together(conn, [(SendRequest.__table__, requests), (Message.__table__, rows)])
             return
         async with self._sessions() as s:  # SQLite (`make run`)
-            if requests:
-                await s.execute(insert(SendRequest), requests)
-            await insert_rows(s, Message.__table__, rows)
+            await insert_accepted(s, rows, requests)
             await s.commit()
 
     def _take(self) -> list[_Pending]:
@@ -136,6 +134,13 @@ class AcceptBatcher:
         if self._writers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*self._writers, return_exceptions=True), 10)
+
+
+async def insert_accepted(session: AsyncSession, rows: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:
+    """The send_request rows, then the message rows that point to them, in `session`'s transaction."""
+    if requests:
+        await session.execute(insert(SendRequest), requests)
+    await insert_rows(session, Message.__table__, rows)
 
 
 def _claim_for(hand_off: HandOff, room: int, rows: list[dict[str, Any]],
