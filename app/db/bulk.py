@@ -104,20 +104,17 @@ async def insert_together(driver: Any, writes: Sequence[tuple[FromClause, Sequen
     all of them land or none does (a later table may point at an earlier one's rows: the foreign keys
     are checked at the end of the statement). Outside a transaction this is one round trip and its own
     commit. Rows as for `insert_rows`; a `(table, [])` write is left out."""
-    present = [(cast(Table, table), _with_defaults(cast(Table, table), rows)) for table, rows in writes if rows]
+    present = [(cast(Table, table), *_uniform(cast(Table, table), rows)) for table, rows in writes if rows]
     if not present:
         return
-    shape = tuple((table.name, tuple(rows[0])) for table, rows in present)
-    for table, rows in present:
-        if any(len(r) != len(rows[0]) for r in rows):
-            raise ValueError(f"insert_together: every {table.name} row needs the same columns")
+    shape = tuple((table.name, columns) for table, _rows, columns in present)
     sql = _TOGETHER.get(shape)
     if sql is None:
-        parts = [_insert_sql(table, tuple(rows[0]), f"${i}::text") for i, (table, rows) in enumerate(present, 1)]
+        parts = [_insert_sql(table, columns, f"${i}::text") for i, (table, _rows, columns) in enumerate(present, 1)]
         sql = parts[-1] if len(parts) == 1 else "WITH " + ", ".join(
             f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
         _TOGETHER[shape] = sql
-    params = [_payload(table, rows, tuple(rows[0])) for table, rows in present]
+    params = [_payload(table, rows, columns) for table, rows, columns in present]
     try:
         await driver.execute(sql, *params)
     except Exception as error:
@@ -161,6 +158,15 @@ def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[st
     return out
 
 
+def _uniform(table: Table, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The rows with their defaults, and the columns they all name (a ValueError if they do not)."""
+    filled = _with_defaults(table, rows)
+    columns = tuple(filled[0])
+    if any(len(r) != len(columns) for r in filled):
+        raise ValueError(f"every {table.name} row to insert needs the same columns")
+    return filled, columns
+
+
 async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[dict[str, Any]],
                       skip_conflicts: bool = False) -> None:
     """Insert `rows` (dicts with the same keys, column names of `table`) in one statement; with
@@ -174,10 +180,7 @@ async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[d
             stmt = sqlite.insert(tbl).on_conflict_do_nothing()
         await session.execute(stmt, list(rows))
         return
-    rows = _with_defaults(tbl, rows)
-    columns = tuple(rows[0])
-    if any(len(r) != len(columns) for r in rows):
-        raise ValueError("insert_rows: every row needs the same columns")
+    rows, columns = _uniform(tbl, rows)
     await session.execute(_json_insert(tbl, columns, skip_conflicts), {"rows": _payload(tbl, rows, columns)})
 
 
