@@ -281,6 +281,15 @@ async def test_a_held_id_reused_by_a_newer_message_takes_its_receipt_and_an_old_
     assert [await status(sessions, s) for s in (old, older, newer)] == ["sent", "sent", "delivered"]
 
 
+async def test_a_held_id_sent_only_outside_the_window_is_no_match(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    uid = secrets.token_hex(5)
+    old = await held(sessions, "smsc-same", uid, utcnow() - timedelta(hours=73))
+    await report(sessions, "smsc-same", uid)
+    assert await status(sessions, old) == "sent"
+    assert await kept(sessions, uid) == 1  # kept for a message that may still bring the id
+
+
 async def test_a_receipt_kept_before_its_held_id_is_recorded_is_applied_by_the_submit_side(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     uid = secrets.token_hex(5)
