@@ -8,6 +8,13 @@ session already acted on outside the database — a 200 answered for a message, 
 webhook 200 after a receipt was stored, a report published from an outcome. `make faults`'
 postgres-kill scenario shows those losses without this setting.
 
+They also plan with `random_page_cost=1.1`: the gateway's working set (the messages of the last hours,
+their indexes) is in memory, where an index probe costs about what a sequential page read does. With
+the server's default of 4, a table of tens of thousands of rows already looked cheaper to scan whole
+than to probe a hundred times: the outcome write's `UPDATE … FROM json_to_recordset` joined by a
+sequential scan of `message` (105 of 257 sampled executions in `bench.run e2e-smpp-single`, 20,000
+messages; 8 of 62 with this setting).
+
 A pooled connection is checked before use only when it sat idle for IDLE_PING_SECONDS or more (a
 restarted or failed-over server, a connection dropped by a firewall while idle). SQLAlchemy's
 `pool_pre_ping` checks every checkout, and on asyncpg its check is three round trips (BEGIN, `;`,
@@ -45,7 +52,7 @@ def create_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEng
         # A database that does not answer must cost a request seconds, not asyncpg's default minute.
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
                       connect_args={"timeout": CONNECT_TIMEOUT_SECONDS,
-                                    "server_settings": {"synchronous_commit": "on"}})
+                                    "server_settings": {"synchronous_commit": "on", "random_page_cost": "1.1"}})
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _sqlite_pragmas_on_connect(engine)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.bulk import one_of
+from app.db.bulk import one_of, rows_holding
 from app.db.tables import KeptReceipt, Message, MessagePart
 from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
@@ -104,12 +104,10 @@ async def lock_older_known(session: AsyncSession, before: datetime, since: datet
 
 async def known_upstream_ids(session: AsyncSession, wanted: set[str]) -> set[str]:
     """Which of these ids a part not final yet carries (a part row, or a one-part message itself)."""
-    rows = list((await session.scalars(
-        select(MessagePart.upstream_id).where(one_of(session, MessagePart.upstream_id, wanted),
-                                              MessagePart.status.not_in(_NOT_FINAL)))).all())
-    rows += (await session.scalars(
-        select(Message.upstream_id).where(one_of(session, Message.upstream_id, wanted),
-                                          Message.status.not_in(_NOT_FINAL)))).all()
+    rows = list((await session.scalars(rows_holding(session, (MessagePart.upstream_id,), MessagePart.upstream_id,
+                                                    wanted, MessagePart.status.not_in(_NOT_FINAL)))).all())
+    rows += (await session.scalars(rows_holding(session, (Message.upstream_id,), Message.upstream_id, wanted,
+                                                Message.status.not_in(_NOT_FINAL)))).all()
     return {u for u in rows if u is not None}
 
 

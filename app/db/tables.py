@@ -216,7 +216,7 @@ class MessagePart(Base):
 
     __table_args__ = (
         UniqueConstraint("message_sid", "part_no"),
-        Index("ix_message_part_upstream", "provider", "upstream_id"),
+        Index("ix_message_part_upstream", "upstream_id"),  # receipts name the id, not always the provider
         Index("ix_message_part_poll", "next_poll_at", postgresql_where=text("next_poll_at IS NOT NULL"),
               sqlite_where=text("next_poll_at IS NOT NULL")),
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, SmppProviderConfig
 from app.db import kept_store
-from app.db.bulk import insert_rows, one_of, update_rows
+from app.db.bulk import insert_rows, one_of, rows_holding, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
@@ -91,6 +91,11 @@ async def _parts_where(session: AsyncSession, *criteria: Any) -> list[_Part]:
     return [_Part(*row) for row in rows]
 
 
+async def _parts_holding(session: AsyncSession, column: Any, values: Collection[Any], *criteria: Any) -> list[_Part]:
+    rows = (await session.execute(rows_holding(session, _PART_COLUMNS, column, values, *criteria))).all()
+    return [_Part(*row) for row in rows]
+
+
 def _submitted(part: _Part) -> datetime:
     return part.submitted_at if part.submitted_at is not None else _EPOCH
 
@@ -132,18 +137,17 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], f
 async def _candidate_parts(session: AsyncSession, wanted: set[str],
                            settings: Settings) -> dict[str, list[_Part]]:
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
-    parts = await _parts_where(session, one_of(session, MessagePart.upstream_id, wanted),
-                               or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
+    parts = await _parts_holding(session, MessagePart.upstream_id, wanted,
+                                 or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
     with_rows = {p.message_sid for p in parts}
     # A message of one part holds its id itself (unless a part row was written for it since: TLVs).
     # The window is applied here, not in the WHERE: given `sent_at >= …` as well, PostgreSQL's planner
-    # (its statistics lagging a table that grows by thousands of rows a second) ANDs ix_message_sent's
-    # range into a bitmap scan, which reads every message sent within the window, once per batch
-    # (bench.run e2e-smpp-single, 30,000 messages: 40 µs of PostgreSQL CPU per message, and growing
-    # with the table). The upstream id alone picks a few rows through ix_message_upstream.
+    # (its statistics lagging a table that grows by thousands of rows a second) ANDed ix_message_sent's
+    # range into a bitmap scan, which reads every message sent within the window, once per batch. The
+    # upstream id alone picks a few rows through ix_message_upstream.
     parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4]) for row in (await session.execute(
-        select(Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at)
-        .where(one_of(session, Message.upstream_id, wanted)))).all()
+        rows_holding(session, (Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at),
+                     Message.upstream_id, wanted))).all()
         if row[0] not in with_rows and row[4] is not None and row[4] >= window]
     by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
@@ -261,7 +265,7 @@ async def _apply(
                                        m.provider_status_code, m.error_code, m.updated_at)
     parts: dict[int, PartState] = {}
     parts_of: dict[str, list[PartState]] = defaultdict(list)
-    state_rows = await session.execute(select(*_STATE_COLUMNS).where(one_of(session, MessagePart.message_sid, sids)))
+    state_rows = await session.execute(rows_holding(session, _STATE_COLUMNS, MessagePart.message_sid, sids))
     for p in state_rows.all():
         state = PartState(p.id, p.message_sid, Status(p.status), p.provider_status_code, p.error_code, p.tlvs,
                           p.done_at, p.next_poll_at)
