@@ -193,8 +193,9 @@ class Settings(BaseSettings):
     dispatch_batch: int = 500
     dispatch_lease_seconds: float = 60.0
     # How many messages /send may hand straight to this process's dispatcher (stored already claimed by
-    # it) beyond those in flight; the rest are claimed from the database as they become due.
-    dispatch_handoff_max: int = Field(default=20_000, ge=0)
+    # it), those in flight included, at most; the rest are claimed from the database as they become due.
+    # Below this, the dispatcher takes what it starts in half a lease (app/dispatch/start_rate.py).
+    dispatch_handoff_max: int = Field(default=100_000, ge=0)
     retry_max_attempts: int = 8
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.dispatch.housekeeping import Housekeeping
 from app.dispatch.poller import first_poll_delay
+from app.dispatch.start_rate import StartRate, handoff_budget
 from app.domain.dispatching import Claimed, Outcome, OutcomeKind
 from app.domain.encoding import Encoding, LongMessageMode
 from app.domain.routing import Route, providers_for
@@ -78,6 +79,7 @@ class Dispatcher:
         # its lease is too close to expiry to start it (then it is left to expire and be claimed again).
         self._handed: deque[tuple[Claimed, float]] = deque()
         self._handoff_max = settings.dispatch_handoff_max
+        self._start_rate = StartRate()
         self._last_claimed = float("-inf")  # loop time of the last claim that found messages
         self._outcomes: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,7 +128,8 @@ class Dispatcher:
     def room(self) -> int:
         if self._stopping or not self._runners:
             return 0
-        return max(0, self._handoff_max - len(self._handed) - self._in_flight)
+        budget = handoff_budget(self._start_rate.per_second, self._capacity, self.lease_seconds, self._handoff_max)
+        return max(0, budget - len(self._handed) - self._in_flight)
 
     def take(self, claimed: list[Claimed]) -> None:
         loop = asyncio.get_running_loop()
@@ -149,6 +152,7 @@ class Dispatcher:
                 late.append(claimed.sid)  # its lease expires soon: given back, never sent twice
             else:
                 start.append(claimed)
+        self._start_rate.started(len(start), now, backlogged=bool(self._handed))
         if late:
             log.warning("%d handed-over messages waited too long to start: given back, due again", len(late))
             task = asyncio.create_task(self._give_back(late))
@@ -201,6 +205,8 @@ class Dispatcher:
                 continue
             self._start_sending(claimed)
             if claimed:
+                self._start_rate.started(len(claimed), asyncio.get_running_loop().time(),
+                                         backlogged=len(claimed) == limit)
                 idle = 0.05
                 self._last_claimed = asyncio.get_running_loop().time()
                 continue
