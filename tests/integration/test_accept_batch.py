@@ -4,6 +4,8 @@ returns, and a failing batch writes nothing and fails every caller in it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.tables import Message, SendRequest, utcnow
 from app.domain.dispatching import Claimed
 from app.domain.ids import new_message_sid
+from app.services import accept_batch
 from app.services.accept_batch import AcceptBatcher
 
 
@@ -90,16 +93,36 @@ def _slowed(commit: Any, in_flight: list[int]) -> Any:
     """`commit` taking 0.2 s longer; `in_flight` gets how many were committing as each one began."""
     now = [0]
 
-    async def slow(rows: list[dict[str, object]], requests: list[dict[str, object]]) -> None:
+    async def slow(rows: list[dict[str, object]], requests: list[dict[str, object]], committed: Any) -> None:
         now[0] += 1
         in_flight.append(now[0])
         try:
             await asyncio.sleep(0.2)
-            await commit(rows, requests)
+            await commit(rows, requests, committed)
         finally:
             now[0] -= 1
 
     return slow
+
+
+async def test_callers_are_answered_before_the_connection_goes_back_to_the_pool(
+        module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    real = accept_batch.driver_connection
+
+    @contextlib.asynccontextmanager
+    async def slow_to_return(engine: Any) -> AsyncIterator[Any]:
+        async with real(engine) as conn:
+            yield conn
+            await asyncio.sleep(1.0)  # a busy event loop's turn, much magnified
+
+    monkeypatch.setattr(accept_batch, "driver_connection", slow_to_return)
+    batcher = AcceptBatcher(module_sessions)
+    r = row()
+    started = asyncio.get_running_loop().time()
+    await batcher.insert([r])
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert await count(module_sessions, [str(r["sid"])]) == 1  # committed before the answer
+    await batcher.close()
 
 
 async def test_a_request_arriving_during_a_commit_starts_its_own(
