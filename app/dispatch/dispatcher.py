@@ -317,28 +317,44 @@ class Dispatcher:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return
+        released = False
+
+        def release() -> None:
+            # A message counts against the claim limit until its outcome is committed: a crash then
+            # resubmits at most what was in the window, not a backlog of unrecorded outcomes.
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= len(batch)
+                self._feed()  # handed-over messages first: they are ours already
+                self._room.set()
+
+        def committed() -> None:
+            self._on_outbox()
+            release()
+
         try:
             for attempt in range(1, 1000):
                 try:
-                    await self._record(batch)
+                    await self._record(batch, committed)
                     _log_outcomes(batch)
                     break
                 except Exception:
+                    if released:  # committed: what failed came after (giving the connection back)
+                        log.exception("after recording %d outcomes", len(batch))
+                        _log_outcomes(batch)
+                        break
                     # The database is away: hold the outcomes (the leases keep the messages ours a while).
                     log.exception("recording %d outcomes failed (try %d)", len(batch), attempt)
                     if self._stopping and attempt >= 3:
                         return
                     await asyncio.sleep(min(5.0, 0.2 * attempt))
-            self._on_outbox()
         finally:
-            # A message counts against the claim limit until its outcome is committed: a crash then
-            # resubmits at most what was in the window, not a backlog of unrecorded outcomes.
-            self._in_flight -= len(batch)
-            self._feed()  # handed-over messages first: they are ours already
-            self._room.set()
+            release()
 
-    async def _record(self, batch: list[Outcome]) -> None:
-        done = await dispatching.record(self._sessions, self._settings, self._owner, batch, self._poll_after)
+    async def _record(self, batch: list[Outcome], committed: Callable[[], None] = lambda: None) -> None:
+        done = await dispatching.record(self._sessions, self._settings, self._owner, batch, self._poll_after,
+                                        committed)
         for (status, provider), n in done.statuses.items():
             self._metrics.status.labels(status, provider).inc(n)
         if done.kept_applied:

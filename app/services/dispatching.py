@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,10 +64,13 @@ async def claim(sessions: async_sessionmaker[AsyncSession], settings: Settings, 
 
 
 async def record(sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
-                 batch: Sequence[Outcome], poll_after: dict[str, float]) -> Recorded:
+                 batch: Sequence[Outcome], poll_after: dict[str, float],
+                 committed: Callable[[], None] = lambda: None) -> Recorded:
     """Record `batch` in one transaction (retried by the caller on failure), then apply the reports kept
     for the ids it recorded. `poll_after`: the seconds before the first status query, for providers
-    that are polled."""
+    that are polled. `committed` runs as soon as the transaction has committed: before its connection
+    goes back to the pool and before the kept reports' transaction (together a few turns of a loaded
+    event loop, which the dispatcher's window would otherwise wait for)."""
     now = utcnow()
     done = Recorded()
     history: list[dict[str, Any]] = []
@@ -95,7 +98,8 @@ async def record(sessions: async_sessionmaker[AsyncSession], settings: Settings,
         if out_rows:
             await outbox_insert(s, out_rows)
         await s.commit()
-    done.outbox = len(out_rows)
+        done.outbox = len(out_rows)
+        committed()
     accepted = [(provider, ids) for provider, ids in accepted if ids]
     if accepted:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,18 +34,22 @@ MAX_GROUP = 2000
 
 
 async def commit_reports(sessions: async_sessionmaker[AsyncSession], receipts: Sequence[Receipt],
-                         settings: Settings, metrics: Metrics, on_commit: Callable[[], None]) -> list[str]:
+                         settings: Settings, metrics: Metrics, on_commit: Callable[[], None],
+                         committed: Callable[[], None] = lambda: None) -> list[str]:
     """Apply status reports in a transaction of their own and commit; `on_commit` runs when one made a
     message final (its report is in the outbox). Returns those sids. Once this returns the reports are
-    stored: the sender may be answered (deliver_sm_resp, a webhook's 200) and will not send them again."""
+    stored: the sender may be answered (deliver_sm_resp, a webhook's 200) and will not send them again.
+    `committed` runs as soon as the transaction has committed, before its connection goes back to the
+    pool (a turn of a loaded event loop of its own): the earliest the senders may be answered."""
     counts = ReportCounts()
     kept: list[int] = []
     async with sessions() as s:
         finals = await apply_receipts(s, receipts, settings, counts, kept)
         await s.commit()
+        if finals:
+            on_commit()
+        committed()
     metrics.count_reports(counts)
-    if finals:
-        on_commit()
     if kept:
         await _commit_kept(sessions, kept, settings, metrics, on_commit)
     return finals
@@ -104,8 +109,8 @@ class DbReportSink:
         await receive_inbound(self._sessions, message, self._settings)  # deliver_sm_resp follows
         self._on_commit()
 
-    async def _apply(self, receipts: list[Receipt]) -> None:
-        await commit_reports(self._sessions, receipts, self._settings, self._metrics, self._on_commit)
+    async def _apply(self, receipts: list[Receipt], committed: Callable[[], None] = lambda: None) -> None:
+        await commit_reports(self._sessions, receipts, self._settings, self._metrics, self._on_commit, committed)
 
     async def _flusher(self) -> None:
         while True:
@@ -118,12 +123,15 @@ class DbReportSink:
                     item = self._queue.popleft()
                     group.append(item)
                     size += len(item[0])
+                answered: list[bool] = []  # gains True once _answer ran: the group is committed
                 try:
-                    await self._apply([r for rs, _ in group for r in rs])
-                    for _, fut in group:
-                        if not fut.done():
-                            fut.set_result(None)
+                    await self._apply([r for rs, _ in group for r in rs],
+                                      functools.partial(_answer, group, answered))
+                    _answer(group, answered)
                 except Exception as exc:
+                    if answered:  # only what came after the commit failed (giving the connection back)
+                        log.exception("after applying %d receipts", size)
+                        continue
                     if len(group) == 1:
                         log.exception("applying receipts failed")
                         self._metrics.receipts.labels("error").inc(size)
@@ -139,3 +147,10 @@ class DbReportSink:
                             log.exception("applying receipts failed")
                             if not fut.done():
                                 fut.set_exception(one)
+
+
+def _answer(group: list[tuple[Sequence[Receipt], asyncio.Future[None]]], answered: list[bool]) -> None:
+    answered.append(True)
+    for _, fut in group:
+        if not fut.done():
+            fut.set_result(None)

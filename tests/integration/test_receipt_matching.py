@@ -3,6 +3,7 @@ window, the most recent part that is not final, and kept reports — on real Pos
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -298,3 +299,46 @@ async def test_a_receipt_kept_before_its_held_id_is_recorded_is_applied_by_the_s
     sid = await held(sessions, "smsc-same", uid)
     await recheck_submitted(sessions, [("smsc-same", [uid])], SETTINGS)
     assert await status(sessions, sid) == "delivered" and await kept(sessions, uid) == 0
+
+
+async def test_a_receipt_sender_is_answered_once_the_receipt_is_committed_not_after_the_kept_recheck(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.services.sink as sink_module
+
+    recheck = sink_module.kept_receipts.recheck_kept
+
+    async def slow_recheck(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await recheck(*args, **kwargs)
+
+    monkeypatch.setattr(sink_module.kept_receipts, "recheck_kept", slow_recheck)
+    sink = DbReportSink(sessions, SETTINGS, Metrics())
+    sink.start()
+    try:
+        upstream = format(fresh_number(), "x")  # nobody has it: kept, then rechecked
+        started = asyncio.get_running_loop().time()
+        await sink.receipts([receipt_for(upstream)])
+        assert asyncio.get_running_loop().time() - started < 0.5  # the deliver_sm_resp may go
+        assert await kept(sessions, upstream) == 1
+    finally:
+        await sink.stop()
+
+
+async def test_an_outcome_write_reports_its_commit_before_the_kept_reports_transaction(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = "owner-" + secrets.token_hex(4)
+    sid = await sending(sessions, owner)
+    upstream = format(fresh_number(), "x")
+
+    async def slow_recheck(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await recheck_submitted(*args, **kwargs)
+
+    monkeypatch.setattr(dispatching_module.kept_receipts, "recheck_submitted", slow_recheck)
+    loop = asyncio.get_running_loop()
+    at: list[float] = []
+    started = loop.time()
+    await dispatching_module.record(sessions, SETTINGS, owner, [accepted(sid, upstream)], {},
+                                    lambda: at.append(loop.time()))
+    assert len(at) == 1 and at[0] - started < 0.5 < loop.time() - started  # the window frees at the commit
+    assert await status(sessions, sid) == "sent"
