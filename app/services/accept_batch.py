@@ -83,6 +83,17 @@ class AcceptBatcher:
         await pending.done
 
     async def _write(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # Off the list in the same step as its last look at the queue: through a done-callback, which
+            # runs a moment later, a request queued in between saw the writers all busy and started none,
+            # and waited for ever (a request answered just before often sends its next one then).
+            task = asyncio.current_task()
+            if task is not None:
+                self._writers.discard(task)
+
+    async def _drain(self) -> None:
         while self._queue:
             batch = self._take()
             count = sum(len(item.rows) for item in batch)

@@ -125,6 +125,26 @@ async def test_callers_are_answered_before_the_connection_goes_back_to_the_pool(
     await batcher.close()
 
 
+async def test_a_request_queued_as_the_last_writer_finishes_is_written(
+        module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    returned = asyncio.Event()
+    committed_rows: list[dict[str, object]] = []
+
+    async def commit(rows: list[dict[str, object]], requests: list[dict[str, object]], committed: Any) -> None:
+        committed_rows.extend(rows)
+        committed()
+        await returned.wait()  # the connection's return to the pool, after the callers were answered
+
+    batcher = AcceptBatcher(module_sessions, writers=1)
+    monkeypatch.setattr(batcher, "_commit", commit)
+    await batcher.insert([row()])
+    returned.set()  # the writer resumes first: nothing queued, it finishes
+    # ... and this request queues in the same turn of the loop, before the writer's task is done.
+    await asyncio.wait_for(asyncio.create_task(batcher.insert([row()])), 5)
+    assert len(committed_rows) == 2
+    await batcher.close()
+
+
 async def test_a_request_arriving_during_a_commit_starts_its_own(
         module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to WRITERS batches commit at once: a second request does not wait for the first one's commit,
