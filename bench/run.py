@@ -43,6 +43,7 @@ from bench.meters import print_measurements
 from bench.stack import BenchServices, Measurement, start_stack
 
 SCENARIOS = ("accept", "bulk", "e2e-smpp", "e2e-smpp-single", "e2e-http")
+REQUEST_TIMEOUT_SECONDS = 120.0  # per /send request in the end-to-end scenarios
 
 # The issue-15 targets, per message on this 2-core box (printed beside the figures; they fail nothing).
 # Single-recipient requests may cost 150 µs of gateway CPU more than batched ones.
@@ -195,8 +196,10 @@ async def scenario_e2e(args: argparse.Namespace, services: BenchServices, upstre
                 to: str | list[str] = numbers[0] if per_request == 1 else numbers
                 t0 = time.monotonic()
                 try:
-                    status, data = await conn.request("POST", "/msg-client/send", send_body(to))
-                except (OSError, asyncio.IncompleteReadError):
+                    # Bounded: a request the gateway never answers is an accept error, not a run that hangs.
+                    status, data = await asyncio.wait_for(
+                        conn.request("POST", "/msg-client/send", send_body(to)), REQUEST_TIMEOUT_SECONDS)
+                except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     status, data = 599, b""
                     await conn.close()
                 if status != 200:
