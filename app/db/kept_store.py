@@ -5,14 +5,15 @@ Queries and writes only (no commit); the rules for applying them are in app/serv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.bulk import one_of, rows_holding
+from app.db.engine import driver_connection
 from app.db.tables import KeptReceipt, Message, MessagePart
 from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
@@ -65,6 +66,21 @@ async def lock_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[KeptRec
     return list((await session.scalars(
         select(KeptReceipt).where(one_of(session, KeptReceipt.id, ids)).order_by(KeptReceipt.id)
         .with_for_update())).all())
+
+
+async def any_kept_for(sessions: async_sessionmaker[AsyncSession], upstream_ids: Collection[str]) -> bool:
+    """Whether a report is kept for any of these ids, asked outside a transaction: on PostgreSQL one
+    round trip on a pooled connection (engine.driver_connection), where a session's costs three (BEGIN,
+    the SELECT, ROLLBACK). Committed rows only, as a locked SELECT would see: a report being kept at
+    this moment is the receipt side's to apply once it has committed (services/kept_receipts.py)."""
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+        async with driver_connection(bind) as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM kept_receipt WHERE upstream_id = ANY($1::text[]))", list(upstream_ids)))
+    async with sessions() as s:
+        return (await s.scalar(select(KeptReceipt.id).where(one_of(s, KeptReceipt.upstream_id, upstream_ids))
+                               .limit(1))) is not None
 
 
 async def lock_for_upstream_ids(session: AsyncSession, provider: str, upstream_ids: set[str],

@@ -61,9 +61,14 @@ async def recheck_submitted(sessions: async_sessionmaker[AsyncSession],
     counts: ReportCounts = ReportCounts()
     formats = receipts.id_formats(settings)
     since = utcnow() - timedelta(seconds=OVERTAKE_SECONDS)
+    wanted_by = [(provider, {c for u in upstream_ids for c in _kept_ids(u, formats.get(provider, "same"))})
+                 for provider, upstream_ids in accepted]
+    # Almost always nothing is kept: then one unlocked look answers, without a transaction. (A report
+    # kept but not committed yet is invisible to the locked SELECT below too.)
+    if not await kept_store.any_kept_for(sessions, {u for _, wanted in wanted_by for u in wanted}):
+        return counts
     async with sessions() as s:
-        for provider, upstream_ids in accepted:
-            wanted = {c for u in upstream_ids for c in _kept_ids(u, formats.get(provider, "same"))}
+        for provider, wanted in wanted_by:
             if not wanted:
                 continue
             rows = await kept_store.lock_for_upstream_ids(s, provider, wanted, since)

@@ -342,3 +342,20 @@ async def test_an_outcome_write_reports_its_commit_before_the_kept_reports_trans
                                     lambda: at.append(loop.time()))
     assert len(at) == 1 and at[0] - started < 0.5 < loop.time() - started  # the window frees at the commit
     assert await status(sessions, sid) == "sent"
+
+
+async def test_recording_submits_with_nothing_kept_opens_no_transaction(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    class NoSessions:
+        kw = sessions.kw
+
+        def __call__(self) -> AsyncSession:
+            raise AssertionError("a transaction was opened")
+
+    upstream = format(fresh_number(), "x")
+    counts = await recheck_submitted(NoSessions(), [("smsc-same", [upstream])], SETTINGS)  # type: ignore[arg-type]
+    assert not counts.changes
+    await report(sessions, "smsc-same", upstream)  # now one is kept: the locked transaction runs
+    sid = await held(sessions, "smsc-same", upstream)
+    await recheck_submitted(sessions, [("smsc-same", [upstream])], SETTINGS)
+    assert await status(sessions, sid) == "delivered" and await kept(sessions, upstream) == 0
