@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,6 +44,8 @@ from app.db.tables import Message, SendRequest, utcnow
 from app.domain.dispatching import Claimed, HandOff
 from app.domain.ids import MessageSid
 from app.domain.status import Status
+
+log = logging.getLogger("smsgw.accept")
 
 MAX_ROWS_PER_COMMIT = 20_000
 WRITERS = 3  # batches committing at once
@@ -109,8 +112,9 @@ class AcceptBatcher:
                 self._reserved += len(taken)
                 await self._commit(rows, requests, answer)
             except Exception as exc:  # every caller of the batch gets it; none waits forever
-                if answered:
-                    continue  # committed and answered: only giving the connection back failed
+                if answered:  # committed and answered: what failed came after
+                    log.exception("after committing %d accepted rows", count)
+                    continue
                 self._reserved -= len(taken)
                 for item in batch:
                     if not item.done.done():
@@ -123,11 +127,11 @@ class AcceptBatcher:
         self._reserved -= len(taken)
         self.commits += 1
         self.rows += count
-        if taken and hand_off is not None:
-            hand_off.take(taken)
         for item in batch:
             if not item.done.done():
                 item.done.set_result(None)
+        if taken and hand_off is not None:
+            hand_off.take(taken)  # should it fail, their leases expire and they are claimed then
 
     async def _commit(self, rows: list[dict[str, Any]], requests: list[dict[str, Any]],
                       committed: Callable[[], None]) -> None:

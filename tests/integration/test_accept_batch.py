@@ -209,3 +209,19 @@ async def test_a_batch_that_cannot_be_prepared_fails_its_callers(
     with pytest.raises(KeyError):
         await asyncio.wait_for(batcher.insert([incomplete]), 10)
     assert await count(module_sessions, [str(incomplete["sid"])]) == 0
+
+
+async def test_callers_are_answered_even_when_the_hand_over_fails(
+        module_sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(_Dispatcher):
+        def take(self, claimed: list[Claimed]) -> None:
+            raise RuntimeError("dispatcher gone")
+
+    batcher = AcceptBatcher(module_sessions)
+    batcher.hand_off = Broken(10)
+    r = dict(row(), status="queued", due_at=utcnow(), send_at=None, long_message_mode="split", flash=False,
+             validity_period=None, status_callback=None, from_addr=None, batch_sid=None)
+    await asyncio.wait_for(batcher.insert([r]), 5)  # stored (leased: claimed again once the lease expires)
+    assert await count(module_sessions, [str(r["sid"])]) == 1
+    assert "after committing 1 accepted rows" in caplog.text
+    await batcher.close()
