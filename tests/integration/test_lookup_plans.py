@@ -6,6 +6,7 @@ scan of the whole table."""
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -15,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.bulk import one_of, rows_holding
 from app.db.engine import create_engine, session_factory
-from app.db.tables import Base, Message
+from app.db.kept_store import older_known
+from app.db.tables import Base, Message, utcnow
 from tests.conftest import create_database, drop_database
 
 ROWS = 20_000
@@ -84,3 +86,24 @@ async def test_the_gateway_plans_for_data_in_memory(db_url: str) -> None:
             assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
     finally:
         await engine.dispose()
+
+
+async def test_the_kept_receipt_sweep_probes_ids_instead_of_reading_every_message() -> None:
+    url, engine, sessions, ids = await _filled()
+    try:
+        async with sessions() as s:
+            await s.execute(text("UPDATE message SET status = 'sending' WHERE upstream_id = :u"), {"u": ids[0]})
+            await s.execute(text(
+                "INSERT INTO kept_receipt (provider, upstream_id, status, source, created_at, expires_at)"
+                " VALUES ('smsc', :u, 'delivered', 'test', now() - interval '5 minutes', now() + interval '1 day')"),
+                {"u": ids[0]})
+            await s.commit()
+        now = utcnow()
+        async with sessions() as s:
+            found = (await s.scalars(older_known(now - timedelta(minutes=2), now - timedelta(hours=1), 10))).all()
+            assert [k.upstream_id for k in found] == [ids[0]]
+        plan = await _plan(sessions, older_known(now - timedelta(minutes=2), now - timedelta(hours=1), 10))
+        assert "ix_message_upstream" in plan and "Seq Scan on message " not in plan, plan
+    finally:
+        await engine.dispose()
+        await drop_database(url)
