@@ -115,5 +115,11 @@ def _connection_lost(error: BaseException, driver: Any) -> bool:
         | asyncpg.InterfaceError | asyncpg.OperatorInterventionError)
 
 
+def postgres_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine behind `sessions` when it is PostgreSQL's (for `driver_connection`); None on SQLite."""
+    bind = sessions.kw.get("bind")
+    return bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

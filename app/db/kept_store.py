@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, literal, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.bulk import one_of, rows_holding
-from app.db.engine import driver_connection
+from app.db.engine import driver_connection, postgres_engine
 from app.db.tables import KeptReceipt, Message, MessagePart
 from app.domain.ids import UpstreamId, normalise_upstream_id
 from app.domain.messages import Receipt
@@ -73,9 +73,9 @@ async def any_kept_for(sessions: async_sessionmaker[AsyncSession], upstream_ids:
     round trip on a pooled connection (engine.driver_connection), where a session's costs three (BEGIN,
     the SELECT, ROLLBACK). Committed rows only, as a locked SELECT would see: a report being kept at
     this moment is the receipt side's to apply once it has committed (services/kept_receipts.py)."""
-    bind = sessions.kw.get("bind")
-    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
-        async with driver_connection(bind) as conn:
+    engine = postgres_engine(sessions)
+    if engine is not None:
+        async with driver_connection(engine) as conn:
             return bool(await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM kept_receipt WHERE upstream_id = ANY($1::text[]))", list(upstream_ids)))
     async with sessions() as s:

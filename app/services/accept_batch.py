@@ -36,10 +36,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.bulk import insert_rows, insert_together
-from app.db.engine import driver_connection
+from app.db.engine import driver_connection, postgres_engine
 from app.db.tables import Message, SendRequest, utcnow
 from app.domain.dispatching import Claimed, HandOff
 from app.domain.ids import MessageSid
@@ -61,9 +61,7 @@ class _Pending:
 class AcceptBatcher:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writers: int = WRITERS) -> None:
         self._sessions = sessions
-        bind = sessions.kw.get("bind")
-        self._engine: AsyncEngine | None = bind if isinstance(bind, AsyncEngine) \
-            and bind.dialect.name == "postgresql" else None
+        self._engine = postgres_engine(sessions)
         self._queue: list[_Pending] = []
         self._writers: set[asyncio.Task[None]] = set()
         self._max_writers = writers
