@@ -103,12 +103,12 @@ class AcceptBatcher:
             rows = [r for item in batch for r in item.rows]
             taken: list[Claimed] = []
             answered: list[bool] = []  # gains True once _answer ran
-            answer = functools.partial(self._answer, batch, taken, hand_off, count, answered)
             try:
                 if hand_off is not None:
-                    taken += _claim_for(hand_off, hand_off.room() - self._reserved, rows, requests)
+                    taken = _claim_for(hand_off, hand_off.room() - self._reserved, rows, requests)
                 self._reserved += len(taken)
-                await self._commit(rows, requests, answer)
+                await self._commit(rows, requests,
+                                   functools.partial(self._answer, batch, taken, hand_off, count, answered))
             except Exception as exc:  # every caller of the batch gets it; none waits forever
                 if answered:  # committed and answered: what failed came after
                     log.exception("after committing %d accepted rows", count)
