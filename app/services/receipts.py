@@ -230,7 +230,7 @@ async def apply_to_parts(session: AsyncSession, reports: Sequence[tuple[int, Rec
     asked = {p.id: p for p in await _parts_where(session, one_of(session, MessagePart.id, [pid for pid, _ in reports]))}
     sids = {p.message_sid for p in asked.values()}
     siblings: dict[tuple[str, str | None], list[_Part]] = defaultdict(list)
-    for part in await _parts_where(session, one_of(session, MessagePart.message_sid, sids)):
+    for part in await _parts_holding(session, MessagePart.message_sid, sids):
         siblings[(part.message_sid, part.upstream_id)].append(part)
     matched = [(r, siblings[(asked[pid].message_sid, asked[pid].upstream_id)]) for pid, r in reports if pid in asked]
     finals = await _apply(session, matched, {}, settings, counts)
