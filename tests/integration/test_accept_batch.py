@@ -27,6 +27,12 @@ def row(sid: str | None = None) -> dict[str, object]:
             "created_at": now, "updated_at": now}
 
 
+def due_row() -> dict[str, object]:
+    """A row due now, with every column a hand-over to the dispatcher reads."""
+    return dict(row(), status="queued", due_at=utcnow(), send_at=None, long_message_mode="split", flash=False,
+                validity_period=None, status_callback=None, from_addr=None, batch_sid=None)
+
+
 async def count(sessions: async_sessionmaker[AsyncSession], sids: list[str]) -> int:
     async with sessions() as s:
         return int(await s.scalar(select(func.count()).select_from(Message).where(Message.sid.in_(sids))) or 0)
@@ -187,8 +193,7 @@ async def test_batches_in_flight_together_never_hand_over_more_than_the_room(
     batcher.hand_off = dispatcher
     in_flight: list[int] = []
     monkeypatch.setattr(batcher, "_commit", _slowed(batcher._commit, in_flight))
-    due = [dict(row(), status="queued", due_at=utcnow(), send_at=None, long_message_mode="split", flash=False,
-                validity_period=None, status_callback=None, from_addr=None, batch_sid=None) for _ in range(16)]
+    due = [due_row() for _ in range(16)]
     first = asyncio.create_task(batcher.insert(due[:8]))
     await asyncio.sleep(0.05)  # committing, its 8 rows claimed for the dispatcher
     await asyncio.gather(first, batcher.insert(due[8:]))
@@ -219,8 +224,7 @@ async def test_callers_are_answered_even_when_the_hand_over_fails(
 
     batcher = AcceptBatcher(module_sessions)
     batcher.hand_off = Broken(10)
-    r = dict(row(), status="queued", due_at=utcnow(), send_at=None, long_message_mode="split", flash=False,
-             validity_period=None, status_callback=None, from_addr=None, batch_sid=None)
+    r = due_row()
     await asyncio.wait_for(batcher.insert([r]), 5)  # stored (leased: claimed again once the lease expires)
     assert await count(module_sessions, [str(r["sid"])]) == 1
     assert "after committing 1 accepted rows" in caplog.text

@@ -301,17 +301,20 @@ async def test_a_receipt_kept_before_its_held_id_is_recorded_is_applied_by_the_s
     assert await status(sessions, sid) == "delivered" and await kept(sessions, uid) == 0
 
 
+def _a_second_late(check: Any) -> Any:
+    """`check`, starting a second late (the kept-receipt check after a commit, made slow)."""
+    async def late(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await check(*args, **kwargs)
+
+    return late
+
+
 async def test_a_receipt_sender_is_answered_once_the_receipt_is_committed_not_after_the_kept_recheck(
         sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
     import app.services.sink as sink_module
 
-    recheck = sink_module.kept_receipts.recheck_kept
-
-    async def slow_recheck(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(1.0)
-        return await recheck(*args, **kwargs)
-
-    monkeypatch.setattr(sink_module.kept_receipts, "recheck_kept", slow_recheck)
+    monkeypatch.setattr(sink_module.kept_receipts, "recheck_kept", _a_second_late(sink_module.kept_receipts.recheck_kept))
     sink = DbReportSink(sessions, SETTINGS, Metrics())
     sink.start()
     try:
@@ -330,11 +333,7 @@ async def test_an_outcome_write_reports_its_commit_before_the_kept_reports_trans
     sid = await sending(sessions, owner)
     upstream = format(fresh_number(), "x")
 
-    async def slow_recheck(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(1.0)
-        return await recheck_submitted(*args, **kwargs)
-
-    monkeypatch.setattr(dispatching_module.kept_receipts, "recheck_submitted", slow_recheck)
+    monkeypatch.setattr(dispatching_module.kept_receipts, "recheck_submitted", _a_second_late(recheck_submitted))
     loop = asyncio.get_running_loop()
     at: list[float] = []
     started = loop.time()
