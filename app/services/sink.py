@@ -125,9 +125,8 @@ class DbReportSink:
                     size += len(item[0])
                 answered: list[bool] = []  # gains True once _answer ran: the group is committed
                 try:
-                    await self._apply([r for rs, _ in group for r in rs],
+                    await self._apply([r for rs, _ in group for r in rs],  # answered at its commit
                                       functools.partial(_answer, group, answered))
-                    _answer(group, answered)
                 except Exception as exc:
                     if answered:  # only what came after the commit failed (giving the connection back)
                         log.exception("after applying %d receipts", size)
