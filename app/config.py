@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: float = 60.0
     # How many messages /send may hand straight to this process's dispatcher (stored already claimed by
     # it), those in flight included, at most; the rest are claimed from the database as they become due.
-    # Below this, the dispatcher takes what it starts in half a lease (app/dispatch/start_rate.py).
+    # Below this, the dispatcher takes what it starts in 0.6 of a lease (app/dispatch/start_rate.py).
     dispatch_handoff_max: int = Field(default=100_000, ge=0)
     retry_max_attempts: int = 8
     retry_base_seconds: float = 2.0

@@ -113,6 +113,21 @@ async def release(session: AsyncSession, owner: str, sids: Sequence[str], now: d
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def renew_leases(session: AsyncSession, owner: str, sids: Sequence[str], now: datetime,
+                       lease: timedelta) -> set[str]:
+    """Of these messages, those still `sending` and leased to `owner`, leased to it again until `now +
+    lease`; returns their sids. One UPDATE, one row version each."""
+    if not sids:
+        return set()
+    result = await session.execute(
+        update(Message)
+        .where(one_of(session, Message.sid, sids), Message.lease_owner == owner, Message.status == Status.SENDING.value)
+        .values(lease_expires_at=now + lease)
+        .returning(Message.sid)
+        .execution_options(synchronize_session=False))
+    return set(result.scalars().all())
+
+
 async def release_expired_leases(session: AsyncSession, now: datetime) -> int:
     """Messages whose claimer died: due again now."""
     result = await session.execute(

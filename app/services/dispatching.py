@@ -218,6 +218,17 @@ async def release(sessions: async_sessionmaker[AsyncSession], owner: str, sids: 
     return n
 
 
+async def renew(sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: str,
+                sids: Sequence[str]) -> set[str]:
+    """Lease again, for a whole lease from now, messages handed to `owner` and not started yet; returns
+    those still its own (the others it must not start)."""
+    async with sessions() as s:
+        renewed = await store.renew_leases(s, owner, sids, utcnow(),
+                                           timedelta(seconds=settings.dispatch_lease_seconds))
+        await s.commit()
+    return renewed
+
+
 # -- housekeeping (each its own transaction) ---------------------------------------------------------
 async def release_expired_leases(sessions: async_sessionmaker[AsyncSession]) -> int:
     """Messages whose claimer died: due again now (this is the resubmit window)."""

@@ -34,6 +34,7 @@ from app.providers.base import (
     SubmitResult,
     UnknownOutcomeError,
 )
+from app.services import dispatching
 
 
 class FakeProvider:
@@ -390,9 +391,76 @@ async def test_handed_over_messages_start_within_the_window_and_unstarted_ones_a
     assert all(p.submits[m.sid] == 0 for m in more[4:])
 
 
-async def test_a_handed_over_message_that_waited_past_its_start_deadline_is_given_back_and_sent_once(
+async def leases(sessions: async_sessionmaker[AsyncSession], sids: Sequence[str]) -> dict[str, Any]:
+    async with sessions() as s:
+        rows = (await s.execute(select(Message.sid, Message.lease_expires_at).where(Message.sid.in_(sids)))).all()
+    return {r[0]: r[1] for r in rows}
+
+
+async def test_a_handed_over_message_still_waiting_late_in_its_lease_is_leased_again_and_sent_once(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
         caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+    p = GatedProvider("p1", gate)
+    p.max_in_flight = 1  # a window of 2
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
+    owner = "renew-" + secrets.token_hex(3)
+    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
+    msgs = await handed(module_sessions, owner, 4, isolated)
+    sids = [m.sid for m in msgs]
+    async with module_sessions() as s:  # leased for one second, as the accept path would with this lease
+        await s.execute(update(Message).where(Message.sid.in_(sids))
+                        .values(lease_expires_at=utcnow() + timedelta(seconds=1)))
+        await s.commit()
+    before = await leases(module_sessions, sids)
+    try:
+        d.take(msgs)
+        await asyncio.sleep(1.5)  # past 3/4 of the first lease, and past the lease itself
+        after = await leases(module_sessions, sids)
+        gate.set()
+        rows = await wait_final(module_sessions, sids, {"sent"})
+    finally:
+        await d.stop()
+    waiting = sids[2:]  # the window took the first two at once
+    assert all(after[sid] > before[sid] + timedelta(seconds=0.4) for sid in waiting)  # leased again
+    assert all(r.status == "sent" for r in rows.values())
+    assert all(p.submits[sid] == 1 for sid in sids)  # each once, none given back
+    assert "waited too long" not in caplog.text
+
+
+async def test_a_handed_over_message_no_longer_leased_to_its_dispatcher_is_never_started(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+    p = GatedProvider("p1", gate)
+    p.max_in_flight = 1  # a window of 2
+    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
+    owner = "lost-" + secrets.token_hex(3)
+    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
+    msgs = await handed(module_sessions, owner, 4, isolated)
+    taken_elsewhere = [m.sid for m in msgs[2:]]
+    async with module_sessions() as s:  # as if their lease had expired and another dispatcher claimed them
+        await s.execute(update(Message).where(Message.sid.in_(taken_elsewhere)).values(lease_owner="elsewhere"))
+        await s.commit()
+    try:
+        d.take(msgs)
+        await asyncio.sleep(1.0)  # the renewal finds them leased to another
+        gate.set()
+        await wait_final(module_sessions, [m.sid for m in msgs[:2]], {"sent"})
+        await asyncio.sleep(0.2)
+    finally:
+        await d.stop()
+    assert all(p.submits[sid] == 0 for sid in taken_elsewhere)
+    assert "2 handed-over messages were no longer leased to this dispatcher: dropped" in caplog.text
+
+
+async def test_a_handed_over_message_that_could_not_be_leased_again_is_given_back_at_its_deadline_and_sent_once(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def unreachable(*args: Any) -> set[str]:
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(dispatching, "renew", unreachable)
     gate = asyncio.Event()
     p = GatedProvider("p1", gate)
     p.max_in_flight = 1  # a window of 2
@@ -409,4 +477,5 @@ async def test_a_handed_over_message_that_waited_past_its_start_deadline_is_give
         await d.stop()
     assert all(r.status == "sent" for r in rows.values())
     assert all(p.submits[m.sid] == 1 for m in msgs)  # each once
+    assert "renewing the leases of" in caplog.text
     assert "2 handed-over messages waited too long to start: given back" in caplog.text

@@ -8,13 +8,17 @@ import pytest
 from app.dispatch.start_rate import INITIAL_HANDOFF, SMOOTHING, StartRate, handoff_budget
 
 
-def test_no_rate_until_a_second_with_a_backlog_has_passed() -> None:
+def test_no_rate_until_a_quarter_second_with_a_backlog_has_passed_then_a_second_each() -> None:
     r = StartRate()
     r.started(100, 0.0, backlogged=True)
-    r.started(100, 0.5, backlogged=True)
+    r.started(100, 0.2, backlogged=True)
     assert r.per_second is None
-    r.started(100, 1.0, backlogged=True)  # closes the first second: 200 started in it
-    assert r.per_second == pytest.approx(200.0)
+    r.started(100, 0.25, backlogged=True)  # closes the first quarter second: 200 started in it
+    assert r.per_second == pytest.approx(800.0)
+    r.started(300, 0.75, backlogged=True)
+    assert r.per_second == pytest.approx(800.0)  # later estimates each take a whole second
+    r.started(0, 1.25, backlogged=True)
+    assert r.per_second == pytest.approx((1 - SMOOTHING) * 800 + SMOOTHING * 400)
 
 
 def test_seconds_without_a_backlog_do_not_count() -> None:
@@ -47,9 +51,9 @@ def test_a_stalled_spell_counts_as_slow() -> None:
     assert r.per_second == pytest.approx((1 - SMOOTHING) * 500 + SMOOTHING * 0)
 
 
-def test_the_budget_is_half_a_lease_of_starts_within_the_window_and_the_cap() -> None:
+def test_the_budget_is_six_tenths_of_a_lease_of_starts_within_the_window_and_the_cap() -> None:
     assert handoff_budget(None, 200, 60.0, 100_000) == INITIAL_HANDOFF
     assert handoff_budget(None, 200, 60.0, 10) == 10
-    assert handoff_budget(2000.0, 200, 60.0, 100_000) == 60_000
+    assert handoff_budget(2000.0, 200, 60.0, 100_000) == 72_000
     assert handoff_budget(2000.0, 200, 60.0, 50_000) == 50_000
     assert handoff_budget(5.0, 200, 60.0, 100_000) == 400  # never below the window
