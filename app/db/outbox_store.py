@@ -147,8 +147,8 @@ async def oldest_pending(session: AsyncSession, kinds: Collection[str]) -> datet
 
 
 async def attempt_records(session: AsyncSession) -> list[AttemptRecord]:
-    """Every attempt record: those of batches in flight now (one per publisher) and those that outlived
-    their transaction. The table holds a handful of rows, so it is read whole."""
+    """Every attempt record: one per publisher running (for its batch in flight, or finished) and those
+    whose batch did not commit. The table holds a handful of rows, so it is read whole."""
     result = await session.execute(select(_ATTEMPT.c.id, _ATTEMPT.c.owner, _ATTEMPT.c.event_ids,
                                           _ATTEMPT.c.ledger_key, _ATTEMPT.c.created_at))
     return [AttemptRecord(r.id, r.owner, tuple(int(i) for i in r.event_ids), r.ledger_key, r.created_at)
@@ -160,6 +160,30 @@ async def add_attempt(session: AsyncSession, owner: str, event_ids: Sequence[int
     stmt = (insert(_ATTEMPT).values(owner=owner, event_ids=list(event_ids), created_at=now, ledger_key=ledger_key)
             .returning(_ATTEMPT.c.id))
     return int((await session.execute(stmt)).scalar_one())
+
+
+async def reuse_attempt(session: AsyncSession, attempt_id: int, event_ids: Sequence[int], now: datetime,
+                        ledger_key: str) -> bool:
+    """Rewrite attempt record `attempt_id` (one whose batch committed) for a new batch; False when it is
+    gone (cleared as finished by another publisher): then the caller writes a new one."""
+    stmt = (update(_ATTEMPT).where(_ATTEMPT.c.id == attempt_id)
+            .values(event_ids=list(event_ids), created_at=now, ledger_key=ledger_key).returning(_ATTEMPT.c.id))
+    return (await session.execute(stmt)).first() is not None
+
+
+async def existing_events(session: AsyncSession, ids: Collection[int]) -> set[int]:
+    """Which of these outbox rows still exist (committed, or locked by a claim not yet committed)."""
+    if not ids:
+        return set()
+    return set((await session.scalars(select(_EVENT.c.id).where(one_of(session, _EVENT.c.id, ids)))).all())
+
+
+async def drop_unchanged_attempts(session: AsyncSession, records: Collection[AttemptRecord]) -> None:
+    """Delete these attempt records, each only if it still carries the ledger key it was read with: one
+    rewritten since for a new batch (`reuse_attempt`) stays."""
+    if records:
+        await session.execute(delete(_ATTEMPT).where(or_(*(
+            (_ATTEMPT.c.id == rec.id) & (_ATTEMPT.c.ledger_key == rec.ledger_key) for rec in records))))
 
 
 async def drop_attempts(session: AsyncSession, ids: Collection[int]) -> None:

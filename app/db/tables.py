@@ -324,9 +324,10 @@ class OutboxEvent(Base):
 
 
 class OutboxAttempt(Base):
-    """One batch being sent to the broker: written and committed before its SENDs, deleted in the same
-    transaction that deletes its rows. One that outlives that transaction (the process died, the
-    receipt never came, the database commit failed) marks its `event_ids` in doubt: whoever claims
+    """One batch being sent to the broker: written and committed before its SENDs. Once the transaction
+    that deletes its rows commits it is finished (it names rows that are gone), and its publisher
+    rewrites it for its next batch. One whose rows came back (the process died, the receipt never
+    came, the database commit failed) marks its `event_ids` in doubt: whoever claims
     those rows next asks the broker's ledger whether that batch was committed, by `ledger_key` (random:
     unique across databases sharing a broker), before sending (events/stomp_publisher.py)."""
 

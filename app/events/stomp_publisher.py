@@ -267,7 +267,7 @@ class OutboxPublisher(_Claimer):
                                 [(r.destination, self._headers(r), r.body) for r in rows]
                                 + [ledger_entry(batch.ledger_key)])
                         broker_step = False
-                # Left without an exception: committed, the rows and their attempt record are gone.
+                # Left without an exception: committed, the rows are gone (their attempt record is finished).
                 self._broker_works(held)
                 backoff = FIRST_BACKOFF_SECONDS
                 if not batch.rows:
@@ -288,5 +288,9 @@ class OutboxPublisher(_Claimer):
                     log.warning("the outbox could not be read or marked, retrying in %.1fs: %s", backoff, exc)
                 await self._pause(backoff * (0.8 + random.random() * 0.4))
                 backoff = min(backoff * 3, MAX_BACKOFF_SECONDS)
+        try:
+            await self.work.drop_own_attempt()
+        except Exception as exc:  # the next publisher to start deletes it instead
+            log.warning("could not delete this publisher's attempt record: %s", exc)
         if self.conn is not None:
             await self.conn.close()

@@ -6,16 +6,18 @@ Broker batches (`broker_batch`), exactly once from a consumer's point of view (c
    they are locked: other publishers skip them;
 2. the attempt record naming the rows to send is written and committed in a transaction of its own
    (B, `record_attempt`), before any SEND;
-3. the batch goes out as one STOMP transaction; on the COMMIT's receipt A deletes the attempt record
-   too and commits: rows and record leave together. Any failure rolls A back: the rows are back,
-   untouched, and the record stays.
+3. the batch goes out as one STOMP transaction; on the COMMIT's receipt A commits: the rows are gone,
+   and the record names only rows that are gone, so it is finished: the publisher's next batch
+   rewrites it (one UPDATE) instead of writing a new one. Any failure rolls A back: the rows are back,
+   untouched, and the record stays, in doubt; the publisher writes a new one for its next batch.
 An attempt record that outlives its transaction (the process died between the broker's COMMIT and A's,
 the receipt never came, A's commit failed) marks its rows in doubt. A claim that gets such rows (they
 cannot be another publisher's in flight: those are locked) hands them to the publisher, which asks the
 broker whether that batch was committed (its ledger, events/stomp_publisher.py); the ones it was are
 not sent again, and A takes the resolved ids out of the old record. So a row costs 2 row versions
-(INSERT, DELETE), and a batch 2 more (its record's INSERT and DELETE), plus writes only when something
-failed.
+(INSERT, DELETE), and a batch 1 more (its record rewritten), plus writes only when something failed.
+Finished records of publishers that stopped or died are deleted by any publisher, once a minute
+(`drop_finished_attempts`), each only if unchanged since it was read.
 
 HTTP batches (`http_batch`): the rows are locked by a SELECT in A while the POSTs go out; then A deletes
 the delivered ones and records each failure (attempts, error, backoff, or given up), and commits.
@@ -69,9 +71,16 @@ class BrokerBatch:
         ids = [r.id for r in self.to_send]
         if not ids or self.attempt_id is not None:
             return
-        async with self.work.sessions() as s:
-            self.attempt_id = await store.add_attempt(s, self.work.owner, ids, utcnow(), self.ledger_key)
+        work = self.work
+        finished, work.finished = work.finished, None  # from here it names rows not published yet
+        async with work.sessions() as s:
+            now = utcnow()
+            if finished is not None and await store.reuse_attempt(s, finished.id, ids, now, self.ledger_key):
+                attempt_id = finished.id
+            else:
+                attempt_id = await store.add_attempt(s, work.owner, ids, now, self.ledger_key)
             await s.commit()
+        self.attempt_id = attempt_id
 
 
 @dataclass(slots=True)
@@ -93,6 +102,8 @@ class HttpBatch:
 # every FULL_PASS_SECONDS, or when a claim comes back short, one starts from the beginning again, for
 # a row that committed late with an earlier available_at than the cursor.
 FULL_PASS_SECONDS = 1.0
+# How often a publisher deletes the finished attempt records of others (stopped or dead).
+ATTEMPT_SWEEP_SECONDS = 60.0
 
 
 class OutboxWork:
@@ -101,12 +112,18 @@ class OutboxWork:
         self.owner = owner
         self._cursor: tuple[datetime, int] | None = None
         self._full_pass_at = 0.0
+        self._sweep_attempts_at = 0.0
+        # This publisher's attempt record whose batch committed: rewritten for the next batch.
+        self.finished: AttemptRecord | None = None
 
     @asynccontextmanager
     async def broker_batch(self, kinds: Collection[str], limit: int) -> AsyncIterator[BrokerBatch]:
         """Claim a batch; leaving the block without an exception commits it as published (or found),
         an exception rolls it back (the rows come back; its attempt record, if written, stays)."""
         clock = time.monotonic()
+        if clock >= self._sweep_attempts_at:
+            self._sweep_attempts_at = clock + ATTEMPT_SWEEP_SECONDS
+            await self.drop_finished_attempts()
         after = self._cursor if clock < self._full_pass_at else None
         if after is None:
             self._full_pass_at = clock + FULL_PASS_SECONDS
@@ -132,12 +149,14 @@ class OutboxWork:
             if rows:
                 await self._finish_broker(s, batch)
                 await s.commit()
+                if batch.attempt_id is not None:
+                    self.finished = AttemptRecord(batch.attempt_id, self.owner, (), batch.ledger_key)
 
     async def _finish_broker(self, s: AsyncSession, batch: BrokerBatch) -> None:
         ids = {r.id for r in batch.rows}
         if not store.locks_rows(s):
             await store.delete_events(s, ids)  # SQLite read them only
-        drop = [] if batch.attempt_id is None else [batch.attempt_id]
+        drop: list[int] = []
         for rec in batch.stale:
             # Every claimed id is settled now: found on the queue, or sent again under our own record.
             left = [i for i in rec.event_ids if i not in ids]
@@ -146,6 +165,26 @@ class OutboxWork:
             else:
                 drop.append(rec.id)
         await store.drop_attempts(s, drop)
+
+    async def drop_finished_attempts(self) -> int:
+        """Delete the attempt records none of whose rows exist any more (their batches committed; left by a
+        publisher that stopped or died), this publisher's own excepted; returns how many."""
+        async with self.sessions() as s:
+            mine = None if self.finished is None else self.finished.id
+            records = [rec for rec in await store.attempt_records(s) if rec.id != mine]
+            left = await store.existing_events(s, {i for rec in records for i in rec.event_ids})
+            finished = [rec for rec in records if left.isdisjoint(rec.event_ids)]
+            await store.drop_unchanged_attempts(s, finished)
+            await s.commit()
+        return len(finished)
+
+    async def drop_own_attempt(self) -> None:
+        """On stop: this publisher's finished attempt record goes (unless rewritten meanwhile)."""
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            async with self.sessions() as s:
+                await store.drop_unchanged_attempts(s, [finished])
+                await s.commit()
 
     @asynccontextmanager
     async def http_batch(self, kinds: Collection[str], limit: int, max_attempts: int) -> AsyncIterator[HttpBatch]:

@@ -28,15 +28,18 @@ from support.servers import free_port
 from support.stomp_consumer import Consumer
 
 from app.config import Settings
+from app.db import outbox_store
 from app.db.engine import create_engine, session_factory
 from app.db.migrate import upgrade_to_head
-from app.db.tables import OutboxEvent
+from app.db.outbox_store import AttemptRecord
+from app.db.tables import OutboxEvent, utcnow
 from app.domain.status import Status
 from app.events.callbacks import CallbackSender
 from app.events.dev_broker import EmbeddedBroker
 from app.events.stomp_client import StompConnection
 from app.events.stomp_publisher import OutboxPublisher
 from app.services import outbox_rows as outbox
+from app.services.outbox_work import OutboxWork
 
 
 async def _run_until_published(pub: OutboxPublisher, sessions: async_sessionmaker[AsyncSession], queue: str) -> None:
@@ -172,7 +175,7 @@ async def _row_versions(url: str, tables: tuple[str, ...], expected: dict[str, i
         await engine.dispose()
 
 
-async def test_a_published_batch_leaves_no_rows_and_costs_two_row_versions_per_report(
+async def test_published_batches_leave_no_rows_and_cost_two_row_versions_per_report_and_one_per_batch(
         private_db: tuple[str, AsyncEngine]) -> None:
     url, engine = private_db
     sessions = session_factory(engine)
@@ -191,11 +194,35 @@ async def test_a_published_batch_leaves_no_rows_and_costs_two_row_versions_per_r
         assert await s.scalar(select(func.count()).select_from(OutboxEvent)) == 0
     assert await attempt_records(sessions) == []
     await engine.dispose()  # its backends exit and report their statistics
-    # 300 INSERTs and 300 DELETEs; each of the 3 batches adds its attempt record's INSERT and DELETE.
-    expected = {"outbox_event": 600, "outbox_attempt": 6}
+    # 300 INSERTs and 300 DELETEs; the 3 batches share one attempt record: written for the first,
+    # rewritten for the other two, deleted when the publisher stops.
+    expected = {"outbox_event": 600, "outbox_attempt": 4}
     got = await _row_versions(url, ("outbox_event", "outbox_attempt"), expected)
     print(f"row versions per report: {sum(got.values()) / 300:.3f} ({got})")
     assert got == expected
+
+
+async def test_finished_attempt_records_of_other_publishers_are_swept_and_those_in_doubt_kept(
+        private_db: tuple[str, AsyncEngine]) -> None:
+    url, engine = private_db
+    sessions = session_factory(engine)
+    queue = "sweep-report-" + secrets.token_hex(4)
+    await write_reports(sessions, queue, 2)
+    async with sessions() as s:
+        pending = list((await s.scalars(select(OutboxEvent.id))).all())
+        now = utcnow()
+        finished = await outbox_store.add_attempt(s, "stopped", [pending[-1] + 100, pending[-1] + 101], now, "k1")
+        in_doubt = await outbox_store.add_attempt(s, "died", [pending[0], pending[-1] + 102], now, "k2")
+        rewritten = await outbox_store.add_attempt(s, "alive", [pending[-1] + 103], now, "k3")
+        await s.commit()
+    async with sessions() as s:  # read as k3 before its publisher rewrote it for a new batch: not deleted
+        await outbox_store.drop_unchanged_attempts(s, [AttemptRecord(rewritten, "alive", (), "an older key")])
+        await s.commit()
+    assert {r.id for r in await attempt_records(sessions)} == {finished, in_doubt, rewritten}
+    work = OutboxWork(sessions, "sweeper")
+    assert await work.drop_finished_attempts() == 2
+    (left,) = await attempt_records(sessions)
+    assert left.id == in_doubt  # it names a row still in the outbox: the claimer of that row resolves it
 
 
 async def test_on_sqlite_published_rows_are_deleted(tmp_path: Path) -> None:
