@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test audit tools lint typecheck services services-down bench bench-quick faults clean
+.PHONY: run test audit tools lint typecheck services services-down bench bench-quick bench-kannel faults clean
 
 # uv installs the 95 hash-locked packages in 3-11 s where pip took 75-110 s (both measured here on an
 # empty cache); pip stays as the fallback where no uv wheel exists. Nothing is resolved: every pin and
@@ -56,6 +56,13 @@ bench: $(STAMP) services
 
 bench-quick: $(STAMP) services
 	$(BIN)/python -m bench.run --quick
+
+## make bench-kannel: Kannel 1.4.5 (Debian; scripts/setup-kannel.sh installs it, root or sudo) against the same
+## simulator and load, one and 1,000 recipients per request: the reference issue 15 compares us with
+bench-kannel: $(STAMP)
+	scripts/setup-kannel.sh
+	$(BIN)/python -m bench.kannel
+	$(BIN)/python -m bench.kannel --per-request 1000
 
 ## make faults: the six fault scenarios at full size (10,000 messages, ActiveMQ down 30 s, PostgreSQL restarted
 ## and its postmaster killed -9) on a private PostgreSQL; fails on any known failure too. CI runs --short
