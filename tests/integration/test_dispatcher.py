@@ -397,16 +397,23 @@ async def leases(sessions: async_sessionmaker[AsyncSession], sids: Sequence[str]
     return {r[0]: r[1] for r in rows}
 
 
+async def window_of_two(sessions: async_sessionmaker[AsyncSession], url: str, channel: str,
+                        name: str) -> tuple[asyncio.Event, GatedProvider, Dispatcher, list[Claimed]]:
+    """A dispatcher with a one-second lease and a window of 2 (its provider's limit 1, submits held at the
+    gate), and 4 messages stored as handed over to it."""
+    gate = asyncio.Event()
+    p = GatedProvider("p1", gate)
+    p.max_in_flight = 1
+    settings = make_settings(url, [{"channel": channel, "providers": ["p1"]}], dispatch_lease_seconds=1)
+    owner = f"{name}-{secrets.token_hex(3)}"
+    d = await run_dispatcher(sessions, settings, {"p1": p}, owner)
+    return gate, p, d, await handed(sessions, owner, 4, channel)
+
+
 async def test_a_handed_over_message_still_waiting_late_in_its_lease_is_leased_again_and_sent_once(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    gate = asyncio.Event()
-    p = GatedProvider("p1", gate)
-    p.max_in_flight = 1  # a window of 2
-    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
-    owner = "renew-" + secrets.token_hex(3)
-    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
-    msgs = await handed(module_sessions, owner, 4, isolated)
+    gate, p, d, msgs = await window_of_two(module_sessions, module_db_url, isolated, "renew")
     sids = [m.sid for m in msgs]
     async with module_sessions() as s:  # leased for one second, as the accept path would with this lease
         await s.execute(update(Message).where(Message.sid.in_(sids))
@@ -431,13 +438,7 @@ async def test_a_handed_over_message_still_waiting_late_in_its_lease_is_leased_a
 async def test_a_handed_over_message_no_longer_leased_to_its_dispatcher_is_never_started(
         module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], isolated: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    gate = asyncio.Event()
-    p = GatedProvider("p1", gate)
-    p.max_in_flight = 1  # a window of 2
-    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
-    owner = "lost-" + secrets.token_hex(3)
-    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
-    msgs = await handed(module_sessions, owner, 4, isolated)
+    gate, p, d, msgs = await window_of_two(module_sessions, module_db_url, isolated, "lost")
     taken_elsewhere = [m.sid for m in msgs[2:]]
     async with module_sessions() as s:  # as if their lease had expired and another dispatcher claimed them
         await s.execute(update(Message).where(Message.sid.in_(taken_elsewhere)).values(lease_owner="elsewhere"))
@@ -461,13 +462,7 @@ async def test_a_handed_over_message_that_could_not_be_leased_again_is_given_bac
         raise ConnectionError("database away")
 
     monkeypatch.setattr(dispatching, "renew", unreachable)
-    gate = asyncio.Event()
-    p = GatedProvider("p1", gate)
-    p.max_in_flight = 1  # a window of 2
-    settings = make_settings(module_db_url, [{"channel": isolated, "providers": ["p1"]}], dispatch_lease_seconds=1)
-    owner = "late-" + secrets.token_hex(3)
-    d = await run_dispatcher(module_sessions, settings, {"p1": p}, owner)
-    msgs = await handed(module_sessions, owner, 4, isolated)
+    gate, p, d, msgs = await window_of_two(module_sessions, module_db_url, isolated, "late")
     try:
         d.take(msgs)
         await asyncio.sleep(1.0)  # past 3/4 of the lease: the two waiting may not start any more
