@@ -53,6 +53,12 @@ class AttemptRecord:
     created_at: datetime | None = None
 
 
+def ids_never_reused(session: AsyncSession) -> bool:
+    """Whether an outbox id, once deleted, is never given to a new row (PostgreSQL's sequence). SQLite
+    gives a new row the highest id in use plus one: one just deleted comes back."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def locks_rows(session: AsyncSession) -> bool:
     """Whether claims lock rows (PostgreSQL), so that `take_due` can delete them at once."""
     return session.get_bind().dialect.name == "postgresql"

@@ -8,7 +8,8 @@ Broker batches (`broker_batch`), exactly once from a consumer's point of view (c
    (B, `record_attempt`), before any SEND;
 3. the batch goes out as one STOMP transaction; on the COMMIT's receipt A commits: the rows are gone,
    and the record names only rows that are gone, so it is finished: the publisher's next batch
-   rewrites it (one UPDATE) instead of writing a new one. Any failure rolls A back: the rows are back,
+   rewrites it (one UPDATE) instead of writing a new one. (On SQLite, whose ids come back once
+   deleted, A deletes the record with its rows instead.) Any failure rolls A back: the rows are back,
    untouched, and the record stays, in doubt; the publisher writes a new one for its next batch.
 An attempt record that outlives its transaction (the process died between the broker's COMMIT and A's,
 the receipt never came, A's commit failed) marks its rows in doubt. A claim that gets such rows (they
@@ -149,14 +150,16 @@ class OutboxWork:
             if rows:
                 await self._finish_broker(s, batch)
                 await s.commit()
-                if batch.attempt_id is not None:
+                if batch.attempt_id is not None and store.ids_never_reused(s):
                     self.finished = AttemptRecord(batch.attempt_id, self.owner, (), batch.ledger_key)
 
     async def _finish_broker(self, s: AsyncSession, batch: BrokerBatch) -> None:
         ids = {r.id for r in batch.rows}
         if not store.locks_rows(s):
             await store.delete_events(s, ids)  # SQLite read them only
-        drop: list[int] = []
+        # A finished record names ids that are gone for good, except where ids come back (SQLite): there
+        # it leaves with its rows, or it would put the next rows given those ids in doubt.
+        drop = [] if batch.attempt_id is None or store.ids_never_reused(s) else [batch.attempt_id]
         for rec in batch.stale:
             # Every claimed id is settled now: found on the queue, or sent again under our own record.
             left = [i for i in rec.event_ids if i not in ids]
