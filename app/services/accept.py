@@ -37,7 +37,7 @@ from app.domain.phone import PhoneError, normalise_e164, split_recipients, valid
 from app.domain.status import Status
 from app.errors import BadRequest
 from app.services.accept_batch import AcceptBatcher, insert_accepted
-from app.services.callback_address import check_callback
+from app.services.callback_address import ACCEPT_RESOLUTIONS, check_callback
 from app.services.route_shape import Shape, channels, shapes
 
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
@@ -201,7 +201,7 @@ async def accept(
 
 async def _check_resolved_callback(url: str, settings: Settings) -> None:
     try:
-        await check_callback(url, settings.callback_networks())
+        await check_callback(url, settings.callback_networks(), ACCEPT_RESOLUTIONS)
     except CallbackUnresolved:
         pass  # a DNS hiccup is no reason to refuse an SMS: the sender resolves and judges it again
     except CallbackRefused as exc:
