@@ -148,18 +148,26 @@ class OutboxWork:
                 self._cursor = None  # the rows are back (rolled back): the next claim starts from the top
                 raise
             if rows:
-                await self._finish_broker(s, batch)
+                finished = await self._finish_broker(s, batch)
                 await s.commit()
-                if batch.attempt_id is not None and store.ids_never_reused(s):
-                    self.finished = AttemptRecord(batch.attempt_id, self.owner, (), batch.ledger_key)
+                if finished is not None:
+                    self.finished = finished
 
-    async def _finish_broker(self, s: AsyncSession, batch: BrokerBatch) -> None:
+    async def _finish_broker(self, s: AsyncSession, batch: BrokerBatch) -> AttemptRecord | None:
+        """The batch's statements in A; returns its attempt record when it stays, finished, for the next
+        batch to rewrite once A has committed."""
         ids = {r.id for r in batch.rows}
         if not store.locks_rows(s):
             await store.delete_events(s, ids)  # SQLite read them only
-        # A finished record names ids that are gone for good, except where ids come back (SQLite): there
-        # it leaves with its rows, or it would put the next rows given those ids in doubt.
-        drop = [] if batch.attempt_id is None or store.ids_never_reused(s) else [batch.attempt_id]
+        finished = None
+        drop: list[int] = []
+        if batch.attempt_id is not None:
+            # A finished record names ids that are gone for good, except where ids come back (SQLite):
+            # there it leaves with its rows, or it would put the next rows given those ids in doubt.
+            if store.ids_never_reused(s):
+                finished = AttemptRecord(batch.attempt_id, self.owner, (), batch.ledger_key)
+            else:
+                drop.append(batch.attempt_id)
         for rec in batch.stale:
             # Every claimed id is settled now: found on the queue, or sent again under our own record.
             left = [i for i in rec.event_ids if i not in ids]
@@ -168,6 +176,7 @@ class OutboxWork:
             else:
                 drop.append(rec.id)
         await store.drop_attempts(s, drop)
+        return finished
 
     async def drop_finished_attempts(self) -> int:
         """Delete the attempt records none of whose rows exist any more (their batches committed; left by a

@@ -204,7 +204,7 @@ async def test_published_batches_leave_no_rows_and_cost_two_row_versions_per_rep
 
 async def test_finished_attempt_records_of_other_publishers_are_swept_and_those_in_doubt_kept(
         private_db: tuple[str, AsyncEngine]) -> None:
-    url, engine = private_db
+    _url, engine = private_db
     sessions = session_factory(engine)
     queue = "sweep-report-" + secrets.token_hex(4)
     await write_reports(sessions, queue, 2)
