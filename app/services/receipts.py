@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, SmppProviderConfig
 from app.db import kept_store
-from app.db.bulk import insert_rows, one_of, rows_holding, update_rows
+from app.db.bulk import Built, any_of_param, holding_param, insert_rows, one_of, rows_holding, update_rows
 from app.db.tables import Message, MessagePart, OutboxEvent, StatusEvent, utcnow
 from app.domain.ids import receipt_id_candidates
 from app.domain.messages import Receipt
@@ -134,20 +134,30 @@ def _match(receipt: Receipt, wanted: list[str], by_id: dict[str, list[_Part]], f
     return [p for p in pool if p.message_sid == newest.message_sid], not live
 
 
+# The receipt path's SELECTs, built once (bulk.Built): their values are the parameters `ids`, `window`, `sids`.
+_WINDOW = bindparam("window", type_=MessagePart.submitted_at.type)
+_PARTS_BY_UPSTREAM = Built(lambda pg: holding_param(
+    pg, _PART_COLUMNS, MessagePart.upstream_id, "ids",
+    or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= _WINDOW)))
+# A message of one part holds its id itself (unless a part row was written for it since: TLVs).
+# The window is applied in Python, not in the WHERE: given `sent_at >= …` as well, PostgreSQL's planner
+# (its statistics lagging a table that grows by thousands of rows a second) ANDed ix_message_sent's
+# range into a bitmap scan, which reads every message sent within the window, once per batch. The
+# upstream id alone picks a few rows through ix_message_upstream.
+_HELD_BY_MESSAGE = Built(lambda pg: holding_param(
+    pg, (Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at),
+    Message.upstream_id, "ids"))
+
+
 async def _candidate_parts(session: AsyncSession, wanted: set[str],
                            settings: Settings) -> dict[str, list[_Part]]:
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
-    parts = await _parts_holding(session, MessagePart.upstream_id, wanted,
-                                 or_(MessagePart.submitted_at.is_(None), MessagePart.submitted_at >= window))
+    ids = list(wanted)
+    parts = [_Part(*row) for row in (await session.execute(
+        _PARTS_BY_UPSTREAM(session), {"ids": ids, "window": window})).all()]
     with_rows = {p.message_sid for p in parts}
-    # A message of one part holds its id itself (unless a part row was written for it since: TLVs).
-    # The window is applied here, not in the WHERE: given `sent_at >= …` as well, PostgreSQL's planner
-    # (its statistics lagging a table that grows by thousands of rows a second) ANDed ix_message_sent's
-    # range into a bitmap scan, which reads every message sent within the window, once per batch. The
-    # upstream id alone picks a few rows through ix_message_upstream.
     parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4]) for row in (await session.execute(
-        rows_holding(session, (Message.sid, Message.provider, Message.upstream_id, Message.status, Message.sent_at),
-                     Message.upstream_id, wanted))).all()
+        _HELD_BY_MESSAGE(session), {"ids": ids})).all()
         if row[0] not in with_rows and row[4] is not None and row[4] >= window]
     by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
@@ -256,16 +266,15 @@ async def _apply(
     # Locked (in sid order, so two batches never deadlock here): a transaction applying a duplicate
     # concurrently waits and then sees the final status; a published report's row is deleted, so its
     # dedupe_key would not stop a second one.
-    locked = (select(*_MESSAGE_COLUMNS).where(one_of(session, Message.sid, sids)).order_by(Message.sid)
-              .with_for_update(of=Message))
-    for m in (await session.execute(locked)).all():
+    in_order = sorted(sids)
+    for m in (await session.execute(_LOCKED(session), {"sids": in_order})).all():
         messages[m.sid] = MessageState(m.sid, Status(m.status),
                                        Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
                                                  m.callback_url),
                                        m.provider_status_code, m.error_code, m.updated_at)
     parts: dict[int, PartState] = {}
     parts_of: dict[str, list[PartState]] = defaultdict(list)
-    state_rows = await session.execute(rows_holding(session, _STATE_COLUMNS, MessagePart.message_sid, sids))
+    state_rows = await session.execute(_STATES_OF(session), {"sids": in_order})
     for p in state_rows.all():
         state = PartState(p.id, p.message_sid, Status(p.status), p.provider_status_code, p.error_code, p.tlvs,
                           p.done_at, p.next_poll_at)
@@ -323,6 +332,9 @@ _MESSAGE_COLUMNS = (Message.sid, Message.status, Message.channel, Message.to_num
                     Message.updated_at)
 _STATE_COLUMNS = (MessagePart.id, MessagePart.message_sid, MessagePart.status, MessagePart.provider_status_code,
                   MessagePart.error_code, MessagePart.tlvs, MessagePart.done_at, MessagePart.next_poll_at)
+_LOCKED = Built(lambda pg: select(*_MESSAGE_COLUMNS).where(any_of_param(pg, Message.sid, "sids"))
+                .order_by(Message.sid).with_for_update(of=Message))
+_STATES_OF = Built(lambda pg: holding_param(pg, _STATE_COLUMNS, MessagePart.message_sid, "sids"))
 
 
 async def outbox_insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
