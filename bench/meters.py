@@ -40,6 +40,22 @@ def _self_cpu_seconds() -> float:
     return float(t.user + t.system)
 
 
+def host_check_ms(rounds: int = 5) -> float:
+    """The CPU time (ms, the fastest of `rounds`) of one fixed piece of pure Python: dict, string and
+    integer work, as a gateway does. The same code's CPU per message moved by up to 60 % within an
+    hour on these shared VMs (steal ≈ 0); this figure moves with it, so two runs compare only when it
+    does not differ much between them. Measured before and after each scenario's load (not during)."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        table: dict[str, int] = {}
+        for i in range(40_000):
+            key = f"SM{i:032x}"
+            table[key] = table.get(key[:20], 0) + len(key.upper()) + (i * 7919) % 1013
+        best = min(best, time.thread_time() - t0)
+    return round(best * 1000, 2)
+
+
 @dataclass
 class CpuMeter:
     """Reads each process group's CPU at `start()` and `stop()`; a source answers None when it has no
@@ -255,6 +271,10 @@ def print_measurements(result: dict[str, Any], targets: dict[str, float] | None 
             mark = f"   target ≤ {targets[name]:.0f}: {'met' if value <= targets[name] else 'MISSED'}"
         shown = "-" if value is None else f"{value:>9.1f}"
         print(f"  {name:<10} {shown:>9}   ({pct.get(name, '-')} % of a core){mark}")
+    check = result.get("host_check_ms")
+    if check:
+        print(f"  host check: a fixed Python workload took {check['before']} ms CPU before the load, "
+              f"{check['after']} ms after (compare runs only where these are close)")
     if result.get("cpu_other_ms_per_1k") is not None:
         print(f"  {'(others)':<10} {result['cpu_other_ms_per_1k']:>9.1f}   "
               f"({result.get('cpu_other_percent_of_core')} % of a core: other work on this machine)")

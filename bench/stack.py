@@ -33,7 +33,7 @@ from bench.harness import (
     wait_ready,
     warm_broker,
 )
-from bench.meters import CpuMeter, PgMeter
+from bench.meters import CpuMeter, PgMeter, host_check_ms
 
 
 @dataclass
@@ -155,6 +155,7 @@ class Measurement:
 
     def __init__(self, stack: Stack, upstream_name: str = "simulator") -> None:
         self.stack = stack
+        self.host_before = 0.0
         services = stack.services
         notes = {"loadgen": "the runner process: HTTP load generator and the STOMP report consumer",
                  "activemq": services.broker_note,
@@ -169,6 +170,7 @@ class Measurement:
         }, notes)
 
     async def begin(self) -> None:
+        self.host_before = host_check_ms()
         await self.stack.pg_meter.start_window()
         self.cpu.start()
 
@@ -177,4 +179,5 @@ class Measurement:
         self.stack.stop()
         await self.stack.pg_meter.wait_for_clients_gone()
         return {**self.cpu.result(messages), **await self.stack.pg_meter.result(messages),
+                "host_check_ms": {"before": self.host_before, "after": host_check_ms()},
                 "postgres_settings": self.stack.services.postgres_settings}
