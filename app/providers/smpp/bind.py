@@ -82,6 +82,10 @@ class Bind:
         self.pause = 0.05
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        # submit_sm unanswered: sequence number -> the loop time its answer is due by, oldest first (all
+        # wait the same time). One timer watches the oldest, instead of a timeout armed for every submit.
+        self._due: dict[int, float] = {}
+        self._watch: asyncio.TimerHandle | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []  # PDUs queued for the next write (_write)
         self._flush_due = False
@@ -164,6 +168,10 @@ class Bind:
 
     def _fail_pending(self, exc: Exception) -> None:
         pending, self._pending = self._pending, {}
+        self._due.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -200,19 +208,51 @@ class Bind:
         self._flush(writer)
         writer.close()
 
-    async def _request(self, command: int, fields: dict[str, Any], tlvs: dict[int, bytes]) -> Pdu:
+    async def _request(self, command: int, fields: dict[str, Any], tlvs: dict[int, bytes],
+                       expires: bool = False) -> Pdu:
+        """Send a request and wait for its answer; with `expires`, a TimeoutError once
+        `response_timeout` has passed without one, and the bind is dropped then (`_expire`)."""
         seq = next(self._seq) & 0x7FFFFFFF or 1
-        fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Pdu] = loop.create_future()
         self._pending[seq] = fut
         try:
             self._write(Pdu(command, 0, seq, fields, tlvs))
         except Exception:
             self._pending.pop(seq, None)
             raise
+        if expires:
+            due = self._due[seq] = loop.time() + self.cfg.response_timeout
+            if self._watch is None:
+                self._watch = loop.call_at(due, self._expire)
         try:
             return await fut
         finally:
             self._pending.pop(seq, None)
+            if expires:
+                self._due.pop(seq, None)
+
+    def _expire(self) -> None:
+        """The watch's timer: fail the submits whose answer is overdue and drop the bind at once, before
+        their window slots are freed (no other submit_sm goes into a connection that stopped answering);
+        then watch the oldest one left."""
+        self._watch = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        overdue: list[int] = []
+        for seq, due in self._due.items():
+            if due > now:
+                break
+            overdue.append(seq)
+        if overdue:
+            self.drop(f"submit_sm unanswered for {self.cfg.response_timeout:g}s")
+            for seq in overdue:
+                del self._due[seq]
+                fut = self._pending.get(seq)
+                if fut is not None and not fut.done():
+                    fut.set_exception(TimeoutError())
+        if self._due:
+            self._watch = loop.call_at(next(iter(self._due.values())), self._expire)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         buffer = bytearray()
@@ -300,11 +340,8 @@ class Bind:
                 raise RetryableError("NOT_BOUND", f"{self.name} is not bound")
             self.in_flight += 1
             try:
-                async with asyncio.timeout(self.cfg.response_timeout):  # no task per submit, as wait_for makes
-                    resp = await self._request(CommandId.SUBMIT_SM, fields, tlvs)
-            except TimeoutError:
-                # Before the slot is freed: no other submit_sm goes into a connection that stopped answering.
-                self.drop(f"submit_sm unanswered for {self.cfg.response_timeout:g}s")
+                resp = await self._request(CommandId.SUBMIT_SM, fields, tlvs, expires=True)
+            except TimeoutError:  # the bind was dropped already (_expire)
                 raise UnknownOutcomeError("TIMEOUT", "no submit_sm_resp in time") from None
             except ConnectionError as exc:
                 raise RetryableError("NOT_BOUND", str(exc)) from None
