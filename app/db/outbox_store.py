@@ -17,7 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, any_, delete, func, insert, literal, or_, select, tuple_, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.bulk import one_of, update_rows
@@ -64,18 +78,21 @@ def locks_rows(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _due(kinds: Collection[str], now: datetime) -> list[ColumnElement[bool]]:
+_NOW = bindparam("now", type_=_EVENT.c.available_at.type)
+_LIMIT = bindparam("limit", type_=Integer())
+
+
+def _due(kinds: Collection[str]) -> list[ColumnElement[bool]]:
     # `published_at IS NULL` matches the partial index and leaves given-up HTTP rows out; a lease is
     # only ever set by a process of an older version (rolling upgrade): its rows wait for it.
     kind = _EVENT.c.kind == next(iter(kinds)) if len(kinds) == 1 else _EVENT.c.kind.in_(list(kinds))
-    return [_EVENT.c.published_at.is_(None), kind, _EVENT.c.available_at <= now,
-            or_(_EVENT.c.lease_expires_at.is_(None), _EVENT.c.lease_expires_at < now)]
+    return [_EVENT.c.published_at.is_(None), kind, _EVENT.c.available_at <= _NOW,
+            or_(_EVENT.c.lease_expires_at.is_(None), _EVENT.c.lease_expires_at < _NOW)]
 
 
-def _oldest_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime,
-                after: tuple[datetime, int] | None, lock: bool, columns: Sequence[Any]) -> Any:
-    """The SELECT of up to `limit` due rows' `columns`, oldest first (past `after` when given), locked
-    (`FOR UPDATE SKIP LOCKED`) when `lock`.
+def _oldest_due(pg: bool, kinds: Collection[str], after: bool, lock: bool, columns: Sequence[Any]) -> Any:
+    """The SELECT of up to `:limit` rows' `columns` due at `:now`, oldest first (past
+    (`:after_at`, `:after_id`) when `after`), locked (`FOR UPDATE SKIP LOCKED`) when `lock`.
 
     On PostgreSQL with several kinds it is one ordered scan per kind, merged: the index is
     (kind, available_at, id), so `kind IN (…) ORDER BY available_at, id LIMIT n` cannot follow its order
@@ -83,25 +100,47 @@ def _oldest_due(session: AsyncSession, kinds: Collection[str], limit: int, now: 
     Each kind's scan reads at most `limit` entries; what a kind's scan locked beyond the merged `limit`
     stays untouched and is free again when the transaction ends."""
     def scan(of: Collection[str], cols: Sequence[Any]) -> Any:
-        stmt = select(*cols).where(*_due(of, now))
-        if after is not None:  # the index range starts past the deleted rows' entries not yet vacuumed
-            stmt = stmt.where(tuple_(_EVENT.c.available_at, _EVENT.c.id) > tuple_(literal(after[0]), literal(after[1])))
-        stmt = stmt.order_by(_EVENT.c.available_at, _EVENT.c.id).limit(limit)
+        stmt = select(*cols).where(*_due(of))
+        if after:  # the index range starts past the deleted rows' entries not yet vacuumed
+            stmt = stmt.where(tuple_(_EVENT.c.available_at, _EVENT.c.id) > tuple_(
+                bindparam("after_at", type_=_EVENT.c.available_at.type), bindparam("after_id", type_=Integer())))
+        stmt = stmt.order_by(_EVENT.c.available_at, _EVENT.c.id).limit(_LIMIT)
         return stmt.with_for_update(skip_locked=True) if lock else stmt
 
-    if len(kinds) == 1 or not locks_rows(session):
+    if len(kinds) == 1 or not pg:
         return scan(kinds, columns)
     wanted = [_EVENT.c[n] for n in sorted({c.name for c in columns} | {"available_at", "id"})]
     # Each scan a subquery of its own: PostgreSQL refuses FOR UPDATE in a UNION's own branches.
     branches = [scan([k], wanted).subquery(f"due_{n}") for n, k in enumerate(sorted(kinds))]
     merged = union_all(*(select(*b.c) for b in branches)).subquery("due")
     return (select(*(merged.c[c.name] for c in columns)).order_by(merged.c.available_at, merged.c.id)
-            .limit(limit))
+            .limit(_LIMIT))
+
+
+# The claims' statements, built once per shape (building one cost more Python than running it).
+_CLAIMS: dict[tuple[bool, str, tuple[str, ...], bool], Any] = {}
+
+
+def _claim(session: AsyncSession, how: str, kinds: Collection[str], after: bool) -> Any:
+    pg = locks_rows(session)
+    key = (pg, how, tuple(sorted(kinds)), after)
+    stmt = _CLAIMS.get(key)
+    if stmt is None:
+        if how == "take" and pg:
+            due = _oldest_due(pg, kinds, after, True, [_EVENT.c.id])
+            # `= ANY(ARRAY(…))`: the ids are found first, then deleted through the primary key; with
+            # `IN (…)` the planner may join them against a Seq Scan of the whole table instead.
+            stmt = (delete(_EVENT).where(_EVENT.c.id == any_(func.array(due.scalar_subquery())))
+                    .returning(*_COLUMNS))
+        else:
+            stmt = _oldest_due(pg, kinds, after, how == "lock", _COLUMNS)
+        _CLAIMS[key] = stmt
+    return stmt
 
 
 def _rows(result: Sequence[Any]) -> list[OutboxRow]:
-    rows = [OutboxRow(r.id, r.kind, r.destination, dict(r.headers or {}), r.body, r.dedupe_key, r.message_sid,
-                      int(r.attempts or 0), r.available_at) for r in result]
+    rows = [OutboxRow(i, kind, destination, dict(headers or {}), body, key, sid, int(attempts or 0), at)
+            for i, kind, destination, headers, body, key, sid, attempts, at in result]  # _COLUMNS' order
     rows.sort(key=lambda r: r.id)  # RETURNING keeps no order; publish oldest first
     return rows
 
@@ -111,20 +150,15 @@ async def take_due(session: AsyncSession, kinds: Collection[str], limit: int, no
     """Up to `limit` due rows, oldest first (after `after`, an (available_at, id) already passed, when
     given). PostgreSQL: deleted in this one statement (locked until the transaction ends; other claimers
     skip them). SQLite: only read (see `delete_events`)."""
-    if locks_rows(session):
-        due = _oldest_due(session, kinds, limit, now, after, True, [_EVENT.c.id])
-        # `= ANY(ARRAY(…))`: the ids are found first, then deleted through the primary key; with
-        # `IN (…)` the planner may join them against a Seq Scan of the whole table instead.
-        stmt: Any = (delete(_EVENT).where(_EVENT.c.id == any_(func.array(due.scalar_subquery())))
-                     .returning(*_COLUMNS))
-    else:
-        stmt = _oldest_due(session, kinds, limit, now, after, False, _COLUMNS)
-    return _rows((await session.execute(stmt)).all())
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    if after is not None:
+        params.update(after_at=after[0], after_id=after[1])
+    return _rows((await session.execute(_claim(session, "take", kinds, after is not None), params)).all())
 
 
 async def lock_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime) -> list[OutboxRow]:
     """Up to `limit` due rows, oldest first, locked until the transaction ends (PostgreSQL)."""
-    return _rows((await session.execute(_oldest_due(session, kinds, limit, now, None, True, _COLUMNS))).all())
+    return _rows((await session.execute(_claim(session, "lock", kinds, False), {"now": now, "limit": limit})).all())
 
 
 async def delete_events(session: AsyncSession, ids: Collection[int]) -> None:
