@@ -55,6 +55,10 @@ log = logging.getLogger("smsgw.dispatch")
 
 __all__ = ["Claimed", "Dispatcher", "Outcome"]
 
+# A claimed row's stored values to their enums by a dict lookup (Enum's __call__ is a Python call).
+_ENCODINGS = {e.value: e for e in Encoding}
+_MODES = {m.value: m for m in LongMessageMode}
+
 
 class Dispatcher:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
@@ -68,6 +72,7 @@ class Dispatcher:
         self._on_outbox = on_outbox or (lambda: None)
         self._routes = [Route(r.channel, r.prefix, tuple(r.providers)) for r in settings.routes]
         self._sems = {n: asyncio.Semaphore(max(1, p.max_in_flight)) for n, p in providers.items()}
+        self._latency = {n: metrics.submit_latency.labels(n) for n in providers}  # looked up once, not per submit
         self._capacity = max(1, sum(p.max_in_flight for p in providers.values()))
         self._poll_after = {p.name: delay for p in settings.providers
                             if (delay := first_poll_delay(p)) is not None}
@@ -267,8 +272,8 @@ class Dispatcher:
             # Its first parts are with that provider: the rest must follow them there, never fail over.
             names = (msg.progress.provider,)
         out = OutboundMessage(
-            sid=msg.sid, to=msg.to, sender=msg.sender, body=msg.body, encoding=Encoding(msg.encoding),
-            long_message_mode=LongMessageMode(msg.mode), flash=msg.flash, validity_period=msg.validity,
+            sid=msg.sid, to=msg.to, sender=msg.sender, body=msg.body, encoding=_ENCODINGS[msg.encoding],
+            long_message_mode=_MODES[msg.mode], flash=msg.flash, validity_period=msg.validity,
             attempt=msg.attempts, progress=msg.progress,
         )
         unavailable: list[str] = []
@@ -314,7 +319,7 @@ class Dispatcher:
                     return Outcome(msg, OutcomeKind.FAILED, name, code="UNKNOWN_OUTCOME",
                                    detail=f"request sent but no answer ({exc.code}); not resubmitted to avoid "
                                           f"a duplicate")
-                self._metrics.submit_latency.labels(name).observe(loop.time() - started)
+                self._latency[name].observe(loop.time() - started)
                 return Outcome(msg, OutcomeKind.SENT, name, result=result)
         if retry is not None:
             return retry

@@ -316,7 +316,7 @@ class Bind:
             # the answer would acknowledge unstored. Unanswered, this one is redelivered (and deduped).
             log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
             return
-        with contextlib.suppress(Exception):
+        if writer is not None and not writer.is_closing():  # else the session is going: the SMSC redelivers
             self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
                             {"message_id": ""} if status == 0 else {}))
 
