@@ -12,6 +12,7 @@ has no row locks and one process: there the rows are read first and deleted at t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.bulk import one_of, update_rows
+from app.db.bulk import Built, one_of, update_rows
 from app.db.tables import OutboxAttempt, OutboxEvent
 
 _EVENT = cast(Table, OutboxEvent.__table__)
@@ -117,25 +118,25 @@ def _oldest_due(pg: bool, kinds: Collection[str], after: bool, lock: bool, colum
             .limit(_LIMIT))
 
 
+def _build_claim(pg: bool, how: str, kinds: tuple[str, ...], after: bool) -> Any:
+    if how == "take" and pg:
+        due = _oldest_due(pg, kinds, after, True, [_EVENT.c.id])
+        # `= ANY(ARRAY(…))`: the ids are found first, then deleted through the primary key; with
+        # `IN (…)` the planner may join them against a Seq Scan of the whole table instead.
+        return delete(_EVENT).where(_EVENT.c.id == any_(func.array(due.scalar_subquery()))).returning(*_COLUMNS)
+    return _oldest_due(pg, kinds, after, how == "lock", _COLUMNS)
+
+
 # The claims' statements, built once per shape (building one cost more Python than running it).
-_CLAIMS: dict[tuple[bool, str, tuple[str, ...], bool], Any] = {}
+_CLAIMS: dict[tuple[str, tuple[str, ...], bool], Built] = {}
 
 
 def _claim(session: AsyncSession, how: str, kinds: Collection[str], after: bool) -> Any:
-    pg = locks_rows(session)
-    key = (pg, how, tuple(sorted(kinds)), after)
-    stmt = _CLAIMS.get(key)
-    if stmt is None:
-        if how == "take" and pg:
-            due = _oldest_due(pg, kinds, after, True, [_EVENT.c.id])
-            # `= ANY(ARRAY(…))`: the ids are found first, then deleted through the primary key; with
-            # `IN (…)` the planner may join them against a Seq Scan of the whole table instead.
-            stmt = (delete(_EVENT).where(_EVENT.c.id == any_(func.array(due.scalar_subquery())))
-                    .returning(*_COLUMNS))
-        else:
-            stmt = _oldest_due(pg, kinds, after, how == "lock", _COLUMNS)
-        _CLAIMS[key] = stmt
-    return stmt
+    key = (how, tuple(sorted(kinds)), after)
+    built = _CLAIMS.get(key)
+    if built is None:
+        built = _CLAIMS[key] = Built(functools.partial(_build_claim, how=how, kinds=key[1], after=after))
+    return built(session)
 
 
 def _rows(result: Sequence[Any]) -> list[OutboxRow]:
