@@ -2,9 +2,9 @@
 
 - `window` submit_sm outstanding per bind (a semaphore released by the submit_sm_resp), sequence
   numbers correlated in a dict (O(1));
-- each deliver_sm / data_sm is handled in its own task (a slow store never stalls the other PDUs) and
-  answered (deliver_sm_resp / data_sm_resp) only once its owner has stored it; if storing fails the
-  answer is ESME_RSYSERR and the SMSC redelivers;
+- the deliver_sm / data_sm of one read are stored together, in a task of their own (a slow store never
+  stalls the other PDUs), and each is answered (deliver_sm_resp / data_sm_resp) only once its owner has
+  stored it; if storing fails the answer is ESME_RSYSERR and the SMSC redelivers;
 - a dropped bind fails its unanswered submits as UnknownOutcomeError (the dispatcher resubmits those:
   the only resubmit window), rebinds with exponential backoff and jitter; stop() unbinds cleanly;
 - a submit_sm unanswered within `response_timeout` drops its bind at once: an SMSC that stopped
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from app.config import SmppProviderConfig
 from app.domain.ids import normalise_upstream_id
-from app.providers.base import RetryableError, SinkClosed, UnknownOutcomeError
+from app.providers.base import RetryableError, UnknownOutcomeError
 from app.providers.smpp import pdu
 from app.providers.smpp.pdu import (
     RESPONSE_BIT,
@@ -63,8 +63,8 @@ class BindOwner(Protocol):
     def answered(self, message_id: str) -> None:
         """A submit_sm_resp gave this (normalised) message id."""
 
-    async def on_deliver(self, pdu: Pdu) -> None:
-        """Store a deliver_sm / data_sm; returns once it is committed (the answer follows)."""
+    async def on_delivers(self, pdus: list[Pdu]) -> list[int]:
+        """Store deliver_sm / data_sm PDUs; returns, once they are committed, each one's answer status."""
 
 
 class Bind:
@@ -91,6 +91,7 @@ class Bind:
         self._flush_due = False
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._arrived: list[Pdu] = []  # deliver_sm / data_sm of the read being dispatched
         self._stopping = False
 
     @property
@@ -264,6 +265,11 @@ class Bind:
             frames, error = split_frames(buffer)
             for raw in frames:
                 self._dispatch(raw)
+            if self._arrived:
+                task = asyncio.create_task(self._deliver(self._arrived, self._writer))
+                self._arrived = []
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
             if error is not None:
                 raise ConnectionError(f"bad PDU framing from the SMSC: {error}")
 
@@ -294,31 +300,25 @@ class Bind:
             if self._writer is not None:
                 self._close(self._writer)
         elif pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
-            task = asyncio.create_task(self._deliver(pdu, self._writer))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
+            self._arrived.append(pdu)  # stored with the rest of the read (_read_loop)
         else:
             self._write(Pdu(CommandId.GENERIC_NACK, 0x03, pdu.sequence_number))
 
-    async def _deliver(self, pdu: Pdu, writer: asyncio.StreamWriter | None) -> None:
-        status = 0
+    async def _deliver(self, pdus: list[Pdu], writer: asyncio.StreamWriter | None) -> None:
         try:
-            await self.p.on_deliver(pdu)
-        except SinkClosed:
-            log.info("deliver_sm %d arrived during shutdown; answering ESME_RSYSERR so the SMSC redelivers",
-                     pdu.sequence_number)
-            status = 0x08
-        except Exception:
-            log.exception("storing a deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers")
-            status = 0x08
+            statuses = await self.p.on_delivers(pdus)
+        except Exception:  # the owner answers for each PDU; this is a bug: none is acknowledged unstored
+            log.exception("storing %d deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers", len(pdus))
+            statuses = [0x08] * len(pdus)
         if writer is not self._writer:
-            # Its session is gone: on the next one this sequence number may name another deliver_sm, which
-            # the answer would acknowledge unstored. Unanswered, this one is redelivered (and deduped).
-            log.info("deliver_sm %d answered too late on %s: left to be redelivered", pdu.sequence_number, self.name)
+            # Its session is gone: on the next one these sequence numbers may name other deliver_sm, which
+            # the answers would acknowledge unstored. Unanswered, they are redelivered (and deduped).
+            log.info("%d deliver_sm answered too late on %s: left to be redelivered", len(pdus), self.name)
             return
         if writer is not None and not writer.is_closing():  # else the session is going: the SMSC redelivers
-            self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
-                            {"message_id": ""} if status == 0 else {}))
+            for pdu, status in zip(pdus, statuses, strict=True):
+                self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
+                                {"message_id": ""} if status == 0 else {}))
 
     async def query(self, fields: dict[str, Any]) -> Pdu:
         """query_sm, outside the submit window (a status question is no message to send)."""

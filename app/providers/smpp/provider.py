@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from app.config import SmppProviderConfig
@@ -41,6 +42,7 @@ from app.providers.base import (
     Receipt,
     ReportSink,
     RetryableError,
+    SinkClosed,
     SubmitResult,
 )
 from app.providers.base import OutboundMessage as Outbound
@@ -202,37 +204,78 @@ class SmppProvider:
                        source=source, error_code=str(error) if error and status is not Status.DELIVERED else None,
                        extra={"query_sm": {"final_date": resp.str_field("final_date")}})
 
-    async def on_deliver(self, pdu: Pdu) -> None:
-        """A deliver_sm or data_sm: a status report (by its esm_class message type) or an MO message."""
+    async def on_delivers(self, pdus: Sequence[Pdu]) -> list[int]:
+        """Store deliver_sm / data_sm PDUs that came in one read: each a status report (by its esm_class
+        message type) or an MO message. Returns the command_status each one's answer carries, once what
+        it holds is committed: 0, or ESME_RSYSERR for one that could not be stored (the SMSC redelivers
+        it). The reports go to the sink together (one wait for the group commit, not one each); if that
+        fails they are stored one by one, so one bad report does not refuse the others. MO messages are
+        stored each in its own transaction, concurrently, their parts joined in the order they came."""
+        statuses = [0] * len(pdus)
+        reports: list[tuple[int, Receipt]] = []
+        mo: list[int] = []
+        for i, pdu in enumerate(pdus):
+            try:
+                kind = deliver_kind(pdu.int_field("esm_class"))
+                if kind is DeliverKind.MO:
+                    mo.append(i)
+                    continue
+                report = self._report_of(pdu, kind)
+                if report is not None:
+                    reports.append((i, report))
+            except Exception as exc:
+                statuses[i] = _refused(pdu, exc)
+        if mo:
+            # Each starts (and joins its part) in the order given, before the first one waits.
+            stored = await asyncio.gather(*(self._on_mo(pdus[i]) for i in mo), return_exceptions=True)
+            for i, outcome in zip(mo, stored, strict=True):
+                if isinstance(outcome, Exception):
+                    statuses[i] = _refused(pdus[i], outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+        if not reports:
+            return statuses
         assert self.sink is not None
-        esm = pdu.int_field("esm_class")
-        short = pdu.bytes_field("short_message")  # data_sm has none: its text is in message_payload
-        kind = deliver_kind(esm)
-        if kind is DeliverKind.MO:
-            await self._on_mo(pdu, esm, short)
-            return
+        try:
+            await self.sink.receipts([r for _, r in reports])
+        except Exception as exc:
+            if len(reports) == 1 or isinstance(exc, SinkClosed):
+                for i, _ in reports:
+                    statuses[i] = _refused(pdus[i], exc)
+                return statuses
+            for i, report in reports:
+                try:
+                    await self.sink.receipts([report])
+                except Exception as one:
+                    statuses[i] = _refused(pdus[i], one)
+        return statuses
+
+    def _report_of(self, pdu: Pdu, kind: DeliverKind) -> Receipt | None:
+        """The status report a deliver_sm / data_sm of message type `kind` (not MO) carries; None for one
+        only acknowledged (logged)."""
         if kind not in STATUS_KINDS:
             # A conversation abort or a reserved type names no message of ours and is no customer's text.
             log.warning("%s from %s with esm_class 0x%02X (%s): acknowledged, not forwarded", pdu.name, self.name,
-                        esm, kind.name.lower())
-            return
+                        pdu.int_field("esm_class"), kind.name.lower())
+            return None
         # An SME acknowledgement reports delivery by being sent; without a stat of its own it is DELIVRD.
         default = "DELIVRD" if kind in (DeliverKind.SME_ACK, DeliverKind.USER_ACK) else "UNKNOWN"
-        parsed = parse_receipt(message_octets(0, short, pdu.tlvs), pdu.tlvs, default)
+        # data_sm has no short_message: its text is in message_payload
+        parsed = parse_receipt(message_octets(0, pdu.bytes_field("short_message"), pdu.tlvs), pdu.tlvs, default)
         if parsed is None:
             log.warning("%s receipt without a message id from %s", pdu.name, self.name)
-            return
+            return None
         status, source = parsed.status, f"smpp:{self.name}"
         if kind is DeliverKind.INTERMEDIATE:
             # The SMSC is still trying (even a stat like UNDELIV means "this attempt failed"): history only.
             status, source = Status.SENT, f"smpp:{self.name}:intermediate"
-        await self.sink.receipts([Receipt(
-            provider=self.name, upstream_id=parsed.upstream_id, status=status,
-            provider_status_code=parsed.stat, source=source, error_code=parsed.error_code, extra=parsed.extra,
-            submitted_after=self._submitted_after(parsed.upstream_id))])
+        return Receipt(provider=self.name, upstream_id=parsed.upstream_id, status=status,
+                       provider_status_code=parsed.stat, source=source, error_code=parsed.error_code,
+                       extra=parsed.extra, submitted_after=self._submitted_after(parsed.upstream_id))
 
-    async def _on_mo(self, pdu: Pdu, esm: int, short: bytes) -> None:
+    async def _on_mo(self, pdu: Pdu) -> None:
         assert self.sink is not None
+        esm, short = pdu.int_field("esm_class"), pdu.bytes_field("short_message")
         source, dest = pdu.str_field("source_addr"), pdu.str_field("destination_addr")
         text = decode_data_coding(message_octets(esm, short, pdu.tlvs), pdu.int_field("data_coding"))
         whole = self._mo_parts.add(source, concat_info(esm, short, pdu.tlvs), text)
@@ -256,6 +299,16 @@ class SmppProvider:
                              "paused": max(0.0, b.paused_until - time.monotonic())} for b in self.binds},
         )
 
+
+
+def _refused(pdu: Pdu, exc: Exception) -> int:
+    """ESME_RSYSERR, the answer to a deliver_sm that could not be stored: the SMSC redelivers it."""
+    if isinstance(exc, SinkClosed):
+        log.info("%s %d arrived during shutdown; answering ESME_RSYSERR so the SMSC redelivers", pdu.name,
+                 pdu.sequence_number)
+    else:
+        log.error("storing a %s failed; answering ESME_RSYSERR so the SMSC redelivers", pdu.name, exc_info=exc)
+    return 0x08
 
 
 def _plus(number: str) -> str:
