@@ -57,6 +57,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             BoundedHttpToolsProtocol.limits = HeadLimits.from_settings(Settings())
         self._limits: HeadLimits = BoundedHttpToolsProtocol.limits
         self._in_head = True  # between requests, or reading a request line and headers
+        self._head_begun = False  # a request line has begun and its headers have not all come
         self._raw = 0  # bytes received since the current head began
         self._head_bytes = 0
         self._head_count = 0
@@ -119,6 +120,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
+            if self._head_begun:  # the rest of the head is still to come: from now it has the timeout
+                self._arm()
         except httptools.HttpParserCallbackError:
             if self._refusal is not None:  # one of our callbacks stopped the parser (it wraps _Refused)
                 self._refuse(*self._refusal)
@@ -136,9 +139,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._in_head = self._head_begun = True
         self._head_bytes = self._head_count = 0
-        self._arm()
+        # The head timer is armed only if this read ends before the head does (data_received): a head
+        # that comes in one read, as nearly all do, costs no timer.
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
@@ -156,7 +160,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head = self._head_begun = False
         self._raw = 0
         self._disarm()
         super().on_headers_complete()

@@ -94,6 +94,38 @@ async def test_headers_trickled_slowly_are_cut_off_with_408(gateway: Gateway) ->
     assert HEADER_TIMEOUT - 0.2 <= elapsed <= HEADER_TIMEOUT + 1.5
 
 
+async def test_the_next_head_on_a_keep_alive_connection_has_the_timeout_too(gateway: Gateway) -> None:
+    """The head timer starts with each request's first byte, not only the connection's: a second request
+    trickled on a connection whose first was served is cut off all the same."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert status_of(head) == 200
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+    started = time.monotonic()
+    answer = bytearray()
+
+    async def read() -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                answer.extend(data)
+
+    reading = asyncio.create_task(read())
+    with contextlib.suppress(ConnectionError):
+        for chunk in [b"GET /health/live HTTP/1.1\r\n"] + [b"X-Slow-%d: v\r\n" % i for i in range(40)]:
+            if answer or reading.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.3)  # 12 s if never cut off
+    await asyncio.wait_for(reading, 10)
+    elapsed = time.monotonic() - started
+    writer.close()
+    assert status_of(bytes(answer)) == 408, bytes(answer[:200])
+    assert HEADER_TIMEOUT - 0.2 <= elapsed <= HEADER_TIMEOUT + 1.5
+
+
 async def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
     answer, elapsed = await exchange(gateway.port, [])
     assert answer == b"" and elapsed <= HEADER_TIMEOUT + 1.5
