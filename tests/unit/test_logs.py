@@ -74,6 +74,12 @@ def test_secrets_in_extra_values_are_redacted() -> None:
     assert "password=***" in doc["detail"]
 
 
+def test_a_secret_is_redacted_in_text_without_any_parameter() -> None:
+    record = _record("bind refused for s3cr3t-key", reason="the SMSC said s3cr3t-key is wrong")
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["msg"] == "bind refused for ***" and doc["reason"] == "the SMSC said *** is wrong"
+
+
 def test_setup_logging_puts_the_ids_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
