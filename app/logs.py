@@ -72,18 +72,23 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        clean = redact(text, *self.secrets)
         if record.exc_info and record.exc_info[1] is not None:
             exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = redact(exc_text, *self.secrets)
-        if clean != text or record.args:
-            record.msg, record.args = clean, None
         # `extra` strings too: a provider's error detail may quote the request it refused.
         fields = record.__dict__
-        for k in fields.keys() - _STD:
-            v = fields[k]
-            if type(v) is str:
-                fields[k] = redact(v, *self.secrets)
+        own = [k for k in fields.keys() - _STD if type(fields[k]) is str]
+        # Nearly every line has nothing to hide: one look at all its text (no secret holds a NUL) decides.
+        everything = "\0".join([text, *(fields[k] for k in own)])
+        if "=" not in everything and not any(s in everything for s in self.secrets):
+            if record.args:
+                record.msg, record.args = text, None
+            return True
+        clean = redact(text, *self.secrets)
+        if clean != text or record.args:
+            record.msg, record.args = clean, None
+        for k in own:
+            fields[k] = redact(fields[k], *self.secrets)
         return True
 
 

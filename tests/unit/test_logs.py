@@ -80,6 +80,15 @@ def test_a_secret_is_redacted_in_text_without_any_parameter() -> None:
     assert doc["msg"] == "bind refused for ***" and doc["reason"] == "the SMSC said *** is wrong"
 
 
+def test_a_line_with_nothing_to_hide_keeps_its_text_and_fields() -> None:
+    record = logging.getLogger("smsgw.test").makeRecord("smsgw.test", logging.INFO, __file__, 1, "%d parts sent to %s",
+                                                        (3, "+14155550100"), None, extra={"provider": "smsc-main"})
+    assert RedactFilter(["s3cr3t-key"]).filter(record)
+    assert (record.msg, record.args) == ("3 parts sent to +14155550100", None)
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["msg"] == "3 parts sent to +14155550100" and doc["provider"] == "smsc-main"
+
+
 def test_setup_logging_puts_the_ids_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
