@@ -78,17 +78,15 @@ class RedactFilter(logging.Filter):
         # `extra` strings too: a provider's error detail may quote the request it refused.
         fields = record.__dict__
         own = [k for k in fields.keys() - _STD if type(fields[k]) is str]
-        # Nearly every line has nothing to hide: one look at all its text (no secret holds a NUL) decides.
+        # Nearly every line has nothing to hide: one look at all its text decides whether to go field by field.
         everything = "\0".join([text, *(fields[k] for k in own)])
-        if "=" not in everything and not any(s in everything for s in self.secrets):
-            if record.args:
-                record.msg, record.args = text, None
-            return True
-        clean = redact(text, *self.secrets)
+        clean = text
+        if "=" in everything or any(s in everything for s in self.secrets):
+            clean = redact(text, *self.secrets)
+            for k in own:
+                fields[k] = redact(fields[k], *self.secrets)
         if clean != text or record.args:
             record.msg, record.args = clean, None
-        for k in own:
-            fields[k] = redact(fields[k], *self.secrets)
         return True
 
 

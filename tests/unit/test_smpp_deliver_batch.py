@@ -154,3 +154,20 @@ async def test_a_bind_hands_over_the_deliver_sm_of_one_read_together_and_answers
         (CommandId.DELIVER_SM_RESP, 1, 0), (CommandId.DELIVER_SM_RESP, 2, 0x08), (CommandId.DELIVER_SM_RESP, 3, 0),
         (CommandId.DELIVER_SM_RESP, 4, 0)]
     reading.cancel()
+
+
+class BrokenOwner(Owner):
+    async def on_delivers(self, pdus: list[Pdu]) -> list[int]:
+        raise RuntimeError("a bug in the owner")
+
+
+async def test_an_owner_that_fails_outright_has_every_deliver_sm_of_the_read_refused() -> None:
+    writer = Writer()
+    bind = Bind(cast(Any, BrokenOwner()), "trx", 0)
+    bind._writer = cast(asyncio.StreamWriter, writer)
+    chunk = b"".join(encode_pdu(receipt(seq, f"u{seq}")) for seq in (7, 8))
+    reading = asyncio.create_task(bind._read_loop(cast(asyncio.StreamReader, Reader(chunk))))
+    await asyncio.sleep(0.05)
+    frames, _ = split_frames(bytearray(b"".join(writer.writes)))
+    assert [(a.sequence_number, a.command_status) for a in map(decode_pdu, frames)] == [(7, 0x08), (8, 0x08)]
+    reading.cancel()

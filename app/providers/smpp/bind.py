@@ -309,15 +309,15 @@ class Bind:
             statuses = await self.p.on_delivers(pdus)
         except Exception:  # the owner answers for each PDU; this is a bug: none is acknowledged unstored
             log.exception("storing %d deliver_sm failed; answering ESME_RSYSERR so the SMSC redelivers", len(pdus))
-            statuses = [0x08] * len(pdus)
+            statuses = [pdu.Status.ESME_RSYSERR] * len(pdus)
         if writer is not self._writer:
             # Its session is gone: on the next one these sequence numbers may name other deliver_sm, which
             # the answers would acknowledge unstored. Unanswered, they are redelivered (and deduped).
             log.info("%d deliver_sm answered too late on %s: left to be redelivered", len(pdus), self.name)
             return
         if writer is not None and not writer.is_closing():  # else the session is going: the SMSC redelivers
-            for pdu, status in zip(pdus, statuses, strict=True):
-                self._write(Pdu(response_for(pdu.command_id), status, pdu.sequence_number,
+            for request, status in zip(pdus, statuses, strict=True):
+                self._write(Pdu(response_for(request.command_id), status, request.sequence_number,
                                 {"message_id": ""} if status == 0 else {}))
 
     async def query(self, fields: dict[str, Any]) -> Pdu:

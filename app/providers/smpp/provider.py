@@ -49,6 +49,7 @@ from app.providers.base import OutboundMessage as Outbound
 from app.providers.smpp.bind import Bind
 from app.providers.smpp.mo_reassembly import MoReassembly
 from app.providers.smpp.pdu import Pdu, concat_info, message_octets
+from app.providers.smpp.pdu import Status as PduStatus
 from app.providers.smpp.receipt_parse import STATUS_KINDS, DeliverKind, deliver_kind, parse_receipt
 from app.providers.smpp.submit import StatusClasses, build_parts, source_address, status_code
 from app.providers.throttle import Throttle
@@ -308,7 +309,7 @@ def _refused(pdu: Pdu, exc: Exception) -> int:
                  pdu.sequence_number)
     else:
         log.error("storing a %s failed; answering ESME_RSYSERR so the SMSC redelivers", pdu.name, exc_info=exc)
-    return 0x08
+    return PduStatus.ESME_RSYSERR
 
 
 def _plus(number: str) -> str:
