@@ -8,6 +8,11 @@ request head, which uvicorn does not enforce itself.
   or of the request's first byte (a slowloris client trickling a header every few seconds is cut off
   with 408); an idle keep-alive connection is closed after uvicorn's `timeout_keep_alive`.
 
+A response also goes out as one write where uvicorn makes two (its head, then its body): `_OneWrite`
+holds the head until the body comes. Two writes are two system calls and two TCP segments, and a client
+that reads the head first wakes twice for one answer (bench.run e2e-smpp-single: 64 connections, one
+request a message).
+
 The limits are per process: `serve` sets them from its settings, a uvicorn worker process (`--workers
 N`) reads them from the same environment.
 """
@@ -15,13 +20,14 @@ N`) reads them from the same environment.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from app.api.errors import error_body
@@ -41,6 +47,51 @@ class HeadLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> HeadLimits:
         return cls(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds)
+
+
+class _OneWrite:
+    """The transport uvicorn's request cycle writes its response to: the head (written once the response
+    has started) waits for the next write, the body's, and goes with it; a response whose body is never
+    written (an answer to HEAD) sends it when it completes, and closing sends it first. What the cycle
+    writes before its response starts (`100 Continue`) goes at once."""
+
+    __slots__ = ("_completed", "_cycle", "_head", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._held = False  # the head has been held (once a response)
+        self._completed: Callable[[], None] = cycle.on_response
+        cycle.on_response = self._on_response
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif not self._held and self._cycle.response_started:
+            self._head, self._held = data, True
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def _on_response(self) -> None:
+        self.flush()
+        self._completed()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
@@ -163,7 +214,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = self._head_begun = False
         self._raw = 0
         self._disarm()
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:  # a request to answer (not an upgrade)
+            cycle.transport = cast(asyncio.Transport, _OneWrite(self.transport, cycle))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

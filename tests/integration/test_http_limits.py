@@ -1,5 +1,6 @@
-"""`smsgw serve` over real TCP: the request head is bounded in size, count and time, and an unexpected
-error (500) is answered on a keep-alive connection that stays open."""
+"""`smsgw serve` over real TCP: the request head is bounded in size, count and time, an unexpected
+error (500) is answered on a keep-alive connection that stays open, and a response's head and body go
+out together without holding back a 100 Continue or an answer to HEAD."""
 
 from __future__ import annotations
 
@@ -128,6 +129,30 @@ async def test_a_slow_body_is_not_a_slow_head(gateway: Gateway) -> None:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     answer, _ = await exchange(gateway.port, [head, body[:5], body[5:]], pause=HEADER_TIMEOUT)
     assert status_of(answer) == 400, answer[:300]  # the body's own error, not a 408
+
+
+async def test_head_and_100_continue_are_answered_on_one_keep_alive_connection(gateway: Gateway) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        # An answer to HEAD has a head and no body: it must still be sent, and the connection go on.
+        writer.write(b"HEAD /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert status_of(head) in (200, 405), head
+        # Expect: 100-continue: the interim answer comes before the body is sent, then the response.
+        body = orjson.dumps({"To": "+14155550132", "Body": "continue"})
+        writer.write(b"POST /msg-client/send HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                     % (API_KEY.encode(), len(body)))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert status_of(head) == 200, head
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        answer = orjson.loads(await asyncio.wait_for(reader.readexactly(length), 5))
+        assert answer["To"] == "+14155550132" and answer["Status"] == "queued"
+    finally:
+        writer.close()
 
 
 async def test_a_500_is_answered_and_the_keep_alive_connection_survives(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
