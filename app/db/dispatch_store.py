@@ -25,19 +25,29 @@ _CLAIMED = (Message.sid, Message.to_number, Message.from_addr, Message.full_body
             Message.callback_url, Message.send_at)
 
 
+def _claim_statement() -> Any:
+    """claim_due's statement, built once (building it cost more Python than running it)."""
+    now = bindparam("now", type_=Message.due_at.type)
+    due = (select(Message.sid)
+           .where(Message.due_at.is_not(None), Message.due_at <= now)
+           .order_by(Message.due_at).limit(bindparam("limit"))
+           .with_for_update(skip_locked=True))  # ignored by SQLite, which has one writer anyway
+    return (update(Message).where(Message.sid.in_(due.scalar_subquery()))
+            .values(status=Status.SENDING.value, lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"),
+                    due_at=None, attempts=Message.attempts + 1, updated_at=bindparam("claimed_at"))
+            .returning(*_CLAIMED))
+
+
+_CLAIM = _claim_statement()
+
+
 async def claim_due(session: AsyncSession, owner: str, limit: int, now: datetime, lease: timedelta) -> list[Claimed]:
     """Take up to `limit` due messages: one UPDATE … WHERE sid IN (SELECT … FOR UPDATE SKIP LOCKED)
     RETURNING, so dispatchers sharing a database never take the same one. They become `sending`,
     leased to `owner`; parts accepted on an earlier attempt come with them (`progress`)."""
-    due = (select(Message.sid)
-           .where(Message.due_at.is_not(None), Message.due_at <= now)
-           .order_by(Message.due_at).limit(limit)
-           .with_for_update(skip_locked=True))  # ignored by SQLite, which has one writer anyway
-    stmt = (update(Message).where(Message.sid.in_(due.scalar_subquery()))
-            .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease,
-                    due_at=None, attempts=Message.attempts + 1, updated_at=now)
-            .returning(*_CLAIMED))
-    rows = (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
+    rows = (await session.execute(_CLAIM, {"now": now, "limit": limit, "owner": owner, "expires": now + lease,
+                                           "claimed_at": now},
+                                  execution_options={"synchronize_session": False})).all()
     claimed = [Claimed(MessageSid(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],
                        r[11] is not None and int(r[9]) == 1) for r in rows]
     await _load_progress(session, claimed)
