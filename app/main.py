@@ -103,9 +103,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
             await start_workers()  # with the database there, a broken configuration still fails the start
             startup.done = True
         settle_heap()
+        lag = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
             if waiting is not None:
                 waiting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

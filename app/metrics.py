@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.domain.status import ReportCounts
+
+LOOP_LAG_EVERY_SECONDS = 0.25
 
 
 class Metrics:
@@ -38,6 +42,12 @@ class Metrics:
         self.outbox_lag = Gauge("smsgw_outbox_lag_seconds", "age of the oldest unpublished outbox row",
                                 registry=r)
         self.published = Counter("smsgw_outbox_published_total", "outbox rows published", ["kind"], registry=r)
+        # Every step of every request, submit and receipt waits for the loop's turn: a loop whose timers fire
+        # late is one whose process is saturated, whatever its CPU figure says (bench/README.md).
+        self.loop_lag = Histogram(
+            "smsgw_event_loop_lag_seconds", "how late the event loop runs a timer that is due (its turn time)",
+            registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
         self._accepted_children: dict[str, Counter] = {}
 
@@ -49,6 +59,16 @@ class Metrics:
             self.receipts.labels("kept").inc(counts.kept)
         for (status, provider), n in counts.changes.items():
             self.status.labels(status.value, provider).inc(n)
+
+    async def watch_loop(self, every: float = LOOP_LAG_EVERY_SECONDS) -> None:
+        """Sample the event loop's lag for as long as it runs: a sleep of `every` seconds, and how much
+        later than that it ended (four wake-ups a second: nothing a loaded loop notices)."""
+        loop = asyncio.get_running_loop()
+        observe = self.loop_lag.observe
+        while True:
+            due = loop.time() + every
+            await asyncio.sleep(every)
+            observe(max(0.0, loop.time() - due))
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         # Once per request: the labelled child is looked up in a plain dict, not through labels().

@@ -4,6 +4,10 @@ each over a scenario's measured window and divided by the messages it carried.
 - `CpuMeter`: user + system CPU of each process group (gateway, PostgreSQL, ActiveMQ, simulator, load
   generator) from psutil, plus the whole machine's busy time, so a figure disturbed by other work on a
   shared box shows it (`other` = machine minus ours).
+- `GatewayMeter`: the gateway's own `/metrics` at both ends of the window: how long its handler took
+  per request (`smsgw_http_request_duration_seconds`) and how late its event loop ran due timers
+  (`smsgw_event_loop_lag_seconds`). A process that is not at 100 % of a core can still be what sets
+  the pace: every step of a request waits for the loop's turn.
 - `PgMeter`: on the run's private cluster, `pg_stat_user_tables` deltas (n_tup_ins + n_tup_upd + n_tup_del,
   and how many updates were HOT), `pg_stat_database` commits, the WAL written (LSN difference) and the top
   statements from `pg_stat_statements` by total execution time.
@@ -257,6 +261,65 @@ class PgMeter:
         }
 
 
+_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$', re.M)
+
+
+def prometheus_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in a Prometheus text exposition."""
+    out = []
+    for m in _SAMPLE.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
+        out.append((m["name"], labels, float(m["value"])))
+    return out
+
+
+@dataclass
+class GatewayMeter:
+    """Deltas of the gateway's own latency figures over the window (`scrape` returns its /metrics text)."""
+
+    scrape: Callable[[], Any]  # an awaitable of the text
+    route: str = "/msg-client/send"
+    _before: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self._before = prometheus_samples(await self.scrape())
+
+    async def result(self, client_request_s: float | None) -> dict[str, Any]:
+        """`client_request_s`: the mean request time the load generator saw (None: not measured)."""
+        after = prometheus_samples(await self.scrape())
+
+        def total(name: str, **match: str) -> float:
+            def of(samples: list[tuple[str, dict[str, str], float]]) -> float:
+                return sum(v for n, labels, v in samples if n == name
+                           and all(labels.get(k) == want for k, want in match.items()))
+            return of(after) - of(self._before)
+
+        requests = total("smsgw_http_request_duration_seconds_count", route=self.route)
+        turns = total("smsgw_event_loop_lag_seconds_count")
+        bucket = "smsgw_event_loop_lag_seconds_bucket"
+        earlier = {labels["le"]: v for n, labels, v in self._before if n == bucket}
+        buckets = sorted((float(labels["le"]), v - earlier.get(labels["le"], 0.0))
+                         for n, labels, v in after if n == bucket)
+
+        def quantile(q: float) -> float | None:
+            """The bucket bound at or under which q of the samples fell (None without samples)."""
+            if turns <= 0:
+                return None
+            return next((bound for bound, count in buckets if count >= q * turns), None)
+
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None or seconds == float("inf") else round(1000 * seconds, 2)
+
+        return {"gateway_latency_ms": {
+            "request_at_client": ms(client_request_s),
+            "request_in_handler": ms(total("smsgw_http_request_duration_seconds_sum", route=self.route) / requests)
+            if requests else None,
+            "loop_lag_mean": ms(total("smsgw_event_loop_lag_seconds_sum") / turns) if turns else None,
+            "loop_lag_p50_at_most": ms(quantile(0.5)), "loop_lag_p99_at_most": ms(quantile(0.99)),
+            "loop_lag_samples": int(turns),
+        }}
+
+
 def print_measurements(result: dict[str, Any], targets: dict[str, float] | None = None) -> None:
     """The per-process CPU, row versions and top statements of a scenario, under its table."""
     targets = targets or {}
@@ -278,6 +341,15 @@ def print_measurements(result: dict[str, Any], targets: dict[str, float] | None 
     if result.get("cpu_other_ms_per_1k") is not None:
         print(f"  {'(others)':<10} {result['cpu_other_ms_per_1k']:>9.1f}   "
               f"({result.get('cpu_other_percent_of_core')} % of a core: other work on this machine)")
+    lat = result.get("gateway_latency_ms")
+    if lat and lat.get("loop_lag_samples"):
+        where = ""
+        if lat.get("request_at_client") is not None and lat.get("request_in_handler") is not None:
+            where = (f"a request took {lat['request_at_client']} ms at the load generator, "
+                     f"{lat['request_in_handler']} ms of it in the gateway's handler; ")
+        print(f"  gateway event loop: {where}due timers ran {lat['loop_lag_mean']} ms late on average "
+              f"(p50 ≤ {lat['loop_lag_p50_at_most']}, p99 ≤ {lat['loop_lag_p99_at_most']} ms): each step of a "
+              "request waits that long for its turn")
     rows = result.get("row_versions_per_message")
     if rows:
         mark = ""

@@ -24,6 +24,7 @@ from bench.cluster import PgCluster, PrivateBroker, broker_cpu_by_port, tree_cpu
 from bench.harness import (
     API_KEY,
     LOGS,
+    HttpConn,
     Proc,
     free_port,
     fresh_database,
@@ -33,7 +34,7 @@ from bench.harness import (
     wait_ready,
     warm_broker,
 )
-from bench.meters import CpuMeter, PgMeter, host_check_ms
+from bench.meters import CpuMeter, GatewayMeter, PgMeter, host_check_ms
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Stack:
     stomp_url: str
     database_url: str
     pg_meter: PgMeter
+    workers: int = 1  # gateway processes: /metrics is one process's own
 
     def stop(self) -> None:
         self.gateway.stop()
@@ -146,7 +148,8 @@ async def start_stack(args: argparse.Namespace, services: BenchServices, scenari
         gateway.stop()
         up.stop()
         raise
-    return Stack(services, gateway, up, port, control_port, queue, services.stomp_url, database_url, meter)
+    return Stack(services, gateway, up, port, control_port, queue, services.stomp_url, database_url, meter,
+                 args.workers)
 
 
 class Measurement:
@@ -162,6 +165,7 @@ class Measurement:
                  "postgres": "postmaster, background processes and every backend (private cluster)"}
         if upstream_name != "simulator":
             notes["simulator"] = upstream_name
+        self.gateway = GatewayMeter(self._scrape)
         self.cpu = CpuMeter({
             "gateway": lambda: tree_cpu_seconds(stack.gateway.pid) if stack.gateway.alive() else None,
             "postgres": services.pg.cpu_seconds,
@@ -169,15 +173,30 @@ class Measurement:
             "simulator": lambda: tree_cpu_seconds(stack.upstream.pid) if stack.upstream.alive() else None,
         }, notes)
 
+    async def _scrape(self) -> str:
+        if self.stack.workers != 1:  # each worker process has its own figures: two scrapes may reach two
+            return ""
+        conn = HttpConn("127.0.0.1", self.stack.port)
+        try:
+            status, body = await asyncio.wait_for(conn.request("GET", "/metrics"), 30)
+        finally:
+            await conn.close()
+        if status != 200:
+            raise RuntimeError(f"gateway /metrics answered {status}")
+        return body.decode()
+
     async def begin(self) -> None:
         self.host_before = host_check_ms()
         await self.stack.pg_meter.start_window()
+        await self.gateway.start()
         self.cpu.start()
 
-    async def end(self, messages: int) -> dict[str, Any]:
+    async def end(self, messages: int, client_request_s: float | None = None) -> dict[str, Any]:
+        """`client_request_s`: the mean time a request took at the load generator, when it measured it."""
         self.cpu.stop()
+        latency = await self.gateway.result(client_request_s)
         self.stack.stop()
         await self.stack.pg_meter.wait_for_clients_gone()
-        return {**self.cpu.result(messages), **await self.stack.pg_meter.result(messages),
+        return {**self.cpu.result(messages), **latency, **await self.stack.pg_meter.result(messages),
                 "host_check_ms": {"before": self.host_before, "after": host_check_ms()},
                 "postgres_settings": self.stack.services.postgres_settings}

@@ -1,5 +1,6 @@
 """/metrics after real traffic through the SMSC simulator: messages by status and provider, submit
-latency, binds up and in flight per bind, receipts matched/kept, outbox lag, HTTP latency; and
+latency, binds up and in flight per bind, receipts matched/kept, outbox lag, HTTP latency, the event
+loop's lag; and
 /health/ready with its checks, 503 with the bind check false once the SMSC is gone."""
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ async def test_metrics_and_readiness(module_db_url: str, module_sessions: async_
             assert kept >= 1
             assert metric(text, "smsgw_outbox_lag_seconds") is not None
             assert (metric(text, "smsgw_http_request_duration_seconds_count", method="POST") or 0) >= 3
+            for _ in range(40):  # sampled every quarter second from the start
+                if (metric(text, "smsgw_event_loop_lag_seconds_count") or 0) >= 1:
+                    break
+                await asyncio.sleep(0.05)
+                text = (await client.get("/metrics")).text
+            assert (metric(text, "smsgw_event_loop_lag_seconds_count") or 0) >= 1
+            assert metric(text, "smsgw_event_loop_lag_seconds_bucket", le="+Inf") == \
+                metric(text, "smsgw_event_loop_lag_seconds_count")
             ready = await client.get("/health/ready")
             checks = ready.json()["checks"]
             assert ready.status_code == 200 and checks["database"]["ok"] and checks["provider:smsc-main"]["ok"]
