@@ -3,7 +3,9 @@ each over a scenario's measured window and divided by the messages it carried.
 
 - `CpuMeter`: user + system CPU of each process group (gateway, PostgreSQL, ActiveMQ, simulator, load
   generator) from psutil, plus the whole machine's busy time, so a figure disturbed by other work on a
-  shared box shows it (`other` = machine minus ours).
+  shared box shows it (`other` = machine minus ours). For the gateway and the simulator also the time
+  their threads were ready to run and waited for a CPU (Linux's schedstat run delay): a process at
+  80 % of a core that waits the other 20 % is saturated, on a machine whose cores the rest keep busy.
 - `GatewayMeter`: the gateway's own `/metrics` at both ends of the window: how long its handler took
   per request (`smsgw_http_request_duration_seconds`) and how late its event loop ran due timers
   (`smsgw_event_loop_lag_seconds`). A process that is not at 100 % of a core can still be what sets
@@ -23,6 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -67,6 +70,7 @@ class CpuMeter:
 
     sources: dict[str, Callable[[], float | None]]
     notes: dict[str, str] = field(default_factory=dict)
+    waits: dict[str, Callable[[], float | None]] = field(default_factory=dict)  # run delay, in seconds
     _t0: float = 0.0
     _wall: float = 0.0
     _before: dict[str, float | None] = field(default_factory=dict)
@@ -77,6 +81,7 @@ class CpuMeter:
 
     def _read(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {name: src() for name, src in self.sources.items()}
+        out.update({f"wait:{name}": src() for name, src in self.waits.items()})
         out["machine"] = _machine_busy_seconds()
         return out
 
@@ -94,7 +99,7 @@ class CpuMeter:
 
     def result(self, messages: int) -> dict[str, Any]:
         """`cpu_ms_per_1k` per process, the share of one core each held, and the machine's other load."""
-        ours = sum(v for k, v in self._delta.items() if k != "machine" and v is not None)
+        ours = sum(v for k, v in self._delta.items() if k != "machine" and not k.startswith("wait:") and v is not None)
         machine = self._delta.get("machine") or 0.0
 
         def per_1k(seconds: float | None) -> float | None:
@@ -107,6 +112,8 @@ class CpuMeter:
         return {
             "cpu_ms_per_1k": per_process,
             "cpu_percent_of_core": {name: pct(self._delta.get(name)) for name in PROCESSES},
+            # Of the window, how long each process was ready to run and waited for a CPU (summed over threads).
+            "cpu_wait_percent": {name: pct(self._delta.get(f"wait:{name}")) for name in self.waits},
             "cpu_window_s": round(self._wall, 2),
             "cpu_messages": messages,
             # Busy time of the whole machine that none of our processes used: other jobs on a shared box.
@@ -114,6 +121,25 @@ class CpuMeter:
             "cpu_other_percent_of_core": pct(max(0.0, machine - ours)),
             **({"cpu_notes": self.notes} if self.notes else {}),
         }
+
+
+def run_delay_seconds(pid: int) -> float | None:
+    """How long the threads of a process and its descendants spent runnable, waiting for a CPU
+    (`/proc/<pid>/task/<tid>/schedstat`, its second field; None where the kernel does not keep it)."""
+    try:
+        root = psutil.Process(pid)
+        pids = [pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return None
+    total = 0
+    for p in pids:
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            if p == pid:
+                return None
+    return total / 1e9
 
 
 async def _connect(port: int, database: str) -> Any:
@@ -325,6 +351,7 @@ def print_measurements(result: dict[str, Any], targets: dict[str, float] | None 
     targets = targets or {}
     cpu = result.get("cpu_ms_per_1k") or {}
     pct = result.get("cpu_percent_of_core") or {}
+    waits = result.get("cpu_wait_percent") or {}
     print(f"\nCPU ms per 1,000 messages (= µs per message), over {result.get('cpu_window_s')} s, "
           f"{result.get('cpu_messages', 0):,} messages:")
     for name in PROCESSES:
@@ -333,7 +360,9 @@ def print_measurements(result: dict[str, Any], targets: dict[str, float] | None 
         if value is not None and name in targets:
             mark = f"   target ≤ {targets[name]:.0f}: {'met' if value <= targets[name] else 'MISSED'}"
         shown = "-" if value is None else f"{value:>9.1f}"
-        print(f"  {name:<10} {shown:>9}   ({pct.get(name, '-')} % of a core){mark}")
+        waited = waits.get(name)
+        wait_note = "" if waited is None else f", and {waited} % of the time waiting for a CPU"
+        print(f"  {name:<10} {shown:>9}   ({pct.get(name, '-')} % of a core{wait_note}){mark}")
     check = result.get("host_check_ms")
     if check:
         print(f"  host check: a fixed Python workload took {check['before']} ms CPU before the load, "

@@ -34,7 +34,7 @@ from bench.harness import (
     wait_ready,
     warm_broker,
 )
-from bench.meters import CpuMeter, GatewayMeter, PgMeter, host_check_ms
+from bench.meters import CpuMeter, GatewayMeter, PgMeter, host_check_ms, run_delay_seconds
 
 
 @dataclass
@@ -171,7 +171,10 @@ class Measurement:
             "postgres": services.pg.cpu_seconds,
             "activemq": services.activemq_cpu,
             "simulator": lambda: tree_cpu_seconds(stack.upstream.pid) if stack.upstream.alive() else None,
-        }, notes)
+        }, notes, waits={
+            "gateway": lambda: run_delay_seconds(stack.gateway.pid) if stack.gateway.alive() else None,
+            "simulator": lambda: run_delay_seconds(stack.upstream.pid) if stack.upstream.alive() else None,
+        })
 
     async def _scrape(self) -> str:
         if self.stack.workers != 1:  # each worker process has its own figures: two scrapes may reach two

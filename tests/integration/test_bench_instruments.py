@@ -6,6 +6,7 @@ killed with -9 comes back with what was committed synchronously."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import asyncpg
 import pytest
 
 from bench.cluster import PgCluster, tree_cpu_seconds
-from bench.meters import CpuMeter, PgMeter
+from bench.meters import CpuMeter, PgMeter, run_delay_seconds
 from bench.run import check_targets, e2e_name
 
 # Burns `seconds` of CPU (its own, not wall time: the machine is shared), then waits to be killed.
@@ -87,7 +88,8 @@ async def test_cpu_meter_attributes_a_busy_process_to_its_own_group() -> None:
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         meter = CpuMeter({"gateway": lambda: tree_cpu_seconds(busy.pid),
-                          "simulator": lambda: tree_cpu_seconds(idle.pid)})
+                          "simulator": lambda: tree_cpu_seconds(idle.pid)},
+                         waits={"gateway": lambda: run_delay_seconds(busy.pid)})
         meter.start()
         deadline = time.monotonic() + 30
         while tree_cpu_seconds(busy.pid) < 0.4 and time.monotonic() < deadline:
@@ -104,6 +106,31 @@ async def test_cpu_meter_attributes_a_busy_process_to_its_own_group() -> None:
     assert cpu["simulator"] < 100
     assert cpu["postgres"] is None and cpu["activemq"] is None  # no process given: not measured, not 0
     assert set(cpu) == {"gateway", "postgres", "activemq", "simulator", "loadgen"}
+    assert set(result["cpu_wait_percent"]) == {"gateway"} and result["cpu_wait_percent"]["gateway"] >= 0
+
+
+def test_run_delay_is_the_time_a_process_waited_for_a_cpu() -> None:
+    """Two processes burning on one CPU for a second each wait about half of it; one asleep does not."""
+    cpu = min(os.sched_getaffinity(0))
+    burn = ("import os, time\n"
+            f"os.sched_setaffinity(0, {{{cpu}}})\n"
+            "end = time.monotonic() + 1.0\n"
+            "while time.monotonic() < end:\n    pass\n"
+            "time.sleep(60)")
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(2.5)  # both have burnt their second of wall time (and started: ~0.1 s)
+        waited = [run_delay_seconds(p.pid) for p in burners]
+        asleep = run_delay_seconds(idle.pid)
+    finally:
+        for p in [*burners, idle]:
+            p.kill()
+            p.wait()
+    assert all(w is not None for w in waited) and asleep is not None
+    assert sum(w for w in waited if w is not None) >= 0.5, waited
+    assert asleep < 0.2
+    assert run_delay_seconds(idle.pid) is None  # gone: nothing to read
 
 
 def test_cpu_of_children_that_already_exited_is_still_counted() -> None:
