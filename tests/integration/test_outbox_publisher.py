@@ -1,5 +1,6 @@
 """The outbox publisher against real ActiveMQ: headers and body as the contract says, exactly once with
-two replicas, nothing lost while the broker is down; and status callbacks over real HTTP."""
+two replicas, nothing lost while the broker is down, a pause to gather more after a batch smaller than
+the limit (none after a full one); and status callbacks over real HTTP."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from app.config import Settings
 from app.db.tables import OutboxAttempt, OutboxEvent
 from app.domain.status import Status
 from app.domain.twilio_signature import validate_signature
+from app.events import stomp_publisher
 from app.events.callbacks import CallbackSender
 from app.events.stomp_client import StompConnection
 from app.events.stomp_publisher import OutboxPublisher, ledger_entry
@@ -116,6 +118,32 @@ async def test_two_publishers_send_each_row_once(module_db_url: str, module_sess
     print(f"published 2000 reports with 2 publishers in {elapsed:.2f}s")
     assert set(seen) == set(sids) and max(seen.values()) == 1
     assert all(p.published > 0 for p in pubs)
+
+
+async def test_a_batch_under_the_limit_waits_to_gather_more_and_a_full_one_does_not(
+        module_db_url: str, module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = "delivery-report-" + secrets.token_hex(4)
+    conn, listener = await asyncio.to_thread(consume, stomp_port(), queue)
+    await write_reports(module_sessions, queue, 95)  # nine full batches of 10 and one of 5
+    pub = OutboxPublisher(module_sessions, Settings(database_url=module_db_url, broker_url=STOMP_URL,
+                                                    outbox_batch=10), "linger")
+    pauses: list[tuple[float, int]] = []  # (seconds, reports published before the pause)
+    original = pub._pause
+
+    async def recorded(seconds: float) -> None:
+        pauses.append((seconds, pub.published))
+        await original(seconds)
+
+    monkeypatch.setattr(pub, "_pause", recorded)
+    tasks = await run_publishers([pub])
+    try:
+        frames = await wait_count(listener, 95)
+    finally:
+        await stop_all([pub], tasks)
+        await asyncio.to_thread(conn.disconnect)
+    assert len(frames) == 95
+    # One linger, after the batch of 5 (all 95 out by then), none after the nine full ones.
+    assert pauses == [(stomp_publisher.LINGER_SECONDS, 95)]
 
 
 @pytest.fixture(scope="module")
