@@ -22,12 +22,17 @@ def _samples(metrics: Metrics) -> tuple[float, float]:
     return count, total
 
 
+def _hold_the_loop(seconds: float) -> None:
+    """A callback that keeps the loop from doing anything else: its timers come due and wait."""
+    time.sleep(seconds)
+
+
 async def _watched(metrics: Metrics, seconds: float, block: float = 0.0) -> None:
     task = asyncio.create_task(metrics.watch_loop(every=0.01))
     try:
         await asyncio.sleep(seconds / 2)
         if block:
-            time.sleep(block)  # the loop does nothing else meanwhile: its timers come due and wait
+            asyncio.get_running_loop().call_soon(_hold_the_loop, block)
         await asyncio.sleep(seconds / 2)
     finally:
         task.cancel()
