@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 PROCESSES = ("gateway", "postgres", "activemq", "simulator", "loadgen")
 _TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|START TRANSACTION|SAVEPOINT|RELEASE|END)\b", re.I)
@@ -287,16 +288,11 @@ class PgMeter:
         }
 
 
-_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$', re.M)
-
-
 def prometheus_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample in a Prometheus text exposition."""
-    out = []
-    for m in _SAMPLE.finditer(text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
-        out.append((m["name"], labels, float(m["value"])))
-    return out
+    """(name, labels, value) of every sample in a Prometheus text exposition (prometheus_client's parser,
+    as bench.dashboard_preview reads it)."""
+    return [(s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples]
 
 
 @dataclass
