@@ -107,11 +107,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
         try:
             yield
         finally:
-            lag.cancel()
-            if waiting is not None:
-                waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
+            for task in (lag, waiting):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await ctx.accept_batcher.close()
             if ctx.workers is not None:
                 await ctx.workers.stop()
