@@ -49,17 +49,25 @@ class HeadLimits:
         return cls(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds)
 
 
+def _nothing() -> None:
+    pass
+
+
 class _OneWrite:
     """The transport uvicorn's request cycle writes its response to: the head (written once the response
     has started) waits for the next write, the body's, and goes with it; a response whose body is never
     written (an answer to HEAD) sends it when it completes, and closing sends it first. What the cycle
-    writes before its response starts (`100 Continue`) goes at once."""
+    writes before its response starts (`100 Continue`) goes at once.
+
+    The cycle holds this as its transport and this holds the cycle: a reference cycle, which only the
+    garbage collector would free, with the request's scope, headers and event in it. Once the response
+    is complete the references back are dropped, so the cycle and all it holds go when its task ends."""
 
     __slots__ = ("_completed", "_cycle", "_head", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: RequestResponseCycle | None = cycle
         self._head: bytes | None = None
         self._held = False  # the head has been held (once a response)
         self._completed: Callable[[], None] = cycle.on_response
@@ -68,7 +76,7 @@ class _OneWrite:
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif not self._held and self._cycle.response_started:
+        elif not self._held and self._cycle is not None and self._cycle.response_started:
             self._head, self._held = data, True
             return
         self._transport.write(data)
@@ -80,7 +88,8 @@ class _OneWrite:
 
     def _on_response(self) -> None:
         self.flush()
-        self._completed()
+        completed, self._completed, self._cycle = self._completed, _nothing, None
+        completed()
 
     def close(self) -> None:
         self.flush()
