@@ -16,6 +16,8 @@ RAW_HEADERS = frozenset({"CONNECT", "STOMP", "CONNECTED"})
 
 _UNESCAPES = {"\\\\": "\\", "\\r": "\r", "\\n": "\n", "\\c": ":"}
 _ESCAPED = re.compile(r"\\[\\rnc]")
+# The blank line that ends a head: EOL is LF or CR LF (STOMP 1.2), so any of four spellings.
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 def escape(value: str) -> str:
@@ -25,7 +27,13 @@ def escape(value: str) -> str:
 def unescape(value: str) -> str:
     if "\\" not in value:
         return value
-    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], value)
+    if value.count("\\") == value.count("\\c"):  # only escaped colons (ids such as report:SM…): no `\\\\`
+        return value.replace("\\c", ":")
+    return _ESCAPED.sub(_unescaped, value)
+
+
+def _unescaped(m: re.Match[str]) -> str:
+    return _UNESCAPES[m.group(0)]
 
 
 def encode_frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -42,14 +50,12 @@ def parse_frames(buffer: bytearray) -> list[Frame]:
     while True:
         while bytes(buffer[:1]) in (b"\n", b"\r"):
             del buffer[:1]
-        end = buffer.find(b"\n\n")
-        crlf = buffer.find(b"\r\n\r\n")
-        if crlf != -1 and (end == -1 or crlf < end):
-            head_end, sep = crlf, 4
-        elif end != -1:
-            head_end, sep = end, 2
-        else:
+        # The first blank line, found in one pass that stops there: a read of a thousand frames used to
+        # search all of it again for each one (a CR LF separator first, then LF).
+        blank = _BLANK_LINE.search(buffer)
+        if blank is None:
             return frames
+        head_end, start = blank.span()
         lines = buffer[:head_end].decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
         command = lines[0].strip()
         headers: dict[str, str] = {}
@@ -59,7 +65,6 @@ def parse_frames(buffer: bytearray) -> list[Frame]:
                 headers.setdefault(k, v)
             else:
                 headers.setdefault(unescape(k), unescape(v))
-        start = head_end + sep
         if "content-length" in headers and headers["content-length"].strip().isdigit():
             n = int(headers["content-length"])
             if len(buffer) < start + n + 1:
