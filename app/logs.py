@@ -12,13 +12,15 @@ inside one (`request_id_var`, `message_sid_var`). A line that passes its own `ex
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TextIO
 
 import orjson
 
@@ -44,6 +46,8 @@ def _masked(m: re.Match[str]) -> str:
 
 # `color_message` is uvicorn's copy of the message with terminal escape codes: never a field of ours.
 _STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+# A LogRecord sets its standard attributes first; `extra=` and the context filter add theirs after them.
+_N_STD = len(logging.makeLogRecord({}).__dict__)
 # Shown first among a line's fields, in this order.
 _CONTEXT = ("request_id", "message_sid")
 
@@ -77,7 +81,7 @@ class RedactFilter(logging.Filter):
             record.exc_text = redact(exc_text, *self.secrets)
         # `extra` strings too: a provider's error detail may quote the request it refused.
         fields = record.__dict__
-        own = [k for k in fields.keys() - _STD if type(fields[k]) is str]
+        own = [k for k in _own(fields) if type(fields[k]) is str]
         # Nearly every line has nothing to hide: one look at all its text decides whether to go field by field.
         everything = "\0".join([text, *(fields[k] for k in own)])
         clean = text
@@ -90,11 +94,17 @@ class RedactFilter(logging.Filter):
         return True
 
 
+def _own(fields: dict[str, Any]) -> list[str]:
+    """The names of a record's own fields (`extra=`, the context), in the order they were added: only the
+    keys past the standard attributes are looked at."""
+    return [k for k in islice(fields, _N_STD, None) if k not in _STD]
+
+
 def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
     """The record's own fields (`extra=`, the context), request and message ids first."""
     fields = record.__dict__
     head = [(k, fields[k]) for k in _CONTEXT if fields.get(k) is not None]
-    rest = [(k, v) for k, v in fields.items() if k not in _STD and k not in _CONTEXT and not k.startswith("_")]
+    rest = [(k, fields[k]) for k in _own(fields) if k not in _CONTEXT and not k.startswith("_")]
     return head + rest
 
 
@@ -124,13 +134,67 @@ class ConsoleFormatter(logging.Formatter):
         return base
 
 
+class LineHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that writes the lines logged from an event loop once per turn of the loop, in one
+    write, rather than a write and a flush each: at INFO a message makes three lines, and each was a
+    system call. WARNING and above, lines from a thread without a running loop, and a turn's 512th line
+    go out at once, with whatever is pending before them; so does everything at exit (`flush`). A line
+    waits at most until the loop's next turn (a `kill -9` loses that turn's INFO lines, never a warning)."""
+
+    MAX_PENDING = 512
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a write-out is due on
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno < logging.WARNING and len(self._pending) < self.MAX_PENDING:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None and self._scheduled is loop:
+                return
+            if loop is not None and self._scheduled is None:
+                self._scheduled = loop
+                loop.call_soon(self._write_out)
+                return
+        self._write_pending()
+
+    def _write_out(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        self._scheduled = None  # a write-out still due finds nothing pending, or what came since
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the stream is gone (closed at exit, a broken pipe): nowhere to write
+            pass
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+        super().flush()
+
+
 def setup_logging(fmt: str = "json", level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     # A record skips what no line of ours shows (the logging docs' "Optimization"): the caller's file,
     # line and function (a walk up the stack), the thread, the process and its multiprocessing name.
     # At INFO a message makes three lines; those lookups were a fifth of their cost.
     logging._srcfile = None  # documented as the switch for findCaller
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactFilter(secrets))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from app.logs import (
     ConsoleFormatter,
     ContextFilter,
     JsonFormatter,
+    LineHandler,
     RedactFilter,
     message_sid_var,
     request_id_var,
@@ -124,3 +126,80 @@ def test_alembic_start_up_lines_are_not_logged() -> None:
     setup_logging("console", "INFO")
     assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
     assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.WARNING)
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _line_logger(stream: _Stream) -> logging.Logger:
+    log = logging.getLogger("smsgw.test.lines")
+    handler = LineHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    return log
+
+
+async def test_lines_logged_in_one_turn_of_the_loop_go_out_as_one_write_at_its_end() -> None:
+    stream = _Stream()
+    log = _line_logger(stream)
+    for n in range(3):
+        log.info("line %d", n)
+    assert stream.writes == []  # still this turn
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes == ["INFO line 0\nINFO line 1\nINFO line 2\n"]
+    log.info("next turn")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ["INFO next turn\n"]
+
+
+async def test_a_warning_goes_out_at_once_after_what_is_pending() -> None:
+    stream = _Stream()
+    log = _line_logger(stream)
+    log.info("before")
+    log.warning("trouble")
+    assert stream.writes == ["INFO before\nWARNING trouble\n"]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes == ["INFO before\nWARNING trouble\n"]  # the write-out due finds nothing left
+
+
+async def test_a_line_from_a_thread_and_a_flush_write_at_once_in_order() -> None:
+    stream = _Stream()
+    log = _line_logger(stream)
+    log.info("from the loop")
+    await asyncio.to_thread(log.info, "from a thread")
+    assert stream.writes == ["INFO from the loop\nINFO from a thread\n"]
+    log.info("pending at exit")
+    log.handlers[0].flush()
+    assert stream.writes[-1] == "INFO pending at exit\n"
+
+
+def test_outside_a_loop_each_line_is_written_at_once() -> None:
+    stream = _Stream()
+    log = _line_logger(stream)
+    log.info("one")
+    log.info("two")
+    assert stream.writes == ["INFO one\n", "INFO two\n"]
+
+
+async def test_a_turn_with_more_lines_than_max_pending_writes_them_as_it_goes() -> None:
+    stream = _Stream()
+    log = _line_logger(stream)
+    for n in range(LineHandler.MAX_PENDING + 1):
+        log.info("%d", n)
+    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == LineHandler.MAX_PENDING
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes[1] == f"INFO {LineHandler.MAX_PENDING}\n"
