@@ -296,7 +296,8 @@ async def send_all(args: argparse.Namespace, ports: Ports, n: int, chunk: int, c
             path = f"{fixed}&to={quote(' '.join(numbers), safe='')}&dlr-url={quote(dlr_url, safe='')}"
             t0 = time.monotonic()
             try:
-                status, body = await asyncio.wait_for(conn.request("GET", path), REQUEST_TIMEOUT_SECONDS)
+                async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                    status, body = await conn.request("GET", path)
             except (OSError, asyncio.IncompleteReadError, TimeoutError):
                 status, body = 599, b"no answer"
                 await conn.close()

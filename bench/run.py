@@ -198,8 +198,9 @@ async def scenario_e2e(args: argparse.Namespace, services: BenchServices, upstre
                 t0 = time.monotonic()
                 try:
                     # Bounded: a request the gateway never answers is an accept error, not a run that hangs.
-                    status, data = await asyncio.wait_for(
-                        conn.request("POST", "/msg-client/send", send_body(to)), REQUEST_TIMEOUT_SECONDS)
+                    # (asyncio.timeout, not wait_for: that would run each request as a task of its own.)
+                    async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                        status, data = await conn.request("POST", "/msg-client/send", send_body(to))
                 except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     status, data = 599, b""
                     await conn.close()
