@@ -111,7 +111,7 @@ def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "ts": datetime.fromtimestamp(record.created, UTC),  # orjson writes it as isoformat() would
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -42,6 +43,15 @@ def test_json_line_has_request_id_and_message_sid_from_the_context(context: None
     assert doc["request_id"] == "req-1" and doc["message_sid"] == "SM0123"
     assert doc["msg"] == "message accepted" and doc["to"] == "+14155550100"
     assert list(doc)[4:6] == ["request_id", "message_sid"]  # right after ts, level, logger, msg
+
+
+@pytest.mark.parametrize("created", [1_796_342_400.0, 1_796_342_400.000005, 1_796_342_461.751635])
+def test_json_line_ts_is_the_iso_8601_utc_time_of_the_record(created: float) -> None:
+    record = _record()
+    record.created = created
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["ts"] == datetime.fromtimestamp(created, UTC).isoformat()
+    assert doc["ts"].endswith("+00:00") and list(doc)[:4] == ["ts", "level", "logger", "msg"]
 
 
 def test_json_line_has_no_context_keys_outside_a_request_or_message() -> None:
@@ -179,8 +189,9 @@ async def test_a_line_from_a_thread_and_a_flush_write_at_once_in_order() -> None
     stream = _Stream()
     log = _line_logger(stream)
     log.info("from the loop")
+    # The loop may turn (and write its line) while the thread starts; either way both are out, in order.
     await asyncio.to_thread(log.info, "from a thread")
-    assert stream.writes == ["INFO from the loop\nINFO from a thread\n"]
+    assert "".join(stream.writes) == "INFO from the loop\nINFO from a thread\n"
     log.info("pending at exit")
     log.handlers[0].flush()
     assert stream.writes[-1] == "INFO pending at exit\n"
