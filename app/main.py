@@ -39,7 +39,11 @@ async def _bounded(step: str, awaitable: Awaitable[None]) -> None:
     """Await `awaitable` (its exception, or cancellation, comes out as it would); past the bound it is
     cancelled and left running. Not wait_for: that waits for the cancelled step to end, however long."""
     task = asyncio.ensure_future(awaitable)
-    await asyncio.wait([task], timeout=SHUTDOWN_STEP_SECONDS)
+    try:
+        await asyncio.wait([task], timeout=SHUTDOWN_STEP_SECONDS)
+    except asyncio.CancelledError:  # the shutdown itself is cancelled: so is its step, as an await would be
+        task.cancel()
+        raise
     if not task.done():
         task.cancel()
         log.warning("shutdown: %s did not finish within %g s; going on without it", step, SHUTDOWN_STEP_SECONDS)

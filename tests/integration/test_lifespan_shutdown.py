@@ -35,3 +35,21 @@ async def test_a_shutdown_step_that_never_ends_is_left_behind_with_a_warning(
                 pass
     assert "shutdown: database engine did not finish within 0.2 s; going on without it" in caplog.text
     await asyncio.wait_for(disposed.wait(), 5)
+
+
+async def test_a_cancelled_shutdown_cancels_the_step_it_was_waiting_for() -> None:
+    step_cancelled = asyncio.Event()
+
+    async def step() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            step_cancelled.set()
+            raise
+
+    shutdown = asyncio.create_task(main_module._bounded("a step", step()))
+    await asyncio.sleep(0.05)
+    shutdown.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await shutdown
+    await asyncio.wait_for(step_cancelled.wait(), 2)
