@@ -36,10 +36,12 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import driver
+from app.db.driver import as_sqlalchemy
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 _PG: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -60,6 +62,10 @@ class Built:
         if stmt is None:
             stmt = self._by_dialect[pg] = self._build(pg)
         return stmt
+
+    async def rows(self, session: AsyncSession, params: dict[str, Any]) -> Sequence[Any]:
+        """Run it in the session's transaction (on PostgreSQL on the driver: app/db/driver.py)."""
+        return await driver.rows(session, self(session), params)
 
 
 def _array(column: Any, name: str | None, values: Collection[Any] | None = None) -> Any:
@@ -163,7 +169,7 @@ def _json_insert(table: Table, columns: tuple[str, ...], skip_conflicts: bool = 
 _TOGETHER: dict[tuple[tuple[str, tuple[str, ...]], ...], str] = {}
 
 
-async def insert_together(driver: Any, writes: Sequence[tuple[FromClause, Sequence[dict[str, Any]]]]) -> None:
+async def insert_together(connection: Any, writes: Sequence[tuple[FromClause, Sequence[dict[str, Any]]]]) -> None:
     """Insert each `(table, rows)` of `writes`, in that order, as ONE statement on an asyncpg connection
     (`engine.driver_connection`): the ones before the last are data-modifying CTEs of the last INSERT, so
     all of them land or none does (a later table may point at an earlier one's rows: the foreign keys
@@ -181,20 +187,9 @@ async def insert_together(driver: Any, writes: Sequence[tuple[FromClause, Sequen
         _TOGETHER[shape] = sql
     params = [_payload(table, rows, columns) for table, rows, columns in present]
     try:
-        await driver.execute(sql, *params)
+        await connection.execute(sql, *params)
     except Exception as error:
-        raise _as_sqlalchemy(error, sql) from error
-
-
-def _as_sqlalchemy(error: Exception, sql: str) -> Exception:
-    """A constraint or a bad value refused by PostgreSQL as the SQLAlchemy error a session would have
-    raised (IntegrityError, DataError); anything else (a lost connection) as it is."""
-    sqlstate = str(getattr(error, "sqlstate", "") or "")
-    if sqlstate.startswith("23"):
-        return sa_exc.IntegrityError(sql, None, error)
-    if sqlstate.startswith("22"):
-        return sa_exc.DataError(sql, None, error)
-    return error
+        raise as_sqlalchemy(error, sql) from error
 
 
 def _payload(table: Table, rows: Sequence[dict[str, Any]], columns: tuple[str, ...]) -> str:
@@ -246,7 +241,7 @@ async def insert_rows(session: AsyncSession, table: FromClause, rows: Sequence[d
         await session.execute(stmt, list(rows))
         return
     rows, columns = _uniform(tbl, rows)
-    await session.execute(_json_insert(tbl, columns, skip_conflicts), {"rows": _payload(tbl, rows, columns)})
+    await driver.execute(session, _json_insert(tbl, columns, skip_conflicts), {"rows": _payload(tbl, rows, columns)})
 
 
 def _json_update(table: Table, key: str, columns: tuple[str, ...], only_if: tuple[str, ...]) -> Any:
@@ -287,5 +282,8 @@ async def update_rows(session: AsyncSession, table: FromClause, key: str, rows: 
         return changed
     params: dict[str, Any] = {"rows": _payload(tbl, rows, (key, *columns))}
     params.update({f"_if_{c}": v for c, v in conditions.items()})
-    result = await session.execute(_json_update(tbl, key, columns, tuple(conditions)), params)
-    return list(result.scalars().all()) if conditions else []
+    stmt = _json_update(tbl, key, columns, tuple(conditions))
+    if not conditions:
+        await driver.execute(session, stmt, params)
+        return []
+    return [r[0] for r in await driver.rows(session, stmt, params)]

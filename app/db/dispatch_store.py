@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import driver
 from app.db.bulk import insert_rows, one_of, update_rows
 from app.db.tables import IdempotencyRecord, Message, MessagePart, StatusEvent, SweepMark
 from app.domain.dispatching import Claimed
@@ -45,9 +46,8 @@ async def claim_due(session: AsyncSession, owner: str, limit: int, now: datetime
     """Take up to `limit` due messages: one UPDATE … WHERE sid IN (SELECT … FOR UPDATE SKIP LOCKED)
     RETURNING, so dispatchers sharing a database never take the same one. They become `sending`,
     leased to `owner`; parts accepted on an earlier attempt come with them (`progress`)."""
-    rows = (await session.execute(_CLAIM, {"now": now, "limit": limit, "owner": owner, "expires": now + lease,
-                                           "claimed_at": now},
-                                  execution_options={"synchronize_session": False})).all()
+    rows = await driver.rows(session, _CLAIM, {"now": now, "limit": limit, "owner": owner, "expires": now + lease,
+                                               "claimed_at": now})
     claimed = [Claimed(MessageSid(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], int(r[9]), r[10],
                        r[11] is not None and int(r[9]) == 1) for r in rows]
     await _load_progress(session, claimed)

@@ -106,7 +106,7 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         try:
             yield fairy.driver_connection
         except BaseException as error:
-            if _connection_lost(error, fairy.driver_connection):
+            if connection_lost(error, fairy.driver_connection):
                 await conn.invalidate(error if isinstance(error, Exception) else None)
             raise
     finally:
@@ -116,7 +116,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
             await conn.close()  # back to the pool in this step (see UnitSession)
 
 
-def _connection_lost(error: BaseException, driver: Any) -> bool:
+def connection_lost(error: BaseException, driver: Any) -> bool:
+    """Whether `error`, raised by a statement on asyncpg connection `driver`, leaves it unusable."""
     import asyncpg  # type: ignore[import-untyped]
 
     return bool(driver.is_closed()) or isinstance(

@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import driver
 from app.db.bulk import Built, one_of, update_rows
 from app.db.tables import OutboxAttempt, OutboxEvent
 
@@ -154,12 +155,12 @@ async def take_due(session: AsyncSession, kinds: Collection[str], limit: int, no
     params: dict[str, Any] = {"now": now, "limit": limit}
     if after is not None:
         params.update(after_at=after[0], after_id=after[1])
-    return _rows((await session.execute(_claim(session, "take", kinds, after is not None), params)).all())
+    return _rows(await driver.rows(session, _claim(session, "take", kinds, after is not None), params))
 
 
 async def lock_due(session: AsyncSession, kinds: Collection[str], limit: int, now: datetime) -> list[OutboxRow]:
     """Up to `limit` due rows, oldest first, locked until the transaction ends (PostgreSQL)."""
-    return _rows((await session.execute(_claim(session, "lock", kinds, False), {"now": now, "limit": limit})).all())
+    return _rows(await driver.rows(session, _claim(session, "lock", kinds, False), {"now": now, "limit": limit}))
 
 
 async def delete_events(session: AsyncSession, ids: Collection[int]) -> None:

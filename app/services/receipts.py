@@ -153,12 +153,11 @@ async def _candidate_parts(session: AsyncSession, wanted: set[str],
                            settings: Settings) -> dict[str, list[_Part]]:
     window = utcnow() - timedelta(seconds=settings.receipt_timeout_seconds)
     ids = list(wanted)
-    parts = [_Part(*row) for row in (await session.execute(
-        _PARTS_BY_UPSTREAM(session), {"ids": ids, "window": window})).all()]
+    parts = [_Part(*row) for row in await _PARTS_BY_UPSTREAM.rows(session, {"ids": ids, "window": window})]
     with_rows = {p.message_sid for p in parts}
-    parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4]) for row in (await session.execute(
-        _HELD_BY_MESSAGE(session), {"ids": ids})).all()
-        if row[0] not in with_rows and row[4] is not None and row[4] >= window]
+    parts += [_Part(None, row[0], 1, row[1] or "", row[2], row[3], row[4])
+              for row in await _HELD_BY_MESSAGE.rows(session, {"ids": ids})
+              if row[0] not in with_rows and row[4] is not None and row[4] >= window]
     by_id: dict[str, list[_Part]] = defaultdict(list)
     for part in parts:
         if part.upstream_id is not None:
@@ -267,19 +266,18 @@ async def _apply(
     # concurrently waits and then sees the final status; a published report's row is deleted, so its
     # dedupe_key would not stop a second one.
     in_order = sorted(sids)
-    for m in (await session.execute(_LOCKED(session), {"sids": in_order})).all():
-        messages[m.sid] = MessageState(m.sid, Status(m.status),
-                                       Recipient(m.sid, m.channel, m.to_number, m.from_addr, m.provider,
-                                                 m.callback_url),
-                                       m.provider_status_code, m.error_code, m.updated_at)
+    for sid, status, channel, to_number, from_addr, provider, callback_url, code, error, updated_at in (
+            await _LOCKED.rows(session, {"sids": in_order})):  # _MESSAGE_COLUMNS' order
+        messages[sid] = MessageState(sid, Status(status),
+                                     Recipient(sid, channel, to_number, from_addr, provider, callback_url),
+                                     code, error, updated_at)
     parts: dict[int, PartState] = {}
     parts_of: dict[str, list[PartState]] = defaultdict(list)
-    state_rows = await session.execute(_STATES_OF(session), {"sids": in_order})
-    for p in state_rows.all():
-        state = PartState(p.id, p.message_sid, Status(p.status), p.provider_status_code, p.error_code, p.tlvs,
-                          p.done_at, p.next_poll_at)
-        parts[p.id] = state
-        parts_of[p.message_sid].append(state)
+    for part_id, sid, status, code, error, tlvs, done_at, next_poll_at in (
+            await _STATES_OF.rows(session, {"sids": in_order})):  # _STATE_COLUMNS' order
+        state = PartState(part_id, sid, Status(status), code, error, tlvs, done_at, next_poll_at)
+        parts[part_id] = state
+        parts_of[sid].append(state)
     # A message of one part with its id on its own row: its part, as the rules see it, under a negative
     # id (no row yet; one is inserted only if the rules write it).
     held: dict[str, _Part] = {}

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.backends import terminate_backend
 
 from app.db import engine as engine_module
 from app.db.engine import create_engine
@@ -46,20 +47,6 @@ async def _backend(eng: AsyncEngine) -> int:
         return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
-async def _terminate(module_db_url: str, pid: int) -> None:
-    admin = create_engine(module_db_url, pool_size=1)
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            for _ in range(100):
-                if not (await conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                           {"pid": pid})).scalar_one():
-                    return
-                await asyncio.sleep(0.02)
-    finally:
-        await admin.dispose()
-
-
 async def test_a_connection_reused_at_once_is_not_pinged(one_connection: AsyncEngine, pings: list[int]) -> None:
     first = await _backend(one_connection)
     for _ in range(20):
@@ -71,7 +58,7 @@ async def test_an_idle_connection_whose_backend_is_gone_is_replaced_before_use(
         module_db_url: str, one_connection: AsyncEngine, pings: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "IDLE_PING_SECONDS", 0.05)
     first = await _backend(one_connection)
-    await _terminate(module_db_url, first)
+    await terminate_backend(module_db_url, first)
     await asyncio.sleep(0.1)
     second = await _backend(one_connection)  # no error: the ping found it dead and the pool reconnected
     assert second != first
@@ -82,7 +69,7 @@ async def test_a_backend_gone_between_two_quick_uses_fails_one_statement_then_th
         module_db_url: str, one_connection: AsyncEngine, pings: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "IDLE_PING_SECONDS", 3600.0)
     first = await _backend(one_connection)
-    await _terminate(module_db_url, first)
+    await terminate_backend(module_db_url, first)
     with pytest.raises(DBAPIError) as failed:
         await _backend(one_connection)
     assert failed.value.connection_invalidated
@@ -96,7 +83,7 @@ async def test_a_driver_connection_lost_in_use_leaves_the_pool(one_connection: A
     gets a new one instead of the same dead one."""
     async with engine_module.driver_connection(one_connection) as conn:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
-    await _terminate(module_db_url, pid)
+    await terminate_backend(module_db_url, pid)
     with pytest.raises((OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
         async with engine_module.driver_connection(one_connection) as conn:
             await conn.execute("SELECT 1")
