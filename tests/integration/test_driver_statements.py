@@ -75,6 +75,21 @@ async def test_driver_and_session_statements_share_one_transaction(
         assert (await driver.rows(s, _TXID))[0][0] != first  # the next transaction, begun by the driver
 
 
+async def test_after_a_commit_the_next_driver_statement_is_in_the_next_transaction(
+        one_session: async_sessionmaker[AsyncSession]) -> None:
+    """A session's later transaction gets a connection of its own: the driver never runs a statement on
+    the one the commit gave back, nor outside a transaction."""
+    async with one_session() as s:
+        await insert_rows(s, Message.__table__, [_message("SMdrv4")])
+        await s.commit()
+        await driver.execute(s, _SET_STATUS, {"sid": "SMdrv4", "status": "delivered"})
+        await s.rollback()
+        assert (await driver.rows(s, _STATUS_OF, {"sid": "SMdrv4"}))[0][0] == "sent"
+        await driver.execute(s, _SET_STATUS, {"sid": "SMdrv4", "status": "failed"})
+        await s.commit()
+    assert await _status(one_session, "SMdrv4") == "failed"
+
+
 async def test_rows_come_back_as_the_session_reads_them(one_session: async_sessionmaker[AsyncSession]) -> None:
     """JSON decoded, timestamps aware and in UTC, columns in the statement's order: the receipt path's
     SELECTs give the same rows on the driver as through the session."""
