@@ -21,7 +21,7 @@ SQLite (`make run`) has no asyncpg: there the statement goes through the session
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import TypeDecorator
 from sqlalchemy import exc as sa_exc
@@ -88,14 +88,14 @@ async def _driver(session: AsyncSession) -> tuple[Any, Any]:
     The pair is kept on the session for the transaction's next statements: asking the session for its
     connection is two greenlet hops, ~30 µs. A commit or rollback closes that connection (the session
     takes a new one for its next transaction), so a closed one is asked for again."""
-    held = session.info.get(_HELD)
+    held: tuple[Any, Any, Any] | None = session.info.get(_HELD)
     if held is not None:
         conn, driver, adapted = held
         if not conn.closed and not conn.invalidated and adapted._transaction is not None:
             return conn, driver
     conn = await session.connection()
     fairy = await conn.get_raw_connection()
-    adapted: Any = fairy.dbapi_connection
+    adapted = cast(Any, fairy.dbapi_connection)
     if adapted._transaction is None:  # the adapter's own lazy BEGIN (private: SQLAlchemy is pinned, and
         await adapted._start_transaction()  # tests/integration/test_driver_statements.py checks it)
     session.info[_HELD] = (conn, fairy.driver_connection, adapted)
