@@ -117,12 +117,15 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
 
 
 def connection_lost(error: BaseException, driver: Any) -> bool:
-    """Whether `error`, raised by a statement on asyncpg connection `driver`, leaves it unusable."""
+    """Whether `error`, raised by a statement on asyncpg connection `driver`, leaves it unusable.
+    InternalClientError is asyncpg finding its protocol in a state the statement cannot start from: a
+    backend terminated while the connection sat in a transaction between two statements raises it
+    ("cannot switch to state 12; another operation (2) is in progress") until asyncpg closes it."""
     import asyncpg  # type: ignore[import-untyped]
 
     return bool(driver.is_closed()) or isinstance(
         error, asyncio.CancelledError | OSError | TimeoutError | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError | asyncpg.OperatorInterventionError)
+        | asyncpg.InterfaceError | asyncpg.OperatorInterventionError | asyncpg.InternalClientError)
 
 
 def postgres_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
