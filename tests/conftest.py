@@ -123,6 +123,14 @@ async def module_sessions(module_db_url: str) -> AsyncIterator[async_sessionmake
     await eng.dispose()
 
 
+@pytest.fixture
+async def one_connection(module_db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine whose pool holds one connection: a test can tell whether it is the same one again."""
+    eng = create_engine(module_db_url, pool_size=1)
+    yield eng
+    await eng.dispose()
+
+
 @pytest.fixture(scope="session")
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(db_url, pool_size=5)

@@ -106,13 +106,7 @@ async def rows(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | Non
     """The rows `stmt` returns (a SELECT, or a write with RETURNING), run in the session's transaction."""
     if not on_driver(session):
         return (await session.execute(stmt, dict(params or {}))).all()
-    compiled = _compiled(stmt)
-    args = compiled.args(params or {})
-    conn, driver = await _driver(session)
-    try:
-        return await driver.fetch(compiled.sql, *args)  # type: ignore[no-any-return]
-    except BaseException as error:
-        raise await _failed(conn, driver, error, compiled.sql) from error
+    return await _run(session, stmt, params, fetch=True)  # type: ignore[no-any-return]
 
 
 async def execute(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | None = None) -> None:
@@ -120,11 +114,15 @@ async def execute(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | 
     if not on_driver(session):
         await session.execute(stmt, dict(params or {}))
         return
+    await _run(session, stmt, params, fetch=False)
+
+
+async def _run(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | None, fetch: bool) -> Any:
     compiled = _compiled(stmt)
     args = compiled.args(params or {})
     conn, driver = await _driver(session)
     try:
-        await driver.execute(compiled.sql, *args)
+        return await (driver.fetch if fetch else driver.execute)(compiled.sql, *args)
     except BaseException as error:
         raise await _failed(conn, driver, error, compiled.sql) from error
 

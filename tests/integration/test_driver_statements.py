@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg  # type: ignore[import-untyped]
@@ -14,7 +13,7 @@ from support.backends import terminate_backend
 
 from app.db import driver
 from app.db.bulk import insert_rows
-from app.db.engine import create_engine, session_factory
+from app.db.engine import session_factory
 from app.db.tables import Message, MessagePart
 from app.services import receipts
 
@@ -28,14 +27,7 @@ def _message(sid: str) -> dict[str, object]:
             "send_at": None, "due_at": None, "created_at": NOW, "updated_at": NOW}
 
 
-@pytest.fixture(scope="module")
-async def one_connection(module_db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(module_db_url, pool_size=1)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def one_session(one_connection: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(one_connection)
 

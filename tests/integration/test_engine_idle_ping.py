@@ -6,7 +6,6 @@ one statement and the next session gets a new connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -18,14 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.backends import terminate_backend
 
 from app.db import engine as engine_module
-from app.db.engine import create_engine
-
-
-@pytest.fixture
-async def one_connection(module_db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(module_db_url, pool_size=1)
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture
