@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.backends import activity_now
 
 from app.config import Settings
 from app.db.tables import Message, MessagePart, StatusEvent, utcnow
@@ -45,9 +46,8 @@ async def test_a_duplicate_receipt_in_a_concurrent_transaction_does_not_finalise
         other = asyncio.create_task(second())
         async with module_sessions() as probe:  # the second waits for the first's row lock
             for _ in range(100):
-                waiting = await probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"))
+                waiting = await activity_now(probe, "SELECT count(*) FROM pg_stat_activity"
+                                                    " WHERE datname = current_database() AND wait_event_type = 'Lock'")
                 if waiting:
                     break
                 await asyncio.sleep(0.02)
