@@ -1,6 +1,7 @@
 # smsgw — the two commands a newcomer runs: `make run` and `make test`.
 SHELL := /bin/bash
-PY ?= python3
+# The interpreter .venv is made with: the distribution's optimised python3.11 when there is one (scripts/python.sh).
+PY ?= $(shell scripts/python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -101,7 +101,13 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
+            "python": platform.python_version(), "python_executable": _base_interpreter(), "kernel": platform.release()}
+
+
+def _base_interpreter() -> str:
+    """The interpreter the virtualenv was made from: how it was built moves every Python process's CPU figures
+    (scripts/python.sh)."""
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 
 _CHILDREN: list[Proc] = []

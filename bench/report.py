@@ -170,7 +170,8 @@ def table(with_before: bool = True) -> str:
     if machine:
         lines.append("")
         lines.append(f"Machine: {machine['cpus']} CPUs ({machine['cpu_model'] or 'unknown model'}), "
-                     f"{machine['memory_gb']} GB RAM, Python {machine['python']}, Linux {machine['kernel']}. "
+                     f"{machine['memory_gb']} GB RAM, Python {machine['python']}{_interpreter(machine)}, "
+                     f"Linux {machine['kernel']}. "
                      "PostgreSQL, ActiveMQ, the simulator, the load generator and the consumer share those CPUs.")
     lines.append("")
     if settings:
@@ -180,6 +181,11 @@ def table(with_before: bool = True) -> str:
     else:
         lines.append("PostgreSQL: the shared test server (synchronous_commit=off, fsync=off, full_page_writes=off).")
     return "\n".join(lines)
+
+
+def _interpreter(machine: dict[str, Any]) -> str:
+    path = machine.get("python_executable")
+    return f" ({path})" if path else ""
 
 
 def _conflicts(r: dict[str, Any]) -> str:

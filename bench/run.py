@@ -285,6 +285,9 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"PostgreSQL {s.get('server_version')} (private cluster on 127.0.0.1:{services.pg.port}): "
           f"synchronous_commit={s.get('synchronous_commit')}, fsync={s.get('fsync')}, "
           f"full_page_writes={s.get('full_page_writes')}; ActiveMQ: {services.broker_note}", flush=True)
+    here = machine()
+    print(f"Python {here['python']} ({here['python_executable']}): the gateway, the simulator and the load generator",
+          flush=True)
     results: dict[str, dict[str, Any]] = {}
     try:
         for scenario in args.scenarios:
