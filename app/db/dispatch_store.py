@@ -78,8 +78,9 @@ async def mark_sent(session: AsyncSession, sent: Sequence[tuple[str, str | None]
     """`sent` by `provider`, for those of the (sid, upstream id held on the message or None) still leased
     to `owner`, in one statement; returns their sids (only a `sending` message is leased: a retry, a
     report or a give-back clears the lease)."""
+    status = Status.SENT.value  # once: an enum's .value is a Python-level property
     return set(await update_rows(session, Message.__table__, "sid", [
-        {"sid": sid, "status": Status.SENT.value, "provider": provider, "lease_owner": None,
+        {"sid": sid, "status": status, "provider": provider, "lease_owner": None,
          "lease_expires_at": None, "updated_at": now, "sent_at": now, "upstream_id": upstream_id}
         for sid, upstream_id in sent], only_if={"lease_owner": owner}))
 

@@ -82,6 +82,11 @@ def _char_units(ch: str, encoding: Encoding) -> int:
 # For the whole-text checks below: set and str methods run in C, a generator over characters does not.
 _GSM_CHARS = frozenset(_BASIC_CODE) | frozenset(GSM_EXT)
 _EXT_CHARS = tuple(GSM_EXT)
+_EXT_SET = frozenset(GSM_EXT)
+# Each GSM 03.38 character to its septet (an extension character to ESC and its code), for str.translate:
+# every code is below 0x80, so the translated text encodes to the septets as Latin-1.
+_SEPTETS = str.maketrans({**{ch: chr(code) for ch, code in _BASIC_CODE.items()},
+                          **{ch: "\x1b" + chr(code) for ch, code in GSM_EXT.items()}})
 
 
 def is_gsm7(text: str) -> bool:
@@ -94,7 +99,7 @@ def length_units(text: str, encoding: Encoding) -> int:
         return 0
     if encoding is Encoding.GSM7:
         if is_gsm7(text):
-            return len(text) + sum(map(text.count, _EXT_CHARS))
+            return len(text) if _EXT_SET.isdisjoint(text) else len(text) + sum(map(text.count, _EXT_CHARS))
     elif encoding is Encoding.LATIN1:
         if max(text) <= "\xff":
             return len(text)
@@ -109,7 +114,7 @@ def _uniform(text: str, encoding: Encoding) -> bool:
     """Whether every character of `text` costs one unit in `encoding` (then a part boundary can fall
     anywhere, and the part count is plain arithmetic)."""
     if encoding is Encoding.GSM7:
-        return not any(ch in text for ch in _EXT_CHARS)
+        return _EXT_SET.isdisjoint(text)
     if encoding is Encoding.UCS2:
         return not text or max(text) <= "\uffff"
     return True
@@ -184,16 +189,10 @@ def encode(text: str, encoding: Encoding) -> bytes:
     """GSM7 as unpacked septets (one per octet, ESC 0x1B before extension characters), Latin-1
     octets, or UTF-16-BE."""
     if encoding is Encoding.GSM7:
-        out = bytearray()
-        for ch in text:
-            code = _BASIC_CODE.get(ch)
-            if code is not None:
-                out.append(code)
-            elif ch in GSM_EXT:
-                out += bytes((0x1B, GSM_EXT[ch]))
-            else:
-                _char_units(ch, encoding)  # raises with a clear message
-        return bytes(out)
+        if not is_gsm7(text):
+            for ch in text:
+                _char_units(ch, encoding)  # raises, naming the first character that is not GSM 03.38
+        return text.translate(_SEPTETS).encode("latin-1")
     if encoding is Encoding.LATIN1:
         length_units(text, encoding)
         return text.encode("latin-1")

@@ -180,13 +180,14 @@ def _claim_for(hand_off: HandOff, room: int, rows: list[dict[str, Any]],
     expires = now + timedelta(seconds=hand_off.lease_seconds)
     shared = {r["sid"]: r for r in requests}
     taken: list[Claimed] = []
+    queued, sending = Status.QUEUED.value, Status.SENDING.value  # once: an enum's .value is a Python-level property
     for row in rows:
-        due = room > 0 and row["status"] == Status.QUEUED.value and row["send_at"] is None
+        due = room > 0 and row["status"] == queued and row["send_at"] is None
         row["lease_owner"], row["lease_expires_at"] = (hand_off.owner, expires) if due else (None, None)
         if not due:
             continue
         room -= 1
-        row.update(status=Status.SENDING.value, due_at=None, attempts=1)
+        row.update(status=sending, due_at=None, attempts=1)
         request = shared.get(row["batch_sid"]) if row["batch_sid"] else None
         body = row["body"] if request is None else request["body"]
         callback = row["status_callback"] if request is None else request["status_callback"]

@@ -56,11 +56,16 @@ def id_formats(settings: Settings) -> dict[str, str]:
     return {p.name: p.receipt_id_format for p in settings.providers if isinstance(p, SmppProviderConfig)}
 
 
-def _first_ids(receipt: Receipt, formats: dict[str, str]) -> set[str]:
+_SAME_FIRST = frozenset({"same", "auto"})  # the id formats whose first candidate is the id as written
+
+
+def _first_ids(receipt: Receipt, formats: dict[str, str], wanted: list[str]) -> set[str]:
     """The ids `_match` looks at first for this report: by its provider's id format (by every format
-    configured when the report does not say which provider it is from)."""
+    configured when the report does not say which provider it is from). `wanted` is `wanted_ids` of its
+    id: its head is what `same` and `auto` look at first."""
     kinds = {formats.get(receipt.provider, "same")} if receipt.provider is not None else {*formats.values(), "same"}
-    return {str(receipt_id_candidates(receipt.upstream_id, kind)[0]) for kind in kinds}
+    return {wanted[0] if kind in _SAME_FIRST else str(receipt_id_candidates(receipt.upstream_id, kind)[0])
+            for kind in kinds}
 
 
 def wanted_ids(upstream_id: str) -> list[str]:
@@ -197,7 +202,7 @@ async def apply_batch(session: AsyncSession, receipts: Sequence[Receipt], settin
     formats = id_formats(settings)
     # The ids a match is first looked for by (`_match`'s first pass); the other forms only for the
     # reports those find nothing for: most reports cost one id looked up, not two or three.
-    firsts = [_first_ids(r, formats) for r in receipts]
+    firsts = [_first_ids(r, formats, w) for r, w in zip(receipts, wanted, strict=True)]
     by_id = await _candidate_parts(session, {u for ids in firsts for u in ids}, settings)
     def match(i: int) -> list[_Part]:
         return _match(receipts[i], wanted[i], by_id, formats, kept_at[i] if kept_at is not None else None)[0]

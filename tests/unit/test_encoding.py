@@ -96,6 +96,22 @@ def test_gsm_wire_bytes() -> None:
     assert decode(bytes([0x00, 0x41, 0x1B, 0x65]), G) == "@A€"
 
 
+def test_gsm_septets_of_every_character() -> None:
+    # A character's septet is its position in GSM_BASIC; an extension character is ESC and its code.
+    basic = [c for c in GSM_BASIC if c != "\x1b"]
+    assert encode("".join(basic), G) == bytes(GSM_BASIC.index(c) for c in basic)
+    assert encode("".join(GSM_EXT), G) == b"".join(bytes((0x1B, code)) for code in GSM_EXT.values())
+    assert encode("a{b", G) == bytes([0x61, 0x1B, 0x28, 0x62])
+    assert length_units("a{b", G) == 4 and length_units("ab", G) == 2
+
+
+@pytest.mark.parametrize("text", ["façade", "naïve ok", "\x1b", "x\u20acy\u0660"])
+def test_gsm_encode_refuses_what_is_not_gsm(text: str) -> None:
+    first = next(ch for ch in text if ch not in GSM_BASIC.replace("\x1b", "") and ch not in GSM_EXT)
+    with pytest.raises(EncodingError, match=f"U\\+{ord(first):04X}"):
+        encode(text, G)
+
+
 def test_cut_and_payload_modes() -> None:
     text = "x" * 200
     cut = segment(text, mode=LongMessageMode.CUT)

@@ -295,24 +295,26 @@ def encode_body(command_id: int, fields: dict[str, FieldValue], tlvs: dict[int, 
     if layout is None:
         raise UnknownCommandError(f"unsupported command {command_name(command_id)}", Status.ESME_RINVCMDID,
                                   command_id)
-    parts: list[bytes] = []
+    out = bytearray()  # appended in place: no bytes object per field
     for name, kind, size in layout:
         value = fields.get(name)
+        if kind == "u8":
+            out.append(int(value or 0))
+            continue
+        raw = value if isinstance(value, bytes) else str(value or "").encode("latin-1")
         if kind == "c":
-            raw = value if isinstance(value, bytes) else str(value or "").encode("latin-1")
             if len(raw) >= size:
                 raise ValueError(f"{name} longer than {size - 1} octets")
-            parts.append(raw + b"\x00")
-        elif kind == "u8":
-            parts.append(bytes((int(value or 0),)))
+            out += raw
+            out.append(0)
         else:
-            raw = value if isinstance(value, bytes) else str(value or "").encode("latin-1")
             if len(raw) > size:
                 raise ValueError(f"short_message longer than {size} octets (use message_payload)")
-            parts.append(bytes((len(raw),)) + raw)
+            out.append(len(raw))
+            out += raw
     if tlvs:
-        parts.append(encode_tlvs(tlvs))
-    return b"".join(parts)
+        out += encode_tlvs(tlvs)
+    return bytes(out)
 
 
 def encode_raw(command_id: int, sequence_number: int, body: bytes = b"", status: int = 0) -> bytes:
