@@ -14,6 +14,8 @@ insert and an executemany.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
@@ -195,10 +197,16 @@ async def insert_together(connection: Any, writes: Sequence[tuple[FromClause, Se
 def _payload(table: Table, rows: Sequence[dict[str, Any]], columns: tuple[str, ...]) -> str:
     """The rows as one JSON array of objects. Datetimes must carry their zone, as UtcDateTime demands
     of every value it binds (a naive one would be read in the session's time zone)."""
-    for c in columns:
-        if isinstance(_base(table, c), DateTime) and any(r[c] is not None and r[c].tzinfo is None for r in rows):
-            raise ValueError(f"naive datetime given to a UTC column ({table.name}.{c})")
+    for c in _datetime_columns(table, columns):
+        for value in map(itemgetter(c), rows):
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"naive datetime given to a UTC column ({table.name}.{c})")
     return orjson.dumps(rows).decode()
+
+
+@lru_cache(maxsize=256)
+def _datetime_columns(table: Table, columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in columns if isinstance(_base(table, c), DateTime))
 
 
 def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
