@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.api.http_limits import BoundedHttpToolsProtocol, HeadLimits
 
     BoundedHttpToolsProtocol.limits = HeadLimits.from_settings(settings)
-    uvicorn.run("app.main:create_app", factory=True, host=args.host or settings.host,
+    uvicorn.run("app.main:create_served_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port, workers=args.workers, loop="uvloop",
                 http="app.api.http_limits:BoundedHttpToolsProtocol", timeout_keep_alive=5,
                 log_config=None, access_log=False, timeout_graceful_shutdown=15)

@@ -206,6 +206,11 @@ def setup_logging(fmt: str = "json", level: str = "INFO", secrets: Iterable[str]
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def logging_configured() -> bool:
+    """Whether `setup_logging` has run in this process (its handler is the root logger's)."""
+    return any(isinstance(h, LineHandler) for h in logging.getLogger().handlers)
+
+
 def settings_secrets(settings: Any) -> list[str]:
     """Every secret value in the settings, for the redaction filter."""
     out: list[str] = [*settings.api_key_list(), *settings.admin_api_key_list()]

@@ -22,6 +22,7 @@ from app.api.ratelimit import RateLimiter
 from app.api.webhook_auth import WebhookAuth
 from app.config import Settings
 from app.db.engine import create_engine, session_factory
+from app.logs import logging_configured, settings_secrets, setup_logging
 from app.metrics import Metrics
 from app.runtime import settle_heap
 from app.services.accept_batch import AcceptBatcher
@@ -166,3 +167,15 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     app.lean_send = RequestContextMiddleware(StartupGate(send.serve_lean, started), settings.max_body_bytes,
                                              metrics.observe_http)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app `smsgw serve` hands uvicorn. A worker process of `serve --workers N` is a fresh interpreter
+    that only imports this factory: it sets up logging as `serve` does (JSON lines, the level, the redaction
+    of secrets) before building the app. Without this the workers' root logger had no handler of ours: no
+    INFO line came out of them, and a warning went out as plain text through logging's last resort,
+    unredacted."""
+    settings = Settings()
+    if not logging_configured():
+        setup_logging(settings.log_format, settings.log_level, settings_secrets(settings))
+    return create_app(settings)

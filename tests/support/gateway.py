@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Gateway:
-    """One `smsgw serve` on a free loopback port; its output goes to `log_path`."""
+    """One `smsgw serve` on a free loopback port (`args`: more of its options); its output goes to `log_path`."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="smsgw-serve-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *args], cwd=ROOT,
                                      env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
