@@ -63,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("app.main:create_served_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port, workers=args.workers, loop="uvloop",
                 http="app.api.http_limits:BoundedHttpToolsProtocol", timeout_keep_alive=5,
-                log_config=None, access_log=False, timeout_graceful_shutdown=15)
+                log_config=None, access_log=False, timeout_graceful_shutdown=15,
+                server_header=False)  # no `server: uvicorn` banner naming the stack to whoever asks
     return 0
 
 

@@ -86,6 +86,18 @@ async def test_a_head_just_over_the_size_limit_is_refused_and_one_under_it_is_se
     assert status_of((await exchange(gateway.port, [under]))[0]) == 200
 
 
+async def test_answers_do_not_name_the_server_software(gateway: Gateway) -> None:
+    client = KeepAliveClient(gateway.port)
+    try:
+        live = await client.request("GET", "/health/live")
+        refused = await client.request("POST", "/msg-client/send", b"{}")
+    finally:
+        await client.close()
+    assert (live.status, refused.status) == (200, 401)
+    assert "server" not in live.headers and "server" not in refused.headers
+    assert "date" in live.headers  # the date header stays (RFC 9110 §6.6.1: an origin server with a clock sends it)
+
+
 async def test_5000_headers_are_refused_with_431_and_90_are_served(gateway: Gateway) -> None:
     many = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
         b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n"
