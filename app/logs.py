@@ -214,6 +214,14 @@ def logging_configured() -> bool:
 def settings_secrets(settings: Any) -> list[str]:
     """Every secret value in the settings, for the redaction filter."""
     out: list[str] = [*settings.api_key_list(), *settings.admin_api_key_list()]
+    for mode in settings.webhook_auth.split(","):  # `token:T` and `basic:USER:PASSWORD` (app/api/webhook_auth.py)
+        kind, _, rest = mode.strip().partition(":")
+        if kind == "token" and rest:
+            out.append(rest)
+        elif kind == "basic":
+            out.append(rest.partition(":")[2])
+    if settings.callback_signing_token is not None:
+        out.append(settings.callback_signing_token.get_secret_value())
     if settings.broker_password is not None:
         out.append(settings.broker_password.get_secret_value())
     for p in settings.providers:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from app.config import Settings
 from app.logs import (
     ConsoleFormatter,
     ContextFilter,
@@ -18,6 +19,7 @@ from app.logs import (
     RedactFilter,
     message_sid_var,
     request_id_var,
+    settings_secrets,
     setup_logging,
 )
 
@@ -214,3 +216,12 @@ async def test_a_turn_with_more_lines_than_max_pending_writes_them_as_it_goes() 
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert stream.writes[1] == f"INFO {LineHandler.MAX_PENDING}\n"
+
+
+def test_every_configured_credential_is_a_secret_to_redact() -> None:
+    settings = Settings(database_url="x", api_keys="k-plain-1", admin_api_keys="k-admin-1",
+                        webhook_auth="token:hook-tok-1, basic:hook:hook-pw-1,twilio-signature",
+                        callback_signing_token="sign-tok-1", broker_password="mq-pw-1",
+                        providers=[{"name": "smsc", "type": "smpp", "system_id": "a", "password": "sm-pw-1"}])
+    assert set(settings_secrets(settings)) == {"k-plain-1", "k-admin-1", "hook-tok-1", "hook-pw-1", "sign-tok-1",
+                                               "mq-pw-1", "sm-pw-1"}
