@@ -28,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import connection_lost
+from app.db.engine import invalidate_if_lost
 
 _DIALECT: Any = pg_asyncpg.dialect()  # type: ignore[no-untyped-call]
 _REQUIRED = object()
@@ -129,8 +129,7 @@ async def _run(session: AsyncSession, stmt: Any, params: Mapping[str, Any] | Non
 
 async def _failed(conn: Any, driver: Any, error: BaseException, sql: str) -> BaseException:
     """The error to raise for a failed statement; a lost connection is invalidated first."""
-    if connection_lost(error, driver):
-        await conn.invalidate(error if isinstance(error, Exception) else None)
+    if await invalidate_if_lost(conn, driver, error):
         return error
     return as_sqlalchemy(error, sql) if isinstance(error, Exception) else error
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_PING_SECONDS = 2.0
@@ -106,14 +106,22 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         try:
             yield fairy.driver_connection
         except BaseException as error:
-            if connection_lost(error, fairy.driver_connection):
-                await conn.invalidate(error if isinstance(error, Exception) else None)
+            await invalidate_if_lost(conn, fairy.driver_connection, error)
             raise
     finally:
         if conn.in_transaction():  # never on this path; if it were, its rollback is shielded as SQLAlchemy's is
             await conn.__aexit__(None, None, None)
         else:
             await conn.close()  # back to the pool in this step (see UnitSession)
+
+
+async def invalidate_if_lost(conn: AsyncConnection, driver: Any, error: BaseException) -> bool:
+    """Invalidate `conn` (the pool never hands it out again) if `error`, raised on its asyncpg connection
+    `driver`, left it unusable; whether it did."""
+    if not connection_lost(error, driver):
+        return False
+    await conn.invalidate(error if isinstance(error, Exception) else None)
+    return True
 
 
 def connection_lost(error: BaseException, driver: Any) -> bool:
