@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from support.backends import activity_now
+from support.backends import terminate_and_wait
 from support.outbox import attempt_records, unpublished, wait_published, write_reports
 from support.servers import free_port
 from support.stomp_consumer import Consumer
@@ -59,13 +59,7 @@ async def _kill_the_open_claim(sessions: async_sessionmaker[AsyncSession]) -> No
         (pid,) = (await s.scalars(text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
             " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"))).all()
-        await s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        for _ in range(100):
-            if not await activity_now(s, "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", {"pid": pid}):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"backend {pid} still there after 5 s")
+        await terminate_and_wait(s, pid)
         await s.rollback()
 
 

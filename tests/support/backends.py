@@ -19,16 +19,21 @@ async def activity_now(conn: AsyncConnection | AsyncSession, sql: str, params: d
     return await conn.scalar(text(sql), params or {})
 
 
+async def terminate_and_wait(conn: AsyncConnection | AsyncSession, pid: int) -> None:
+    """`pg_terminate_backend(pid)` on `conn`, returning once the backend is gone (at most 5 s)."""
+    await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    for _ in range(250):
+        if not await activity_now(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", {"pid": pid}):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there after 5 s")
+
+
 async def terminate_backend(url: str, pid: int) -> None:
-    """`pg_terminate_backend(pid)`, returning once the backend is gone."""
+    """`terminate_and_wait` from a connection of its own."""
     admin = create_engine(url, pool_size=1)
     try:
         async with admin.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            for _ in range(250):
-                if not await activity_now(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", {"pid": pid}):
-                    return
-                await asyncio.sleep(0.02)
+            await terminate_and_wait(conn, pid)
     finally:
         await admin.dispose()
-    raise AssertionError(f"backend {pid} still there after 5 s")
