@@ -250,6 +250,12 @@ class Settings(BaseSettings):
     def admin_api_key_list(self) -> list[str]:
         return [k.strip() for k in self.admin_api_keys.get_secret_value().split(",") if k.strip()]
 
+    def webhook_auth_modes(self) -> list[tuple[str, str]]:
+        """`webhook_auth`'s modes as (kind, what follows its first `:`): `("token", "T")`, `("basic",
+        "USER:PASSWORD")`, `("twilio-signature", "")`, `("none", "")`. app/api/webhook_auth.py judges them."""
+        modes = (m.strip() for m in self.webhook_auth.split(","))
+        return [(kind, rest) for kind, _, rest in (m.partition(":") for m in modes if m)]
+
     def callback_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.callback_allow_networks)
 

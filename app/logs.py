@@ -214,8 +214,7 @@ def logging_configured() -> bool:
 def settings_secrets(settings: Any) -> list[str]:
     """Every secret value in the settings, for the redaction filter."""
     out: list[str] = [*settings.api_key_list(), *settings.admin_api_key_list()]
-    for mode in settings.webhook_auth.split(","):  # `token:T` and `basic:USER:PASSWORD` (app/api/webhook_auth.py)
-        kind, _, rest = mode.strip().partition(":")
+    for kind, rest in settings.webhook_auth_modes():
         if kind == "token" and rest:
             out.append(rest)
         elif kind == "basic":

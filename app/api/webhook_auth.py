@@ -46,18 +46,17 @@ class WebhookAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookAuth:
-        modes = [m.strip() for m in settings.webhook_auth.split(",") if m.strip()]
+        modes = settings.webhook_auth_modes()
         if not modes:
             raise WebhookAuthConfigError("SMSGW_WEBHOOK_AUTH is empty; set `none` explicitly for development")
-        if "none" in modes:
+        if ("none", "") in modes:
             if len(modes) > 1:
                 raise WebhookAuthConfigError("`none` cannot be combined with other webhook auth modes")
             return cls(allow_any=True)
         basic: list[tuple[str, str]] = []
         tokens: list[str] = []
         twilio = False
-        for mode in modes:
-            kind, _, rest = mode.partition(":")
+        for kind, rest in modes:
             if kind == "twilio-signature":
                 twilio = True
             elif kind == "basic" and ":" in rest:
