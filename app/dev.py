@@ -142,7 +142,8 @@ async def serve_dev(settings: Settings, smsc_port: int, out: TextIO = sys.stdout
     sim = SmscSimulator(SimulatorConfig(host="127.0.0.1", port=smsc_port))
     await sim.start()
     server = _DevServer(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                       log_config=None, access_log=False, server_header=False))
+                                       log_config=None, access_log=False, server_header=False,
+                                       proxy_headers=False))
     serving = asyncio.create_task(server.serve())
     try:
         if await _wait_ready(settings, server, serving):
