@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import api_settings
 from matplotlib import image
 from support.servers import uvicorn_in_thread
 
 from app.main import create_app
-from tests.conftest import api_settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Every host but loopback fails to resolve, and any proxy use fails: the page gets no network.

@@ -11,6 +11,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from conftest import create_database, drop_database
 from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +19,6 @@ from app.db.bulk import one_of, rows_holding
 from app.db.engine import create_engine, session_factory
 from app.db.kept_store import older_known
 from app.db.tables import Base, Message, utcnow
-from tests.conftest import create_database, drop_database
 
 ROWS = 20_000
 

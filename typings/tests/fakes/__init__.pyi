@@ -1,0 +1,2 @@
+# `tests.fakes` (the benchmarks' name) is the package mypy checks as `fakes` (the tests'): see ../conftest.pyi.
+from fakes import *

@@ -1,0 +1,2 @@
+# `tests.fakes.commpeak` is `fakes.commpeak`: see ../conftest.pyi.
+from fakes.commpeak import *
