@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
-import psutil  # type: ignore[import-untyped]  # no stubs in the venv (bench/harness.py imports it alike)
+import psutil
 
 from bench import harness
 from bench.cluster import tree_cpu_seconds

@@ -56,7 +56,7 @@ def headers_of(exc: ClientError) -> dict[str, str] | None:
 
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) says the database cannot be reached or went away."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
     from sqlalchemy import exc as sa
 
     seen: BaseException | None = exc

@@ -129,7 +129,7 @@ def connection_lost(error: BaseException, driver: Any) -> bool:
     InternalClientError is asyncpg finding its protocol in a state the statement cannot start from: a
     backend terminated while the connection sat in a transaction between two statements raises it
     ("cannot switch to state 12; another operation (2) is in progress") until asyncpg closes it."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     return bool(driver.is_closed()) or isinstance(
         error, asyncio.CancelledError | OSError | TimeoutError | asyncpg.PostgresConnectionError

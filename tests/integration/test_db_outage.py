@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import orjson
 import pytest
 from conftest import API_KEY
