@@ -23,9 +23,9 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, bindparam, select, text
+from sqlalchemy import ColumnElement, Table, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -64,7 +64,8 @@ def _as_arrays(rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
 
 def _as_json(rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     columns = tuple(rows[0])
-    return bulk._json_insert(Message.__table__, columns), {"rows": bulk._payload(Message.__table__, rows, columns)}
+    table = cast(Table, Message.__table__)  # a declarative class's __table__ is typed FromClause
+    return bulk._json_insert(table, columns), {"rows": bulk._payload(table, rows, columns)}
 
 
 async def _rows_cost(sessions: async_sessionmaker[AsyncSession], n: int, statements: int) -> dict[str, Any]:

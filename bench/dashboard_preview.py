@@ -85,9 +85,9 @@ def evaluate(expr: str, scrapes: list[Scrape]) -> dict[tuple[str, ...], list[tup
             j = _at(scrapes, i, int(m[4]) * 60)
             now, then = _group(scrapes[i][1], name, [label, "le"]), _group(scrapes[j][1], name, [label, "le"])
             buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
-            for (key, le), value in now.items():
-                buckets[key].append((float(le), value - then.get((key, le), 0.0)))
-            for key, bs in buckets.items():
+            for (group, le), value in now.items():
+                buckets[group].append((float(le), value - then.get((group, le), 0.0)))
+            for group, bs in buckets.items():
                 bs.sort()
                 total = bs[-1][1]
                 if total <= 0:
@@ -97,7 +97,7 @@ def evaluate(expr: str, scrapes: list[Scrape]) -> dict[tuple[str, ...], list[tup
                     if count >= q * total:
                         inside = count - below
                         value = lower + (upper - lower) * ((q * total - below) / inside if inside else 0)
-                        series[(key,)].append((scrapes[i][0] - t0, value if upper != float("inf") else lower))
+                        series[(group,)].append((scrapes[i][0] - t0, value if upper != float("inf") else lower))
                         break
                     lower, below = upper, count
     else:

@@ -20,7 +20,7 @@ import runpy
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from types import FrameType
 
@@ -47,7 +47,7 @@ class Sampler:
         self.stacks: Counter[tuple[str, ...]] = Counter()
         self.idle = 0
         self.gc_runs: Counter[int] = Counter()
-        self.gc_cpu: Counter[int] = Counter()
+        self.gc_cpu: dict[int, float] = defaultdict(float)
         self._gc_started = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:

@@ -22,16 +22,14 @@ import cProfile
 import os
 import pstats
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from tests.conftest import API_KEY, api_settings, create_database, drop_database  # the template database
-
-Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
-                 Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
 def request_bodies(count: int, recipients: int, same: bool) -> list[bytes]:
@@ -46,7 +44,7 @@ def request_bodies(count: int, recipients: int, same: bool) -> list[bytes]:
     return out
 
 
-async def post(app: Asgi, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+async def post(app: ASGIApp, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     """One request as uvicorn would hand it over; returns the status."""
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
              "method": "POST", "scheme": "http", "path": "/msg-client/send", "raw_path": b"/msg-client/send",
@@ -64,7 +62,7 @@ async def post(app: Asgi, body: bytes, headers: list[tuple[bytes, bytes]]) -> in
 
     status: list[int] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
