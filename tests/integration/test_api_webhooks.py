@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from typing import Any
 
 import httpx
 import orjson
@@ -43,7 +44,7 @@ async def _mark_sent(sessions: async_sessionmaker[AsyncSession], sid: str, upstr
         await s.commit()
 
 
-async def _reports(sessions: async_sessionmaker[AsyncSession], sid: str) -> list[dict[str, object]]:
+async def _reports(sessions: async_sessionmaker[AsyncSession], sid: str) -> list[dict[str, Any]]:
     async with sessions() as s:
         rows = (await s.scalars(select(OutboxEvent).where(OutboxEvent.message_sid == sid,
                                                           OutboxEvent.kind == "report"))).all()

@@ -74,7 +74,7 @@ class Response:
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status, self.headers, self.body = status, headers, body
 
-    def json(self) -> object:
+    def json(self) -> Any:  # a JSON body, like httpx.Response.json()
         return orjson.loads(self.body)
 
 
