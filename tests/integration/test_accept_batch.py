@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db.engine import driver_connection
 from app.db.tables import Message, SendRequest, utcnow
 from app.domain.dispatching import Claimed
 from app.domain.ids import new_message_sid
@@ -113,7 +114,7 @@ def _slowed(commit: Any, in_flight: list[int]) -> Any:
 
 async def test_callers_are_answered_before_the_connection_goes_back_to_the_pool(
         module_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
-    real = accept_batch.driver_connection
+    real = driver_connection  # what accept_batch imported from app.db.engine
 
     @contextlib.asynccontextmanager
     async def slow_to_return(engine: Any) -> AsyncIterator[Any]:

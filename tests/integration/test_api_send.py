@@ -220,7 +220,9 @@ async def test_list_since_returns_messages_created_at_or_after(
     async with sessions() as s:
         await s.execute(update(Message).where(Message.sid == old).values(created_at=week_ago))
         await s.commit()
-    listed = lambda r: [m["MessageSid"] for m in r.json()["Messages"]]  # noqa: E731
+    def listed(r: httpx.Response) -> list[str]:
+        return [m["MessageSid"] for m in r.json()["Messages"]]
+
     day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     r = await api.get("/msg-client/messages", params={"to": to, "since": day_ago})
     assert r.status_code == 200 and listed(r) == [new]

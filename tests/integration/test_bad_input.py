@@ -248,13 +248,13 @@ async def test_hostile_idempotency_key_is_kept_verbatim_or_refused(
     for name, value in {**HOSTILE, "nul": "a\x00b"}.items():
         raw = (value + secrets.token_hex(4)).encode()  # headers are bytes; the app reads them as Latin-1
         payload = {"To": "+14155550142", "Body": f"idempotent {name}"}
-        first = await api.post(SEND, json=payload, headers={"Idempotency-Key": raw})
+        first = await api.post(SEND, json=payload, headers={b"Idempotency-Key": raw})
         if name == "nul":
             assert_error(first, 400, "Idempotency-Key")
             continue
         assert first.status_code == 200, (name, first.text)
         before = await count(sessions, Message)
-        again = await api.post(SEND, json=payload, headers={"Idempotency-Key": raw})
+        again = await api.post(SEND, json=payload, headers={b"Idempotency-Key": raw})
         assert again.status_code == 200 and again.json() == first.json(), name
         assert await count(sessions, Message) == before, name
         async with sessions() as s:
@@ -435,7 +435,7 @@ async def test_wrong_method_and_unknown_url_answer_in_the_error_shape(api: httpx
 
 # --- authentication ---------------------------------------------------------------------------------
 
-GARBAGE_KEYS: list[dict[str, str | bytes]] = [
+GARBAGE_KEYS: list[dict[str, str] | dict[bytes, bytes]] = [
     {},
     {"X-API-Key": ""},
     {"X-API-Key": "nope"},
@@ -443,8 +443,8 @@ GARBAGE_KEYS: list[dict[str, str | bytes]] = [
     {"X-API-Key": API_KEY[:-1]},
     {"X-API-Key": "x" * 10_000},
     {"X-API-Key": HOSTILE["sql_or"]},
-    {"X-API-Key": "clé".encode()},
-    {"X-API-Key": b"key\x00"},
+    {b"X-API-Key": "clé".encode()},
+    {b"X-API-Key": b"key\x00"},
     {"Authorization": "Bearer nope"},
     {"Authorization": "Bearer "},
     {"Authorization": "Bearer"},
@@ -482,10 +482,10 @@ async def test_missing_webhook_credentials_are_401_and_garbage_ones_403(
     before = (await count(sessions, InboundMessage), await count(sessions, KeptReceipt))
     for headers in ({}, {"X-API-Key": API_KEY}, {"Authorization": ""}, {"X-Twilio-Signature-Typo": "x"}):
         assert_error(await anon.post(path, data=form, headers=headers), 401, code="webhook_auth_required")
-    refused: list[dict[str, str | bytes]] = [
+    refused: list[dict[str, str] | dict[bytes, bytes]] = [
         {"X-Webhook-Token": "wrong"},
         {"X-Webhook-Token": ""},
-        {"X-Webhook-Token": b"hook-secret-token\x00"},
+        {b"X-Webhook-Token": b"hook-secret-token\x00"},
         {"X-Webhook-Token": "x" * 10_000},
         {"Authorization": "Bearer wrong"},
         {"Authorization": f"Bearer {API_KEY}"},
@@ -496,6 +496,6 @@ async def test_missing_webhook_credentials_are_401_and_garbage_ones_403(
         {"X-Twilio-Signature": "garbage"},
         {"X-Twilio-Signature": ""},
     ]
-    for headers in refused:
-        assert_error(await anon.post(path, data=form, headers=headers), 403, code="webhook_auth_failed")
+    for bad in refused:
+        assert_error(await anon.post(path, data=form, headers=bad), 403, code="webhook_auth_failed")
     assert (await count(sessions, InboundMessage), await count(sessions, KeptReceipt)) == before

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -144,7 +144,7 @@ async def _one_of_finds_exactly_the_rows_named(sessions: async_sessionmaker[Asyn
     # whole, it names no row (a `::VARCHAR(34)[]` cast would have cut it to that sid)
     longer = rows[5]["sid"].ljust(34, "0") + "-and-more"
     async with sessions() as s:
-        await s.execute(Message.__table__.update().where(Message.sid == rows[5]["sid"])
+        await s.execute(cast(Table, Message.__table__).update().where(Message.sid == rows[5]["sid"])
                         .values(sid=rows[5]["sid"].ljust(34, "0")))
         await s.commit()
         for many in (wanted, [*wanted, longer, "none-such"], wanted * 300):

@@ -10,8 +10,9 @@ from typing import Any
 import stomp
 from support.stomp_consumer import Collector
 
-from app.events.dev_broker import EmbeddedBroker, parse_frames
+from app.events.dev_broker import EmbeddedBroker
 from app.events.stomp_client import StompConnection
+from app.events.stomp_frames import parse_frames
 
 
 def test_parser_handles_split_frames_and_heartbeats() -> None:

@@ -87,7 +87,7 @@ def make_settings(db_url: str, routes: Sequence[dict[str, Any]], **kw: Any) -> S
 async def add_messages(sessions: async_sessionmaker[AsyncSession], n: int, channel: str = "t",
                        to: str = "+14155550000") -> list[str]:
     now = utcnow()
-    sids = [new_message_sid() for _ in range(n)]
+    sids: list[str] = [new_message_sid() for _ in range(n)]
     async with sessions() as s:
         await s.execute(insert(Message), [
             {"sid": sid, "status": "queued", "to_number": to, "body": "b", "encoding": "GSM7", "segments": 1,
@@ -96,7 +96,7 @@ async def add_messages(sessions: async_sessionmaker[AsyncSession], n: int, chann
     return sids
 
 
-async def wait_final(sessions: async_sessionmaker[AsyncSession], sids: list[str], statuses: set[str],
+async def wait_final(sessions: async_sessionmaker[AsyncSession], sids: Sequence[str], statuses: set[str],
                      timeout: float = 30.0) -> dict[str, Message]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -6,6 +6,7 @@ one statement and the next session gets a new connection."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,7 @@ from app.db import engine as engine_module
 def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the pool's pings (one entry per ping)."""
     seen: list[int] = []
-    original = AsyncAdapt_asyncpg_connection.ping
+    original: Callable[[Any], None] = AsyncAdapt_asyncpg_connection.ping  # SQLAlchemy leaves it unannotated
 
     def counting(self: Any) -> None:
         seen.append(1)

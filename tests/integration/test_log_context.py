@@ -195,7 +195,7 @@ async def test_dispatcher_lines_carry_the_sid(module_db_url: str, module_session
             {"sid": sid, "status": "queued", "to_number": to, "body": "b", "encoding": "GSM7", "segments": 1,
              "channel": "smpp", "due_at": now, "created_at": now, "updated_at": now} for to, sid in sids.items()])
         await s.commit()
-    d = Dispatcher(module_sessions, settings, {"scripted": ScriptedProvider()}, Metrics(), "log-test")  # type: ignore[dict-item]
+    d = Dispatcher(module_sessions, settings, {"scripted": ScriptedProvider()}, Metrics(), "log-test")
     d.start()
     try:
         for _ in range(200):

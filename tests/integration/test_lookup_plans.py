@@ -52,7 +52,7 @@ async def _filled() -> tuple[str, Any, async_sessionmaker[AsyncSession], list[st
     return url, engine, sessions, [tag + format(g, "08x") for g in range(5_000, 5_150)]
 
 
-async def _plan(sessions: async_sessionmaker[AsyncSession], stmt: Select[Any]) -> str:
+async def _plan(sessions: async_sessionmaker[AsyncSession], stmt: Select[*tuple[Any, ...]]) -> str:
     async with sessions() as s:
         compiled = stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
         return "\n".join(r[0] for r in (await s.execute(text(f"EXPLAIN {compiled}"))).all())

@@ -25,7 +25,7 @@ async def test_upgrade_blanks_chosen_key_prefixes_and_keeps_messages() -> None:
                 "'split', false, 'smpp', 0, now(), now())"))
         await asyncio.to_thread(upgrade_to_head, url)
         async with engine.connect() as conn:
-            keys = dict((await conn.execute(text("SELECT name, prefix FROM api_key"))).all())
+            keys: dict[str, str] = dict((await conn.execute(text("SELECT name, prefix FROM api_key"))).all())
             admins = (await conn.execute(text("SELECT count(*) FROM api_key WHERE is_admin"))).scalar()
             body = (await conn.execute(text("SELECT body FROM message WHERE sid = 'SMold'"))).scalar()
         assert keys == {"env": "", "crm": "sk_AbCdE", "old": ""}

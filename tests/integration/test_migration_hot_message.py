@@ -35,7 +35,7 @@ async def test_legacy_sent_messages_get_their_sent_at_and_keep_one_sent_entry() 
                 "('SMdone', 'sent', 'provider:smsc', true, '2026-11-01T10:00:02Z')"))
         await asyncio.to_thread(upgrade_to_head, url)
         async with engine.connect() as conn:
-            sent_at = dict((await conn.execute(text(
+            sent_at: dict[str, str | None] = dict((await conn.execute(text(
                 "SELECT sid, to_char(sent_at AT TIME ZONE 'UTC', 'HH24:MI:SS') FROM message"))).all())
             events = sorted((await conn.execute(text(
                 "SELECT message_sid, source FROM status_event WHERE status = 'sent'"))).all())

@@ -24,9 +24,11 @@ async def _rows(sessions: async_sessionmaker[AsyncSession], rows: list[tuple[str
     async with sessions() as s:
         await s.execute(delete(OutboxEvent))
         for kind, ago in rows:
-            ids.append(await s.scalar(insert(OutboxEvent).values(
+            new_id = await s.scalar(insert(OutboxEvent).values(
                 kind=kind, destination="/queue/scan", headers={}, body="{}", dedupe_key=secrets.token_hex(16),
-                available_at=now - timedelta(seconds=ago)).returning(OutboxEvent.id)))
+                available_at=now - timedelta(seconds=ago)).returning(OutboxEvent.id))
+            assert new_id is not None
+            ids.append(new_id)
         await s.commit()
     return ids
 

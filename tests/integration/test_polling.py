@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.tables import Message, MessagePart, utcnow
+from app.domain.ids import UpstreamId
 from app.domain.messages import Receipt
 from app.domain.status import ReportCounts, Status
 from app.services.polling import claim_polls, record_answers
@@ -64,8 +65,8 @@ async def test_answers_are_applied_and_unanswered_parts_rescheduled_in_one_commi
     answered_sid, answered = await polled_part(module_sessions, now)
     _, unanswered = await polled_part(module_sessions, now)
     again = now + timedelta(minutes=5)
-    answer = Receipt(provider="cp", upstream_id="x", status=Status.DELIVERED, provider_status_code="DELIVERED",
-                     source="poll:cp")
+    answer = Receipt(provider="cp", upstream_id=UpstreamId("x"), status=Status.DELIVERED,
+                     provider_status_code="DELIVERED", source="poll:cp")
     counts = ReportCounts()
     finals = await record_answers(module_sessions, SETTINGS, [(answered, answer)], [(unanswered, again)],
                                   [answered], counts)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import app.db.kept_store as kept_store
 import app.services.dispatching as dispatching_module
+import app.services.kept_receipts as kept_receipts_module
 from app.config import Settings
 from app.db.tables import KeptReceipt, Message, MessagePart, StatusEvent, utcnow
 from app.dispatch.dispatcher import Dispatcher
@@ -23,7 +24,7 @@ from app.domain.messages import Receipt, SubmitResult
 from app.domain.status import Status
 from app.metrics import Metrics
 from app.services.kept_receipts import recheck_submitted
-from app.services.receipts import apply_receipts, apply_to_parts
+from app.services.receipts import apply_receipts, apply_to_parts, outbox_insert
 from app.services.sink import DbReportSink
 
 SETTINGS = Settings(database_url="x", receipt_timeout_seconds=72 * 3600, providers=[
@@ -196,7 +197,7 @@ async def test_receipt_kept_while_its_submit_is_being_recorded_is_applied_when_t
     dispatcher = Dispatcher(sessions, SETTINGS, {}, Metrics(), owner)  # not started: no sweep
     sid = await sending(sessions, owner)
     sink = DbReportSink(sessions, SETTINGS, Metrics())
-    record_outbox = dispatching_module.outbox_insert
+    record_outbox = outbox_insert  # dispatching's, imported from receipts
 
     async def receipt_meanwhile(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
         await sink.receipts([receipt_for(upstream)])  # the record's transaction is open: kept
@@ -312,9 +313,7 @@ def _a_second_late(check: Any) -> Any:
 
 async def test_a_receipt_sender_is_answered_once_the_receipt_is_committed_not_after_the_kept_recheck(
         sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.services.sink as sink_module
-
-    monkeypatch.setattr(sink_module.kept_receipts, "recheck_kept", _a_second_late(sink_module.kept_receipts.recheck_kept))
+    monkeypatch.setattr(kept_receipts_module, "recheck_kept", _a_second_late(kept_receipts_module.recheck_kept))
     sink = DbReportSink(sessions, SETTINGS, Metrics())
     sink.start()
     try:
@@ -333,7 +332,7 @@ async def test_an_outcome_write_reports_its_commit_before_the_kept_reports_trans
     sid = await sending(sessions, owner)
     upstream = format(fresh_number(), "x")
 
-    monkeypatch.setattr(dispatching_module.kept_receipts, "recheck_submitted", _a_second_late(recheck_submitted))
+    monkeypatch.setattr(kept_receipts_module, "recheck_submitted", _a_second_late(recheck_submitted))
     loop = asyncio.get_running_loop()
     at: list[float] = []
     started = loop.time()

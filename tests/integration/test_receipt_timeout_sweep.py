@@ -6,7 +6,7 @@ Each test has a database of its own (the mark is one row for the whole database)
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +42,7 @@ def _row(sid: str, status: str, sent_at: datetime, updated_at: datetime | None =
             "updated_at": updated_at or sent_at, "sent_at": sent_at, "upstream_id": upstream_id}
 
 
-async def _statuses(sessions: async_sessionmaker[AsyncSession], sids: list[str]) -> list[str]:
+async def _statuses(sessions: async_sessionmaker[AsyncSession], sids: Sequence[str]) -> list[str]:
     async with sessions() as s:
         got = dict((await s.execute(select(Message.sid, Message.status).where(Message.sid.in_(sids)))).all())
     return [got[sid] for sid in sids]

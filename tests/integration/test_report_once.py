@@ -14,6 +14,7 @@ from support.backends import activity_now
 
 from app.config import Settings
 from app.db.tables import Message, MessagePart, StatusEvent, utcnow
+from app.domain.ids import UpstreamId
 from app.domain.messages import Receipt
 from app.domain.status import Status
 from app.services.receipts import apply_receipts
@@ -32,8 +33,8 @@ async def test_a_duplicate_receipt_in_a_concurrent_transaction_does_not_finalise
         await s.execute(insert(MessagePart).values(message_sid=sid, part_no=1, provider="smsc", upstream_id=upstream,
                                                    status="sent", submitted_at=now))
         await s.commit()
-    receipt = Receipt(provider="smsc", upstream_id=upstream, status=Status.DELIVERED, provider_status_code="DELIVRD",
-                      source="smpp:smsc")
+    receipt = Receipt(provider="smsc", upstream_id=UpstreamId(upstream), status=Status.DELIVERED,
+                      provider_status_code="DELIVRD", source="smpp:smsc")
 
     async def second() -> list[str]:
         async with module_sessions() as s:

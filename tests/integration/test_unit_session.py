@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from app.db.engine import UnitSession, create_engine, driver_connection, session_factory
 from app.db.tables import ApiKey, utcnow
@@ -21,6 +22,12 @@ async def engine_of(request: pytest.FixtureRequest, module_db_url: str, sqlite_u
     eng = create_engine(module_db_url if request.param == "postgresql" else sqlite_url, pool_size=2)
     yield eng
     await eng.dispose()
+
+
+def checked_out(eng: AsyncEngine) -> int:
+    """Connections the pool has handed out (create_engine's pool is a QueuePool on both databases)."""
+    assert isinstance(eng.pool, QueuePool)
+    return eng.pool.checkedout()
 
 
 def turned() -> list[int]:
@@ -47,7 +54,7 @@ async def test_a_committed_session_is_left_without_a_turn_of_the_loop(engine_of:
         async with sessions() as s:
             assert (await s.execute(text("SELECT 1"))).scalar() == 1
             await s.commit()
-    assert engine_of.pool.checkedout() == 0
+    assert checked_out(engine_of) == 0
 
 
 async def test_a_session_left_with_its_transaction_open_rolls_it_back(engine_of: AsyncEngine) -> None:
@@ -59,7 +66,7 @@ async def test_a_session_left_with_its_transaction_open_rolls_it_back(engine_of:
             raise RuntimeError("inside the unit of work")
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == "rolled-back")) == 0
-    assert engine_of.pool.checkedout() == 0
+    assert checked_out(engine_of) == 0
 
 
 async def test_a_driver_connection_is_given_back_without_a_turn_of_the_loop(module_db_url: str) -> None:
@@ -69,7 +76,7 @@ async def test_a_driver_connection_is_given_back_without_a_turn_of_the_loop(modu
             assert await conn.fetchval("SELECT 41 + 1") == 42
             marks = turned()
         assert marks == [], "giving the connection back waited for the event loop"
-        assert eng.pool.checkedout() == 0
+        assert checked_out(eng) == 0
         async with driver_connection(eng) as conn:  # the one pooled connection, reused
             assert await conn.fetchval("SELECT 1") == 1
     finally:
