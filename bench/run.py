@@ -340,7 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "a JVM just started is measured as a broker in service is (default 100,000; 0: cold; "
                         "--quick: 0)")
     p.add_argument("--profile", action="store_true",
-                   help="sample the gateway (bench.sampler): bench/results/logs/<scenario>-gateway.profile.txt")
+                   help="sample the gateway (bench.sampler): bench/logs/<scenario>-gateway.profile.txt")
     p.add_argument("--quick", action="store_true", help="a short smoke run (CI): checks 0 lost / 0 duplicates")
     p.add_argument("--results", default="",
                    help="directory for the result files (default bench/results, bench/results/quick with --quick)")
