@@ -49,6 +49,10 @@ async def reschedule(session: AsyncSession, when: Sequence[tuple[int, datetime]]
 
 
 async def stop_polling(session: AsyncSession, part_ids: Sequence[int]) -> None:
+    """Stop polling these parts. Only those still due are written: a part that an answer just made final
+    had next_poll_at cleared by applying it, and a second UPDATE of it would be a row version (and
+    index entries) for nothing."""
     if part_ids:
-        await session.execute(update(MessagePart).where(one_of(session, MessagePart.id, part_ids))
+        await session.execute(update(MessagePart).where(one_of(session, MessagePart.id, part_ids),
+                                                        MessagePart.next_poll_at.is_not(None))
                               .values(next_poll_at=None))

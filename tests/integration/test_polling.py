@@ -7,10 +7,11 @@ import asyncio
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.engine import session_factory
 from app.db.tables import Message, MessagePart, utcnow
 from app.domain.ids import UpstreamId
 from app.domain.messages import Receipt
@@ -74,3 +75,31 @@ async def test_answers_are_applied_and_unanswered_parts_rescheduled_in_one_commi
     assert (await next_poll(module_sessions, answered), await next_poll(module_sessions, unanswered)) == (None, again)
     async with module_sessions() as s:
         assert await s.scalar(select(Message.status).where(Message.sid == answered_sid)) == "delivered"
+
+
+async def _part_updates(engine: AsyncEngine) -> int:
+    """message_part's updated row versions so far, as PostgreSQL counts them: this backend's pending
+    figures are flushed first (the engine's pool holds one connection, so every statement of the
+    test ran on it)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_stat_force_next_flush()"))
+        await conn.commit()  # idle after this transaction: the backend flushes its figures
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'message_part'")) or 0)
+
+
+async def test_a_final_answer_writes_its_part_once(one_connection: AsyncEngine) -> None:
+    """Applying a final answer clears next_poll_at; stopping the polling of the answered parts must not
+    write that part again (issue #15's row diet: e2e-http wrote 4 versions of each part, 3 now)."""
+    sessions = session_factory(one_connection)
+    now = utcnow()
+    sid, part_id = await polled_part(sessions, now)
+    _, unanswered = await polled_part(sessions, now)
+    answer = Receipt(provider="cp", upstream_id=UpstreamId("x"), status=Status.DELIVERED,
+                     provider_status_code="DELIVERED", source="poll:cp")
+    before = await _part_updates(one_connection)
+    finals = await record_answers(sessions, SETTINGS, [(part_id, answer)], [(unanswered, now + timedelta(minutes=5))],
+                                  [part_id], ReportCounts())
+    assert finals == [sid] and await next_poll(sessions, part_id) is None
+    assert await _part_updates(one_connection) - before == 2  # the answered part once, the rescheduled one once
