@@ -42,7 +42,7 @@ test: $(STAMP) services tools
 	  $(BIN)/python -m bench.run --quick && \
 	  $(BIN)/python -m bench.faults --short
 
-## make bench: the benchmarks at full size (about 15 minutes); figures in bench/results, table in bench/README.md.
+## make bench: the benchmarks at full size (about 7 minutes on the 2-core machine); figures in bench/results, table in bench/README.md.
 ## Each run starts its own PostgreSQL (synchronous_commit=on, pg_stat_statements) and ActiveMQ (bench/cluster.py)
 ## and prints, per scenario, msg/s, CPU per 1,000 messages of each process, row versions and top statements.
 ## e2e-smpp sends 1,000 recipients per request, e2e-smpp-single one (64 keep-alive connections).
