@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.bulk import one_of
+from app.db.bulk import one_of, update_rows
 from app.db.tables import Message, MessagePart
 
 
@@ -43,9 +43,8 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: tim
 
 
 async def reschedule(session: AsyncSession, when: Sequence[tuple[int, datetime]]) -> None:
-    """Each part (id) is next asked about at its time: one executemany by primary key."""
-    if when:
-        await session.execute(update(MessagePart), [{"id": pid, "next_poll_at": at} for pid, at in when])
+    """Each part (id) is next asked about at its time: one statement for the whole batch."""
+    await update_rows(session, MessagePart.__table__, "id", [{"id": pid, "next_poll_at": at} for pid, at in when])
 
 
 async def stop_polling(session: AsyncSession, part_ids: Sequence[int]) -> None:

@@ -103,3 +103,11 @@ async def test_a_final_answer_writes_its_part_once(one_connection: AsyncEngine) 
                                   [part_id], ReportCounts())
     assert finals == [sid] and await next_poll(sessions, part_id) is None
     assert await _part_updates(one_connection) - before == 2  # the answered part once, the rescheduled one once
+
+
+async def test_each_unanswered_part_gets_its_own_next_question(module_sessions: async_sessionmaker[AsyncSession]) -> None:
+    now = utcnow()
+    parts = [(await polled_part(module_sessions, now))[1] for _ in range(3)]
+    when = [(pid, now + timedelta(minutes=n + 1)) for n, pid in enumerate(parts)]
+    await record_answers(module_sessions, SETTINGS, [], when, [], ReportCounts())
+    assert [await next_poll(module_sessions, pid) for pid in parts] == [at for _, at in when]
