@@ -131,6 +131,16 @@ async def one_connection(module_db_url: str) -> AsyncIterator[AsyncEngine]:
     await eng.dispose()
 
 
+@pytest.fixture
+async def private_db() -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A database of this test alone, so its table statistics count only this test's writes."""
+    url = await create_database()
+    engine = create_engine(url, pool_size=3)
+    yield url, engine
+    await engine.dispose()
+    await drop_database(url)
+
+
 @pytest.fixture(scope="session")
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(db_url, pool_size=5)

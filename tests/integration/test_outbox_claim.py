@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import STOMP_URL, create_database, drop_database
+from conftest import STOMP_URL
 from fakes.server import LoopbackServer
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -23,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from support.backends import terminate_and_wait
+from support.backends import row_versions, terminate_and_wait
 from support.outbox import attempt_records, unpublished, wait_published, write_reports
 from support.servers import free_port
 from support.stomp_consumer import Consumer
@@ -143,35 +140,6 @@ async def test_a_lost_commit_receipt_puts_the_batch_in_doubt_and_the_same_publis
     assert set(seen) == set(sids) and max(seen.values()) == 1
 
 
-@pytest.fixture
-async def private_db() -> AsyncIterator[tuple[str, AsyncEngine]]:
-    """A database of this test alone, so its table statistics count only this test's writes."""
-    url = await create_database()
-    engine = create_engine(url, pool_size=3)
-    yield url, engine
-    await engine.dispose()
-    await drop_database(url)
-
-
-async def _row_versions(url: str, tables: tuple[str, ...], expected: dict[str, int]) -> dict[str, int]:
-    """n_tup_ins + n_tup_upd + n_tup_del per table (what bench/meters.py counts), once the backends
-    that wrote them have reported (at exit, or within a second while idle)."""
-    engine = create_engine(url, pool_size=1)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-                got = {r.relname: int(r.n) for r in (await conn.execute(text(
-                    "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS n FROM pg_stat_user_tables"
-                    " WHERE relname = ANY(:t)"), {"t": list(tables)})).all()}
-            if got == expected or time.monotonic() > deadline:
-                return got
-            await asyncio.sleep(0.2)
-    finally:
-        await engine.dispose()
-
-
 async def test_published_batches_leave_no_rows_and_cost_two_row_versions_per_report_and_one_per_batch(
         private_db: tuple[str, AsyncEngine]) -> None:
     url, engine = private_db
@@ -194,7 +162,7 @@ async def test_published_batches_leave_no_rows_and_cost_two_row_versions_per_rep
     # 300 INSERTs and 300 DELETEs; the 3 batches share one attempt record: written for the first,
     # rewritten for the other two, deleted when the publisher stops.
     expected = {"outbox_event": 600, "outbox_attempt": 4}
-    got = await _row_versions(url, ("outbox_event", "outbox_attempt"), expected)
+    got = await row_versions(url, ("outbox_event", "outbox_attempt"), expected)
     print(f"row versions per report: {sum(got.values()) / 300:.3f} ({got})")
     assert got == expected
 

@@ -1,9 +1,10 @@
-"""Killing one PostgreSQL backend of a test's database (a connection lost while a pool holds it), and
-reading pg_stat_activity as it is now."""
+"""Killing one PostgreSQL backend of a test's database (a connection lost while a pool holds it),
+reading pg_stat_activity as it is now, and the row versions the statistics have counted per table."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from sqlalchemy import text
@@ -37,3 +38,22 @@ async def terminate_backend(url: str, pid: int) -> None:
             await terminate_and_wait(conn, pid)
     finally:
         await admin.dispose()
+
+
+async def row_versions(url: str, tables: tuple[str, ...], expected: dict[str, int]) -> dict[str, int]:
+    """n_tup_ins + n_tup_upd + n_tup_del per table (what bench/meters.py counts), once the backends
+    that wrote them have reported (at exit, or within a second while idle)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+                got = {r.relname: int(r.n) for r in (await conn.execute(text(
+                    "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS n FROM pg_stat_user_tables"
+                    " WHERE relname = ANY(:t)"), {"t": list(tables)})).all()}
+            if got == expected or time.monotonic() > deadline:
+                return got
+            await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
